@@ -112,7 +112,7 @@ class RewardsConfig(Section):
 class PoolConfig(Section):
     seed_file: str = Field("configs/seeds/tiny-math.jsonl", description="JSONL with question and optional answer")
     capacity: int = Field(2000, ge=1)
-    duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which a question is a dupe")
+    duplicate_threshold: float = Field(0.8, gt=0, le=0.95, description="MinHash Jaccard above which a question is a dupe")
     solved_threshold: float = Field(0.9, gt=0, le=1, description="mean solver score counted as reliably solved")
     solved_min_attempts: int = Field(2, ge=1)
     replay_ratio: float = Field(0.3, ge=0, le=1, description="share of older questions in each batch")

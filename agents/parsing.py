@@ -1,0 +1,138 @@
+"""Strict parsing of role responses: one tagged value per response, or the reason there is none.
+
+Looks at the model's response text only, never at the prompt (the paper counted prompt and response tags
+together). Leaves out rewards: a parse carries its format score, and rewards/scores.py combines it.
+
+The rules, the same for the question, answer and score tags:
+- a response over MAX_RESPONSE_CHARS is TOO_LONG and is not scanned;
+- no opening and no closing tag: MISSING_TAG; more than one opening or closing tag: REPEATED_TAG (so a tag
+  nested in itself counts as repeated); an opening tag without its closing tag, or the reverse order: UNCLOSED_TAG;
+- content holding any protocol tag (question, answer, score) is NESTED_TAG: an answer or question cannot smuggle a
+  score tag to the judge;
+- content is stripped of whitespace; nothing visible left (only whitespace or zero-width characters): EMPTY;
+  content over the tag's cap: TOO_LONG.
+Tags are exact lowercase ASCII (`<score>`, not `<Score>` nor `<score >`). Nothing is Unicode-normalised: a score
+is ASCII digits only, so full-width digits ("７") and digits carrying zero-width characters are NOT_AN_INTEGER,
+though Python's int() would accept the former.
+
+Format score (the paper's rule): 1.0 for exactly one well-formed tag with valid content, 0.5 for several tags,
+0.0 otherwise.
+"""
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from rewards.scores import SCORE_MAX, SCORE_MIN
+
+QUESTION_TAG = "question"
+ANSWER_TAG = "answer"
+SCORE_TAG = "score"
+PROTOCOL_TAGS = (QUESTION_TAG, ANSWER_TAG, SCORE_TAG)
+
+MAX_RESPONSE_CHARS = 32_000
+MAX_QUESTION_CHARS = 4_000
+MAX_ANSWER_CHARS = 1_000
+# Long enough for "7 out of 10" to be NOT_AN_INTEGER, short enough that int() never sees a huge digit string.
+MAX_SCORE_CHARS = 64
+
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class FormatFailure(Enum):
+    """Why a response gave no value; the value names the metric it is counted under."""
+
+    MISSING_TAG = "missing_tag"
+    REPEATED_TAG = "repeated_tag"
+    UNCLOSED_TAG = "unclosed_tag"
+    NESTED_TAG = "nested_tag"
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    NOT_AN_INTEGER = "not_an_integer"
+    OUT_OF_RANGE = "out_of_range"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """One parse: exactly one of `value` (str for a question or answer, int 1-10 for a score) and `failure`."""
+
+    value: str | int | None
+    failure: FormatFailure | None
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.failure is None):
+            raise ValueError(f"a Parsed holds exactly one of value and failure, got {self.value!r}, {self.failure}")
+
+    @property
+    def format_score(self) -> float:
+        """1.0 when parsed, 0.5 for several tags, 0.0 for any other failure."""
+        if self.failure is None:
+            return 1.0
+        return 0.5 if self.failure is FormatFailure.REPEATED_TAG else 0.0
+
+
+def parse_question(response: str) -> Parsed:
+    """The question inside the response's one `<question>` tag."""
+    return _tagged_content(response, QUESTION_TAG, MAX_QUESTION_CHARS)
+
+
+def parse_answer(response: str) -> Parsed:
+    """The final answer inside the response's one `<answer>` tag."""
+    return _tagged_content(response, ANSWER_TAG, MAX_ANSWER_CHARS)
+
+
+def parse_score(response: str) -> Parsed:
+    """The integer 1-10 inside the response's one `<score>` tag; "7.5", "seven", "７" fail, "0" and "11" too."""
+    parsed = _tagged_content(response, SCORE_TAG, MAX_SCORE_CHARS)
+    if parsed.failure is not None:
+        return parsed
+    text = str(parsed.value)
+    if not _ASCII_INTEGER.fullmatch(text):
+        return Parsed(None, FormatFailure.NOT_AN_INTEGER)
+    score = int(text)
+    if not SCORE_MIN <= score <= SCORE_MAX:
+        return Parsed(None, FormatFailure.OUT_OF_RANGE)
+    return Parsed(score, None)
+
+
+def failure_counts(parses: Iterable[Parsed]) -> dict[FormatFailure, int]:
+    """How many parses failed for each reason; every reason is present, so logged keys stay stable."""
+    counts = {failure: 0 for failure in FormatFailure}
+    for parsed in parses:
+        if parsed.failure is not None:
+            counts[parsed.failure] += 1
+    return counts
+
+
+def _tagged_content(response: str, tag: str, max_chars: int) -> Parsed:
+    if len(response) > MAX_RESPONSE_CHARS:
+        return Parsed(None, FormatFailure.TOO_LONG)
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    opening_count, closing_count = response.count(opening), response.count(closing)
+    if opening_count == 0 and closing_count == 0:
+        return Parsed(None, FormatFailure.MISSING_TAG)
+    if opening_count > 1 or closing_count > 1:
+        return Parsed(None, FormatFailure.REPEATED_TAG)
+    start, end = response.find(opening), response.find(closing)
+    if opening_count != closing_count or end < start:
+        return Parsed(None, FormatFailure.UNCLOSED_TAG)
+    content = response[start + len(opening) : end]
+    if _holds_protocol_tag(content):
+        return Parsed(None, FormatFailure.NESTED_TAG)
+    content = content.strip()
+    if not _has_visible_character(content):
+        return Parsed(None, FormatFailure.EMPTY)
+    if len(content) > max_chars:
+        return Parsed(None, FormatFailure.TOO_LONG)
+    return Parsed(content, None)
+
+
+def _holds_protocol_tag(content: str) -> bool:
+    return any(f"<{tag}>" in content or f"</{tag}>" in content for tag in PROTOCOL_TAGS)
+
+
+def _has_visible_character(text: str) -> bool:
+    # Zero-width spaces, joiners and byte-order marks are Unicode category Cf ("format"), not whitespace.
+    return any(not character.isspace() and unicodedata.category(character) != "Cf" for character in text)

@@ -1,0 +1,1 @@
+"""Coordinator: config, the self-play loop, the question pool, checkpoints and tracking."""

@@ -1,0 +1,71 @@
+"""Length-bucketed micro-batches and the equal-count split across data-parallel ranks."""
+
+import random
+
+import pytest
+
+from learner.packing import MicroBatch, pack_micro_batches, padding_fraction, split_across_ranks
+
+
+def test_pack_micro_batches_hand_computed() -> None:
+    lengths = [5, 9, 3, 9, 2, 7]
+    micro_batches = pack_micro_batches(lengths, token_budget=20)
+    # Longest first: 9, 9 (2 x 9 = 18; a third row would pad to 27), then 7, 5 (14; 3 more is 21), then 3, 2.
+    assert [micro_batch.indices for micro_batch in micro_batches] == [(1, 3), (5, 0), (2, 4)]
+    assert [micro_batch.padded_tokens for micro_batch in micro_batches] == [18, 14, 6]
+    assert [micro_batch.token_count for micro_batch in micro_batches] == [18, 12, 5]
+    assert padding_fraction(micro_batches) == pytest.approx(3 / 38)
+
+
+def test_sample_longer_than_budget_gets_its_own_micro_batch() -> None:
+    micro_batches = pack_micro_batches([4, 30, 4], token_budget=10)
+    assert [micro_batch.indices for micro_batch in micro_batches] == [(1,), (0, 2)]
+
+
+def test_budget_is_inclusive_and_empty_input_packs_to_nothing() -> None:
+    assert [batch.indices for batch in pack_micro_batches([5, 5, 5, 5], token_budget=20)] == [(0, 1, 2, 3)]
+    assert pack_micro_batches([], token_budget=20) == []
+    assert padding_fraction([]) == 0.0
+
+
+@pytest.mark.parametrize("lengths, budget, message", [([3, 0], 10, "sample 1"), ([3], 0, "token_budget")])
+def test_pack_micro_batches_rejects_bad_input(lengths: list[int], budget: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        pack_micro_batches(lengths, budget)
+
+
+def test_micro_batch_needs_one_length_per_index() -> None:
+    with pytest.raises(ValueError, match="one length per index"):
+        MicroBatch(indices=(0, 1), lengths=(3,))
+
+
+def test_split_across_ranks_hand_computed() -> None:
+    micro_batches = pack_micro_batches([5, 9, 3, 9, 2, 7], token_budget=20)  # padded 18, 14, 6
+    ranks = split_across_ranks(micro_batches, world_size=2)
+    # Three micro-batches for two ranks: the largest, (1, 3), is split into (1,) and (3,), 9 tokens each.
+    # Then largest first to the lighter open rank: 14 -> rank 0, 9 -> rank 1, 9 -> rank 1 (now full), 6 -> rank 0.
+    assert [[batch.indices for batch in rank] for rank in ranks] == [[(5, 0), (2, 4)], [(1,), (3,)]]
+    assert [sum(batch.padded_tokens for batch in rank) for rank in ranks] == [20, 18]
+
+
+def test_split_across_ranks_raises_when_counts_cannot_be_equalised() -> None:
+    singletons = pack_micro_batches([30, 30, 30], token_budget=40)
+    with pytest.raises(ValueError, match="multiple of the world size"):
+        split_across_ranks(singletons, world_size=2)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4, 8])
+def test_split_across_ranks_invariants_on_random_batches(world_size: int) -> None:
+    generator = random.Random(world_size)
+    for _ in range(20):
+        lengths = [generator.randint(1, 300) for _ in range(world_size * generator.randint(1, 12))]
+        budget = generator.randint(200, 1200)
+        ranks = split_across_ranks(pack_micro_batches(lengths, budget), world_size)
+        assert len({len(rank) for rank in ranks}) == 1
+        assert sorted(index for rank in ranks for batch in rank for index in batch.indices) == list(
+            range(len(lengths))
+        )
+        for rank in ranks:
+            for batch in rank:
+                assert batch.padded_tokens <= budget or len(batch.indices) == 1
+                assert batch.lengths == tuple(lengths[index] for index in batch.indices)
