@@ -1,0 +1,237 @@
+"""The DeepSpeed learner: one PEFT LoRA adapter shared by all roles, GRPO steps on the advantages it is given.
+
+Plain class, one instance per data-parallel rank (`learner.group` runs them as Ray actors). Per step:
+length-bucketed micro-batches (no padding waste beyond the bucket), one forward+backward each, one optimizer
+step. There is a single policy update per batch, so the "old" policy of the PPO ratio is the current one
+(ratio 1, gradient of the plain policy gradient); the rollout engine's logprobs enter through truncated
+importance weights instead. That saves a forward pass per step; the KL reference (adapter disabled) costs one
+extra no-grad forward only when `kl_coef > 0`.
+
+Loss aggregation: every micro-batch contributes sum(token losses) / (response tokens of the whole global
+batch); DeepSpeed averages gradients over ranks, so the loss is multiplied by world_size to keep that a sum.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from learner import grpo
+from learner.export import export_adapter, export_merged
+from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
+from learner.records import TrainBatch, TrainSample
+from rollout.records import SyncMode, WeightUpdate
+from selfplay.config import LearnerConfig
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class BatchError(ValueError):
+    """A training batch that cannot be trained on (names the sample)."""
+
+
+@dataclass(frozen=True)
+class LearnerSetup:
+    """What a learner rank needs besides its config section."""
+
+    model_path: str
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+
+def _init_distributed(setup: LearnerSetup) -> None:
+    import deepspeed
+
+    os.environ.setdefault("RANK", str(setup.rank))
+    os.environ.setdefault("LOCAL_RANK", str(setup.rank))
+    os.environ.setdefault("WORLD_SIZE", str(setup.world_size))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29511")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+
+def deepspeed_config(config: LearnerConfig, dtype: str) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": 1,  # micro-batches are built here; DeepSpeed never sees a data loader
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": config.grad_clip,
+        "zero_optimization": {"stage": config.zero_stage},
+        "bf16": {"enabled": dtype == "bfloat16", "check_grad_overflow": True},
+        "fp16": {"enabled": dtype == "float16"},
+        "optimizer": {"type": "AdamW", "params": {"lr": config.lr, "weight_decay": config.weight_decay,
+                                                  "torch_adam": True}},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    } | ({"scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": config.lr,
+                                                       "warmup_num_steps": config.warmup_steps}}}
+         if config.warmup_steps else {})
+
+
+class Learner:
+    def __init__(self, config: LearnerConfig, setup: LearnerSetup) -> None:
+        import deepspeed
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        self.config, self.setup = config, setup
+        torch.manual_seed(setup.seed + setup.rank)
+        _init_distributed(setup)
+        base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[setup.dtype])
+        base.config.use_cache = False
+        lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                          target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+        model = get_peft_model(base, lora)
+        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable,
+                                               config=deepspeed_config(config, setup.dtype))
+        self.model = self.engine.module
+        self.step_count = 0
+        self.skipped_steps = 0
+
+    # -- forward ------------------------------------------------------------------------------------------------
+    def _micro_batch_tensors(self, samples: list[TrainSample]) -> dict[str, torch.Tensor]:
+        """Left-padded so every response ends at the last position: logits are kept for the last R+1 only."""
+        device = self.engine.device
+        width = max(sample.length for sample in samples)
+        response_width = max(len(sample.response_token_ids) for sample in samples)
+        input_ids = torch.zeros(len(samples), width, dtype=torch.long)  # [B, T]
+        attention = torch.zeros(len(samples), width, dtype=torch.long)  # [B, T]
+        response_mask = torch.zeros(len(samples), response_width)  # [B, R]
+        rollout_logprobs = torch.zeros(len(samples), response_width)  # [B, R]
+        for row, sample in enumerate(samples):
+            tokens = sample.prompt_token_ids + sample.response_token_ids
+            input_ids[row, width - len(tokens):] = torch.tensor(tokens)
+            attention[row, width - len(tokens):] = 1
+            count = len(sample.response_token_ids)
+            response_mask[row, response_width - count:] = 1
+            rollout_logprobs[row, response_width - count:] = torch.tensor(sample.rollout_logprobs)
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # [B, T]
+        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device),
+                "position_ids": positions.to(device), "response_mask": response_mask.to(device),
+                "rollout_logprobs": rollout_logprobs.to(device),
+                "temperatures": torch.tensor([s.temperature for s in samples], device=device),
+                "advantages": torch.tensor([s.advantage for s in samples], device=device)}
+
+    def _response_logprobs(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logprobs of the response tokens under the current model: [B, R] (fp32)."""
+        response_width = tensors["response_mask"].shape[1]
+        output = self.engine(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
+                             position_ids=tensors["position_ids"], logits_to_keep=response_width + 1)
+        logits = output.logits[:, :-1].float() / tensors["temperatures"][:, None, None]  # [B, R, V]
+        targets = tensors["input_ids"][:, -response_width:]  # [B, R]
+        return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, R]
+
+    # -- one update ---------------------------------------------------------------------------------------------
+    def check_batch(self, batch: TrainBatch) -> None:
+        for index, sample in enumerate(batch.samples):
+            if sample.length > self.setup.max_model_len:
+                raise BatchError(f"sample {index} ({sample.role or 'unknown role'}) has {sample.length} tokens, "
+                                 f"more than the model's context of {self.setup.max_model_len}")
+            if not sample.response_token_ids or len(sample.response_token_ids) != len(sample.rollout_logprobs):
+                raise BatchError(f"sample {index} ({sample.role}): {len(sample.response_token_ids)} response tokens "
+                                 f"but {len(sample.rollout_logprobs)} rollout logprobs")
+
+    def train_step(self, micro_batches: list[list[TrainSample]], global_response_tokens: int) -> dict[str, float]:
+        """One optimizer step on this rank's micro-batches (see `plan_step`); every rank gets the same number.
+        `global_response_tokens` counts the response tokens of all ranks together."""
+        if global_response_tokens == 0 or not micro_batches:
+            return {"learner/empty_batch": 1.0}
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        nonfinite = False
+        self.engine.train()
+        for position, samples in enumerate(micro_batches):
+            self.engine.set_gradient_accumulation_boundary(position == len(micro_batches) - 1)
+            loss, metrics = self._micro_batch_loss(samples, global_response_tokens)
+            if not torch.isfinite(loss):
+                nonfinite = True
+                loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # keep the backward call count equal across ranks
+            self.engine.backward(loss * self.setup.world_size, scale_wrt_gas=False)
+            for key, value in metrics.items():
+                totals[key] = max(totals.get(key, value), value) if key.endswith("_max") else totals.get(key, 0) + value
+        if nonfinite:
+            self.engine.optimizer.zero_grad()
+        skipped_before = self.engine.skipped_steps
+        self.engine.step()
+        skipped = nonfinite or self.engine.skipped_steps > skipped_before
+        self.skipped_steps += int(skipped)
+        self.step_count += 1
+        grad_norm = self.engine.get_global_grad_norm()
+        totals.update({
+            "learner/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "learner/skipped_nonfinite": float(skipped),
+            "learner/skipped_total": float(self.skipped_steps),
+            "learner/micro_batches": float(len(micro_batches)),
+            "learner/tokens": float(sum(sample.length for samples in micro_batches for sample in samples)),
+            "learner/lr": float(self.engine.get_lr()[0]),
+            "learner/step_seconds": time.perf_counter() - started,
+        })
+        return totals
+
+    def _micro_batch_loss(self, samples: list[TrainSample], total_tokens: int) -> tuple[torch.Tensor, dict]:
+        tensors = self._micro_batch_tensors(samples)
+        mask = tensors["response_mask"]  # [B, R]
+        logprobs = self._response_logprobs(tensors)  # [B, R]
+        weights, importance = grpo.truncated_importance_weights(
+            logprobs.detach(), tensors["rollout_logprobs"], mask, self.config.importance_cap,
+            total_tokens=total_tokens)
+        loss, policy = grpo.policy_loss(
+            logprobs, logprobs.detach(), tensors["advantages"], mask, total_tokens=total_tokens,
+            clip_range=grpo.ClipRange(self.config.clip_low, self.config.clip_high), importance_weights=weights)
+        metrics = {"learner/policy_loss": loss.item(),
+                   "learner/clip_fraction": (policy.clip_low_fraction + policy.clip_high_fraction).item(),
+                   "learner/importance_logprob_diff_mean": importance.logprob_diff_mean.item(),
+                   "learner/importance_logprob_diff_max": importance.logprob_diff_max.item(),
+                   "learner/importance_weight_mean": importance.weight_mean.item(),
+                   "learner/importance_capped_fraction": importance.capped_fraction.item()}
+        if self.config.kl_coef > 0:
+            with torch.no_grad(), self.model.disable_adapter():
+                reference = self._response_logprobs(tensors)  # [B, R]
+            kl = grpo.kl_penalty(logprobs, reference, mask, total_tokens=total_tokens)
+            loss = loss + self.config.kl_coef * kl
+            metrics["learner/kl"] = kl.item()
+        metrics["learner/loss"] = loss.item()
+        return loss, metrics
+
+    # -- probes -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sequence_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Logprob of tokens 1..P-1 given their prefix under the current weights (sync probe). [P - 1]"""
+        self.engine.eval()
+        ids = torch.tensor([token_ids], device=self.engine.device)  # [1, P]
+        logits = self.engine(input_ids=ids).logits[0, :-1].float()  # [P - 1, V]
+        return torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1).tolist()
+
+    def lora_parameters(self) -> dict[str, torch.Tensor]:
+        return {name: parameter.detach().clone() for name, parameter in self.model.named_parameters()
+                if parameter.requires_grad}
+
+    # -- export -------------------------------------------------------------------------------------------------
+    def export(self, version: int, mode: SyncMode, directory: str, probe_token_ids: list[int],
+               tolerance: float) -> WeightUpdate:
+        """Write weight version `version` for the engines, with the learner's probe logprobs to verify it."""
+        target = Path(directory) / f"{mode.value}-v{version}"
+        if mode is SyncMode.ADAPTER:
+            export_adapter(self.model, target, DTYPES[self.setup.dtype])
+        else:
+            export_merged(self.model, target, DTYPES[self.setup.dtype])
+        probe = self.sequence_logprobs(probe_token_ids) if probe_token_ids else []
+        return WeightUpdate(version=version, mode=mode, path=str(target), probe_token_ids=tuple(probe_token_ids),
+                            probe_logprobs=tuple(probe), extra={"tolerance": tolerance})
+
+
+def plan_step(batch: TrainBatch, token_budget: int, world_size: int) -> tuple[list[list[list[TrainSample]]], float]:
+    """Length-bucketed micro-batches of the global batch, split so every rank gets the same count.
+    Returns ([rank][micro-batch][sample], padding fraction)."""
+    packed = pack_micro_batches([sample.length for sample in batch.samples], token_budget)
+    plan = [[[batch.samples[index] for index in micro_batch.indices] for micro_batch in rank_batches]
+            for rank_batches in split_across_ranks(packed, world_size)]
+    return plan, padding_fraction(packed)
