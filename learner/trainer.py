@@ -14,6 +14,8 @@ batch); DeepSpeed averages gradients over ranks, so the loss is multiplied by wo
 from __future__ import annotations
 
 import os
+import random
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +46,24 @@ class LearnerSetup:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+    master_address: str = "127.0.0.1"
+    master_port: int = 0  # 0: pick a free port (single rank only)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _init_distributed(setup: LearnerSetup) -> None:
     import deepspeed
 
-    os.environ.setdefault("RANK", str(setup.rank))
-    os.environ.setdefault("LOCAL_RANK", str(setup.rank))
-    os.environ.setdefault("WORLD_SIZE", str(setup.world_size))
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29511")
+    if setup.master_port == 0 and setup.world_size > 1:
+        raise ValueError("a multi-rank learner needs an agreed master_port")
+    os.environ.update({"RANK": str(setup.rank), "LOCAL_RANK": "0" if torch.cuda.is_available() else str(setup.rank),
+                       "WORLD_SIZE": str(setup.world_size), "MASTER_ADDR": setup.master_address,
+                       "MASTER_PORT": str(setup.master_port or free_port())})
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
@@ -213,6 +223,21 @@ class Learner:
     def lora_parameters(self) -> dict[str, torch.Tensor]:
         return {name: parameter.detach().clone() for name, parameter in self.model.named_parameters()
                 if parameter.requires_grad}
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def save_checkpoint(self, directory: str) -> None:
+        """Adapter, optimizer, scheduler, step and RNG states (every rank calls it; DeepSpeed is collective)."""
+        state = {"learner_step_count": self.step_count, "learner_skipped_steps": self.skipped_steps,
+                 "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+        self.engine.save_checkpoint(directory, tag="learner", client_state=state, exclude_frozen_parameters=True)
+
+    def load_checkpoint(self, directory: str) -> None:
+        _, state = self.engine.load_checkpoint(directory, tag="learner", load_module_strict=False)
+        if state is None:
+            raise FileNotFoundError(f"no learner checkpoint in {directory}")
+        self.step_count, self.skipped_steps = state["learner_step_count"], state["learner_skipped_steps"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
 
     # -- export -------------------------------------------------------------------------------------------------
     def export(self, version: int, mode: SyncMode, directory: str, probe_token_ids: list[int],

@@ -1,0 +1,70 @@
+"""The learner as a group of Ray actors: `learner.num_workers` data-parallel DeepSpeed ranks.
+
+The group plans each step (length-bucketed micro-batches of the global batch, the same count on every rank),
+runs the ranks together, and merges their metrics. Rank 0 exports weights: with ZeRO stages 0-2 every rank
+holds the full LoRA parameters, so its copy is the model (ZeRO-3 would need a gather first).
+"""
+
+from __future__ import annotations
+
+import ray
+
+from learner.records import TrainBatch
+from learner.trainer import Learner, LearnerSetup, free_port, plan_step
+from rollout.records import SyncMode, WeightUpdate
+from selfplay.config import LearnerConfig
+
+
+def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """Loss-like metrics are each rank's share of the global token mean, so they add up; `*_max` take the max;
+    the rest (grad norm, lr, skip counters: identical on every rank after the all-reduce) come from rank 0."""
+    additive = ("loss", "clip_fraction", "importance_logprob_diff_mean", "importance_weight_mean",
+                "importance_capped_fraction", "kl", "tokens")
+    merged = dict(per_rank[0])
+    for key in merged:
+        values = [metrics.get(key, 0.0) for metrics in per_rank]
+        if key.endswith("_max"):
+            merged[key] = max(values)
+        elif key.endswith(additive):
+            merged[key] = sum(values)
+    return merged
+
+
+class LearnerGroup:
+    def __init__(self, config: LearnerConfig, setup: LearnerSetup) -> None:
+        if config.zero_stage == 3:
+            raise ValueError("learner.zero_stage: 3 is not supported yet (rank-0 export needs gathered LoRA weights)")
+        self.config = config
+        self.setup = setup
+        port = free_port()
+        worker = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(Learner)
+        self.workers = [
+            worker.options(name=None).remote(config, LearnerSetup(
+                model_path=setup.model_path, dtype=setup.dtype, max_model_len=setup.max_model_len,
+                seed=setup.seed, rank=rank, world_size=config.num_workers, master_port=port))
+            for rank in range(config.num_workers)]
+        ray.get([w.__ray_ready__.remote() for w in self.workers])
+
+    def train(self, batch: TrainBatch) -> dict[str, float]:
+        """One GRPO update over the global batch of all roles. An empty batch is a no-op."""
+        if not batch.samples:
+            return {"learner/empty_batch": 1.0}
+        ray.get(self.workers[0].check_batch.remote(batch))
+        plan, padding = plan_step(batch, self.config.micro_batch_tokens, self.config.num_workers)
+        tokens = batch.response_tokens
+        per_rank = ray.get([worker.train_step.remote(plan[rank], tokens) for rank, worker in enumerate(self.workers)])
+        return merge_rank_metrics(per_rank) | {"learner/padding_fraction": padding}
+
+    def export(self, version: int, mode: SyncMode, directory: str, probe_token_ids: list[int],
+               tolerance: float) -> WeightUpdate:
+        return ray.get(self.workers[0].export.remote(version, mode, directory, probe_token_ids, tolerance))
+
+    def save_checkpoint(self, directory: str) -> None:
+        ray.get([worker.save_checkpoint.remote(directory) for worker in self.workers])
+
+    def load_checkpoint(self, directory: str) -> None:
+        ray.get([worker.load_checkpoint.remote(directory) for worker in self.workers])
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker)
