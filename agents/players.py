@@ -1,0 +1,87 @@
+"""The three roles as light players: build prompts, call a generator, parse the responses strictly.
+
+Each player is a plain class over a `Generator` (anything with `generate(requests) -> completions`): the engine
+pool in production, where `selfplay.actors` runs each player as a Ray actor, or an in-process engine in tests.
+Players return records holding the sampled tokens (for training) and the parse (for rewards); they never
+compute rewards and never import Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from agents.parsing import Parsed, parse_answer, parse_question, parse_score
+from agents.prompts import judge_answer_messages, judge_question_messages, proposer_messages, solver_messages
+from agents.roles import Role
+from rewards.rubric import Rubric
+from rollout.records import Completion, GenerationRequest, Sample, SamplingSpec
+
+
+class Generator(Protocol):
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One sampled response of a role, with its parse. Training uses prompt + sample tokens."""
+
+    role: Role
+    prompt_token_ids: tuple[int, ...]  # [P]
+    sample: Sample
+    parsed: Parsed
+    temperature: float
+
+
+@dataclass(frozen=True)
+class AnswerToJudge:
+    question: str
+    answer: str
+    reference_answer: str | None
+
+
+def _turns(generator: Generator, role: Role, requests: list[GenerationRequest], parse,
+           temperature: float) -> list[list[Turn]]:
+    completions = generator.generate(requests) if requests else []
+    return [[Turn(role, completion.prompt_token_ids, sample, parse(sample.text), temperature)
+             for sample in completion.samples] for completion in completions]
+
+
+class Proposer:
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def propose(self, references: Sequence[str | None], sampling: SamplingSpec) -> list[Turn]:
+        """One question per entry: a harder rewrite of the reference, or from scratch where it is None."""
+        requests = [GenerationRequest(tuple(proposer_messages(reference)), sampling) for reference in references]
+        return [turns[0] for turns in _turns(self.generator, Role.PROPOSER, requests, parse_question,
+                                             sampling.temperature)]
+
+
+class Solver:
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def solve(self, questions: Sequence[str], sampling: SamplingSpec) -> list[list[Turn]]:
+        """`sampling.n` answers per question (one GRPO group each)."""
+        requests = [GenerationRequest(tuple(solver_messages(question)), sampling) for question in questions]
+        return _turns(self.generator, Role.SOLVER, requests, parse_answer, sampling.temperature)
+
+
+class Judge:
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def judge_questions(self, rubric: Rubric, questions: Sequence[str], sampling: SamplingSpec) -> list[Turn]:
+        requests = [GenerationRequest(tuple(judge_question_messages(rubric, question)), sampling)
+                    for question in questions]
+        return self._verdicts(requests, sampling)
+
+    def judge_answers(self, rubric: Rubric, items: Sequence[AnswerToJudge], sampling: SamplingSpec) -> list[Turn]:
+        requests = [GenerationRequest(tuple(judge_answer_messages(rubric, item.question, item.answer,
+                                                                  item.reference_answer)), sampling)
+                    for item in items]
+        return self._verdicts(requests, sampling)
+
+    def _verdicts(self, requests: list[GenerationRequest], sampling: SamplingSpec) -> list[Turn]:
+        return [turns[0] for turns in _turns(self.generator, Role.JUDGE, requests, parse_score, sampling.temperature)]

@@ -1,0 +1,56 @@
+"""Run checkpoints, written atomically: a crash mid-write leaves the previous checkpoint as the latest.
+
+Layout: RUN_DIR/checkpoints/iter-000003/{learner/ (DeepSpeed: adapter, optimizer, RNG), state.json (iteration,
+weight version, question pool, rubric)} and RUN_DIR/checkpoints/latest naming the newest complete one. The
+directory is built under a `.partial` name and renamed; `latest` is replaced through a temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+LATEST = "latest"
+STATE_FILE = "state.json"
+
+
+def checkpoint_root(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def save_checkpoint(run_dir: Path, iteration: int, save_learner: Callable[[str], None], state: dict[str, Any],
+                    keep: int = 2) -> Path:
+    root = checkpoint_root(run_dir)
+    final = root / f"iter-{iteration:06d}"
+    partial = root / f"iter-{iteration:06d}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_learner(str(partial / "learner"))
+    (partial / STATE_FILE).write_text(json.dumps(state))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    pointer = root / f".{LATEST}.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, root / LATEST)
+    for old in sorted(root.glob("iter-*"))[:-keep]:
+        if old != final and not old.name.endswith(".partial"):
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = checkpoint_root(run_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    directory = checkpoint_root(run_dir) / pointer.read_text().strip()
+    if not (directory / STATE_FILE).is_file():
+        raise FileNotFoundError(f"checkpoint {directory} named by {pointer} is incomplete or missing")
+    return directory
+
+
+def load_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / STATE_FILE).read_text())

@@ -1,0 +1,215 @@
+"""One self-play iteration, top to bottom: propose, judge questions, solve, judge answers, grade, score, train,
+sync, with each phase timed.
+
+Generation calls that do not depend on each other run at the same time on the engine pool (proposals and the
+pool questions' answers first; then question judging, answers to new questions, and judging of pool answers),
+so no engine idles while the driver waits on one role. The components come in through `Components`: Ray
+actor handles in production; the driver owns logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any, Iterator
+
+import ray
+
+from agents.players import AnswerToJudge, Turn
+from rewards.grading import grade
+from rewards.rubric import Rubric
+from rewards.scores import RewardSettings
+from rollout.records import SamplingSpec, SyncMode
+from selfplay.config import Config
+from selfplay.pool import AddOutcome, PoolQuestion, QuestionPool, QuestionSource
+from selfplay.scoring import IterationScores, IterationTurns, SolveItem, build_train_batch, score_iteration
+
+
+@dataclass
+class Components:
+    proposer: Any  # Ray actor handles of agents.players.Proposer / Solver / Judge
+    solver: Any
+    judge: Any
+    learner: Any  # learner.group.LearnerGroup
+    pools: list[Any]  # engine pools that follow the learner's weights (rollout.pool.RemoteEnginePool)
+    sync_mode: SyncMode
+    export_dir: Path
+    probe_token_ids: list[int]
+
+
+@dataclass
+class RunState:
+    """What changes from one iteration to the next (and is checkpointed)."""
+
+    iteration: int
+    weight_version: int
+    pool: QuestionPool
+    rubric: Rubric
+
+
+@dataclass
+class IterationResult:
+    metrics: dict[str, float]
+    turns: IterationTurns
+    scores: IterationScores
+    accepted_questions: list[str] = field(default_factory=list)
+
+
+class PhaseTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+
+def sampling_specs(config: Config, iteration: int) -> dict[str, SamplingSpec]:
+    seed = config.run.seed * 1_000_003 + iteration * 101  # reproducible, different every iteration
+    return {
+        "proposer": SamplingSpec(n=1, temperature=config.proposer.temperature, top_p=config.proposer.top_p,
+                                 max_tokens=config.proposer.max_tokens, seed=seed + 1),
+        "solver": SamplingSpec(n=config.solver.num_answers, temperature=config.solver.temperature,
+                               top_p=config.solver.top_p, max_tokens=config.solver.max_tokens, seed=seed + 2),
+        "judge": SamplingSpec(n=1, temperature=config.judge.temperature, top_p=config.judge.top_p,
+                              max_tokens=config.judge.max_tokens, seed=seed + 3),
+    }
+
+
+def reward_settings(config: Config) -> RewardSettings:
+    from rewards.scores import GradingMode
+
+    return RewardSettings(quality_threshold=config.judge.quality_threshold,
+                          difficulty_variant=config.rewards.proposer_variant,
+                          solver_judge_weight=config.solver.judge_weight,
+                          judge_agreement_weight=config.judge.truth_weight,
+                          grading_mode=GradingMode(config.solver.verifiable),
+                          grading_weight=config.solver.verifiable_weight)
+
+
+def _answers_to_judge(item: SolveItem, attempts: list[Turn]) -> list[AnswerToJudge]:
+    return [AnswerToJudge(item.question, attempt.parsed.value, item.reference_answer)
+            for attempt in attempts if attempt.parsed.failure is None]
+
+
+def _align_verdicts(attempts: list[Turn], verdicts: list[Turn]) -> tuple[Turn | None, ...]:
+    """Verdicts were requested only for parsed answers; put None where no answer was judged."""
+    remaining = iter(verdicts)
+    return tuple(next(remaining) if attempt.parsed.failure is None else None for attempt in attempts)
+
+
+def _grades(item: SolveItem, attempts: list[Turn]) -> tuple[bool | None, ...]:
+    if item.reference_answer is None:
+        return tuple(None for _ in attempts)
+    return tuple(grade(str(attempt.parsed.value), item.reference_answer) if attempt.parsed.failure is None
+                 else False for attempt in attempts)
+
+
+def roll_out(config: Config, components: Components, state: RunState, timer: PhaseTimer) -> IterationTurns:
+    """All generation of one iteration, overlapped in two waves."""
+    specs = sampling_specs(config, state.iteration)
+    rewrite_count = round(config.proposer.batch_size * config.proposer.rewrite_ratio)
+    references = [q.text for q in state.pool.sample_references(rewrite_count, state.iteration)]
+    references += [None] * (config.proposer.batch_size - len(references))
+    pool_items = [SolveItem(q.text, q.id, q.answer, None)
+                  for q in state.pool.sample_references(config.solver.batch_size, state.iteration)]
+    with timer("generate"):
+        proposals_ref = components.proposer.propose.remote(references, specs["proposer"])
+        pool_attempts_ref = components.solver.solve.remote([item.question for item in pool_items], specs["solver"])
+        proposals: list[Turn] = ray.get(proposals_ref)
+        new_items = [SolveItem(str(p.parsed.value), f"it{state.iteration}-q{i}", None, i)
+                     for i, p in enumerate(proposals) if p.parsed.failure is None]
+        quality_ref = components.judge.judge_questions.remote(state.rubric, [item.question for item in new_items],
+                                                              specs["judge"])
+        new_attempts_ref = components.solver.solve.remote([item.question for item in new_items], specs["solver"])
+        pool_attempts = ray.get(pool_attempts_ref)
+    with timer("judge"):
+        pool_verdicts_ref = [components.judge.judge_answers.remote(state.rubric, _answers_to_judge(item, attempts),
+                                                                   specs["judge"])
+                             for item, attempts in zip(pool_items, pool_attempts)]
+        new_attempts = ray.get(new_attempts_ref)
+        new_verdicts_ref = [components.judge.judge_answers.remote(state.rubric, _answers_to_judge(item, attempts),
+                                                                  specs["judge"])
+                            for item, attempts in zip(new_items, new_attempts)]
+        quality_verdicts = iter(ray.get(quality_ref))
+        verdicts = ray.get(pool_verdicts_ref + new_verdicts_ref)
+    items, attempts = pool_items + new_items, pool_attempts + new_attempts
+    return IterationTurns(
+        proposals=tuple(proposals),
+        quality_verdicts=tuple(next(quality_verdicts) if p.parsed.failure is None else None for p in proposals),
+        solve_items=tuple(items),
+        attempts=tuple(tuple(a) for a in attempts),
+        answer_verdicts=tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
+        grades=tuple(_grades(item, a) for item, a in zip(items, attempts)))
+
+
+def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores) -> tuple[list[str], dict]:
+    """Accepted proposals join the pool; pool questions record how well they were solved."""
+    accepted, duplicates = [], 0
+    for index, (proposal, result) in enumerate(zip(turns.proposals, scores.proposer_results)):
+        if not result.accepted:
+            continue
+        question = PoolQuestion(id=f"it{state.iteration}-q{index}", text=str(proposal.parsed.value), answer=None,
+                                source=QuestionSource.PROPOSED, added_iteration=state.iteration)
+        outcome = state.pool.add(question).outcome
+        if outcome is AddOutcome.ACCEPTED:
+            accepted.append(question.text)
+        else:
+            duplicates += 1
+    for item, answer_scores in zip(turns.solve_items, scores.answer_scores):
+        scored = [score for score in answer_scores if score is not None]
+        if item.proposal_index is None and scored:
+            state.pool.record_solve(item.question_id, fmean(scored))
+    counters = state.pool.counters
+    return accepted, {"pool/size": float(len(state.pool)), "pool/accepted": float(len(accepted)),
+                      "pool/rejected_duplicate_this_iteration": float(duplicates),
+                      "pool/accepted_total": float(counters.accepted),
+                      "pool/rejected_duplicate_total": float(counters.rejected_duplicate),
+                      "pool/evicted_solved_total": float(counters.evicted_solved),
+                      "pool/evicted_oldest_total": float(counters.evicted_oldest),
+                      "pool/rejected_low_quality": float(sum(1 for r in scores.proposer_results
+                                                             if r.quality is not None and not r.accepted))}
+
+
+def sync_weights(config: Config, components: Components, state: RunState) -> dict[str, float]:
+    """Export the learner's weights as the next version and make every following pool serve them."""
+    version = state.weight_version + 1
+    update = components.learner.export(version, components.sync_mode, str(components.export_dir),
+                                       components.probe_token_ids, config.rollout.sync_tolerance)
+    metrics: dict[str, float] = {}
+    for pool in components.pools:
+        metrics = pool.apply_update(update)
+    state.weight_version = version
+    for old in components.export_dir.glob(f"{components.sync_mode.value}-v*"):
+        if old.name != Path(update.path).name:
+            shutil.rmtree(old, ignore_errors=True)
+    return metrics
+
+
+def run_iteration(config: Config, components: Components, state: RunState) -> IterationResult:
+    timer = PhaseTimer()
+    started = time.perf_counter()
+    turns = roll_out(config, components, state, timer)
+    with timer("score"):
+        scores = score_iteration(turns, reward_settings(config))
+        accepted, pool_metrics = update_pool(state, turns, scores)
+        batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std)
+    with timer("train"):
+        learner_metrics = components.learner.train(batch)
+    with timer("sync"):
+        sync_metrics = sync_weights(config, components, state)
+    rollout_metrics = components.pools[0].metrics() if components.pools else {}
+    wall = time.perf_counter() - started
+    times = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
+    times["time/iteration"] = wall
+    times["time/other"] = max(wall - sum(timer.seconds.values()), 0.0)
+    metrics = scores.metrics | pool_metrics | batch_metrics | learner_metrics | sync_metrics | rollout_metrics | times
+    return IterationResult(metrics=metrics, turns=turns, scores=scores, accepted_questions=accepted)

@@ -1,0 +1,162 @@
+"""From one iteration's role turns to rewards, per-role advantages and the learner's batch. Pure code.
+
+Groups (Multi-Agent Evolve): the N solver answers to one question form a group; all proposer turns form one
+group and all judge turns another (per-role baselines). A turn whose reward is None (the judge's verdict did not
+parse and no verifiable grade stands in) is masked: counted, never trained on, never a neutral 0.5.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from statistics import fmean
+
+import torch
+
+from agents.parsing import failure_counts
+from agents.players import Turn
+from agents.roles import Role
+from learner.grpo import group_advantages
+from learner.records import TrainBatch, TrainSample
+from rewards.scores import (ProposerReward, RewardSettings, answer_score, judge_reward, normalise_score,
+                            proposer_reward, solver_reward)
+
+
+@dataclass(frozen=True)
+class SolveItem:
+    """A question the solver answers this iteration: a fresh proposal or a pool question."""
+
+    question: str
+    question_id: str
+    reference_answer: str | None
+    proposal_index: int | None  # index into the proposals when the question was proposed this iteration
+
+
+@dataclass(frozen=True)
+class IterationTurns:
+    """Everything the roles produced in one iteration, aligned by index."""
+
+    proposals: tuple[Turn, ...]
+    quality_verdicts: tuple[Turn | None, ...]  # per proposal; None where no question parsed
+    solve_items: tuple[SolveItem, ...]
+    attempts: tuple[tuple[Turn, ...], ...]  # [question][N]
+    answer_verdicts: tuple[tuple[Turn | None, ...], ...]  # [question][N]; None where no answer parsed
+    grades: tuple[tuple[bool | None, ...], ...]  # [question][N]; None where no reference answer
+
+
+@dataclass(frozen=True)
+class ScoredTurn:
+    turn: Turn
+    reward: float | None
+    group: str
+
+
+@dataclass(frozen=True)
+class IterationScores:
+    turns: tuple[ScoredTurn, ...]
+    proposer_results: tuple[ProposerReward, ...]  # per proposal
+    answer_scores: tuple[tuple[float | None, ...], ...]  # [question][N]
+    metrics: dict[str, float]
+
+
+def _score_of(verdict: Turn | None) -> int | None:
+    return verdict.parsed.value if verdict is not None and verdict.parsed.failure is None else None
+
+
+def score_iteration(turns: IterationTurns, settings: RewardSettings) -> IterationScores:
+    scored: list[ScoredTurn] = []
+    answer_scores: list[tuple[float | None, ...]] = []
+    for item_index, (attempts, verdicts, grades) in enumerate(zip(turns.attempts, turns.answer_verdicts,
+                                                                  turns.grades)):
+        scores = []
+        for attempt, verdict, grade in zip(attempts, verdicts, grades):
+            answered = attempt.parsed.failure is None
+            score = answer_score(_score_of(verdict), grade, settings) if answered else 0.0
+            scores.append(score)
+            scored.append(ScoredTurn(attempt, solver_reward(score, attempt.parsed.format_score, settings),
+                                     f"solver:{item_index}"))
+            if verdict is not None:
+                reward = judge_reward(verdict.parsed.format_score, _score_of(verdict), grade, settings)
+                scored.append(ScoredTurn(verdict, reward, "judge"))
+        answer_scores.append(tuple(scores))
+    scores_by_proposal = {item.proposal_index: answer_scores[index] for index, item in enumerate(turns.solve_items)
+                          if item.proposal_index is not None}
+    proposer_results = []
+    for index, (proposal, verdict) in enumerate(zip(turns.proposals, turns.quality_verdicts)):
+        solver_scores = [s for s in scores_by_proposal.get(index, ()) if s is not None]
+        result = proposer_reward(proposal.parsed.failure is None, proposal.parsed.format_score, _score_of(verdict),
+                                 solver_scores, settings)
+        proposer_results.append(result)
+        scored.append(ScoredTurn(proposal, result.reward, "proposer"))
+        if verdict is not None:
+            scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), None,
+                                                           settings), "judge"))
+    metrics = _metrics(turns, scored, proposer_results)
+    return IterationScores(tuple(scored), tuple(proposer_results), tuple(answer_scores), metrics)
+
+
+def _rate_metrics(prefix: str, turns: list[Turn]) -> dict[str, float]:
+    if not turns:
+        return {}
+    counts = failure_counts(turn.parsed for turn in turns)
+    metrics = {f"{prefix}/format_failure_rate/{reason.value.lower()}": count / len(turns)
+               for reason, count in counts.items()}
+    metrics[f"{prefix}/format_failure_rate"] = sum(counts.values()) / len(turns)
+    metrics[f"{prefix}/response_tokens_mean"] = fmean(len(turn.sample.token_ids) for turn in turns)
+    metrics[f"{prefix}/truncated_rate"] = fmean(turn.sample.finish_reason == "length" for turn in turns)
+    return metrics
+
+
+def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: list[ProposerReward]) -> dict:
+    metrics: dict[str, float] = {}
+    for role in Role:
+        role_turns = [s for s in scored if s.turn.role is role]
+        rewards = [s.reward for s in role_turns if s.reward is not None]
+        metrics[f"{role.value}/samples"] = float(len(role_turns))
+        metrics[f"{role.value}/masked"] = float(len(role_turns) - len(rewards))
+        if rewards:
+            metrics[f"{role.value}/reward_mean"] = fmean(rewards)
+        metrics |= _rate_metrics(role.value, [s.turn for s in role_turns])
+    question_scores = [_score_of(v) for v in turns.quality_verdicts if v is not None]
+    answer_scores = [_score_of(v) for row in turns.answer_verdicts for v in row if v is not None]
+    for name, values in (("question_score_mean", question_scores), ("answer_score_mean", answer_scores)):
+        valid = [v for v in values if v is not None]
+        if valid:
+            metrics[f"judge/{name}"] = fmean(valid)
+    agreements = [(normalise_score(s) >= 0.5) == grade
+                  for row_v, row_g in zip(turns.answer_verdicts, turns.grades)
+                  for v, grade in zip(row_v, row_g) if grade is not None and (s := _score_of(v)) is not None]
+    if agreements:
+        metrics["judge/accuracy_vs_truth"] = fmean(agreements)
+    graded = [g for row in turns.grades for g in row if g is not None]
+    if graded:
+        metrics["solver/verifiable_accuracy"] = fmean(graded)
+    accepted = sum(r.accepted for r in proposer_results)
+    metrics["proposer/accepted_rate"] = accepted / len(proposer_results) if proposer_results else 0.0
+    difficulties = [r.difficulty for r in proposer_results if r.difficulty is not None]
+    if difficulties:
+        metrics["proposer/difficulty_mean"] = fmean(difficulties)
+    return metrics
+
+
+def build_train_batch(scores: IterationScores, normalize_std: bool) -> tuple[TrainBatch, dict[str, float]]:
+    """Advantages per group; zero-variance groups contribute nothing (counted) and are left out of the batch."""
+    trainable = [s for s in scores.turns if s.reward is not None]
+    if not trainable:
+        return TrainBatch(()), {"learner/zero_variance_groups": 0.0, "learner/samples": 0.0}
+    group_index = {name: index for index, name in enumerate(dict.fromkeys(s.group for s in trainable))}
+    advantages, stats = group_advantages(torch.tensor([s.reward for s in trainable], dtype=torch.float64),
+                                         torch.tensor([group_index[s.group] for s in trainable]),
+                                         normalize_std=normalize_std)
+    samples = tuple(
+        TrainSample(prompt_token_ids=s.turn.prompt_token_ids, response_token_ids=s.turn.sample.token_ids,
+                    rollout_logprobs=s.turn.sample.logprobs, advantage=float(advantage),
+                    temperature=s.turn.temperature, role=s.turn.role.value)
+        for s, advantage in zip(trainable, advantages.tolist())
+        if advantage != 0.0 and s.turn.sample.token_ids)
+    per_role = Counter(sample.role for sample in samples)
+    metrics = {"learner/zero_variance_groups": float(stats.zero_variance_groups),
+               "learner/groups": float(stats.group_count), "learner/samples": float(len(samples))}
+    metrics |= {f"learner/samples_{role}": float(count) for role, count in per_role.items()}
+    return TrainBatch(samples), metrics
+
