@@ -31,6 +31,7 @@ class Turn:
     sample: Sample
     parsed: Parsed
     temperature: float
+    weight_version: int  # the weights that generated it
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class AnswerToJudge:
 def _turns(generator: Generator, role: Role, requests: list[GenerationRequest], parse,
            temperature: float) -> list[list[Turn]]:
     completions = generator.generate(requests) if requests else []
-    return [[Turn(role, completion.prompt_token_ids, sample, parse(sample.text), temperature)
+    return [[Turn(role, completion.prompt_token_ids, sample, parse(sample.text), temperature,
+                  completion.weight_version)
              for sample in completion.samples] for completion in completions]
 
 

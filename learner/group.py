@@ -59,6 +59,9 @@ class LearnerGroup:
                tolerance: float) -> WeightUpdate:
         return ray.get(self.workers[0].export.remote(version, mode, directory, probe_token_ids, tolerance))
 
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        return ray.get(self.workers[0].sequence_logprobs.remote(token_ids))
+
     def save_checkpoint(self, directory: str) -> None:
         ray.get([worker.save_checkpoint.remote(directory) for worker in self.workers])
 

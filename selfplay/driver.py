@@ -7,6 +7,7 @@ Only this module (and `launch/`) wires Ray, vLLM, DeepSpeed and W&B together; th
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -103,9 +104,26 @@ def start_components(config: Config, export_dir: Path) -> tuple[Components, list
     components = Components(
         proposer=role_actor(Proposer).remote(pool), solver=role_actor(Solver).remote(pool),
         judge=role_actor(Judge).remote(judge_pool), learner=learner, pools=pools, sync_mode=sync_mode,
-        export_dir=export_dir, probe_token_ids=probe_token_ids(model_path))
+        export_dir=export_dir, probe_token_ids=probe_token_ids(model_path), probe_tolerance=math.inf)
+    components.probe_tolerance = calibrate_probe(config, components)
     engine_pools = pools + ([judge_pool] if judge_pool is not pool else [])
     return components, engine_pools
+
+
+def calibrate_probe(config: Config, components: Components) -> float:
+    """The probe's noise floor: learner and engines hold the same weights at start-up (adapter still zero), so
+    their gap is pure kernel and precision difference (about 0.001 for the tiny test model, 0.06 for SmolLM2-135M
+    in bf16 on CPU). The sync tolerance is the configured one or twice that floor, whichever is larger."""
+    from rollout.records import WeightUpdate
+
+    update = WeightUpdate(version=0, mode=components.sync_mode, path="",
+                          probe_token_ids=tuple(components.probe_token_ids),
+                          probe_logprobs=tuple(components.learner.probe_logprobs(components.probe_token_ids)),
+                          extra={"tolerance": math.inf})
+    floor = max(pool.probe_gap(update) for pool in components.pools)
+    tolerance = max(config.rollout.sync_tolerance, 2 * floor)
+    log(f"weight-sync probe: noise floor {floor:.4f} with identical weights, tolerance {tolerance:.4f}")
+    return tolerance
 
 
 def initial_state(config: Config) -> RunState:

@@ -39,6 +39,7 @@ class Components:
     sync_mode: SyncMode
     export_dir: Path
     probe_token_ids: list[int]
+    probe_tolerance: float  # see selfplay.driver.calibrate_probe
 
 
 @dataclass
@@ -142,6 +143,7 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         quality_verdicts = iter(ray.get(quality_ref))
         verdicts = ray.get(pool_verdicts_ref + new_verdicts_ref)
     items, attempts = pool_items + new_items, pool_attempts + new_attempts
+    check_served_version(state.weight_version, proposals, *attempts)
     return IterationTurns(
         proposals=tuple(proposals),
         quality_verdicts=tuple(next(quality_verdicts) if p.parsed.failure is None else None for p in proposals),
@@ -149,6 +151,15 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         attempts=tuple(tuple(a) for a in attempts),
         answer_verdicts=tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
         grades=tuple(_grades(item, a) for item, a in zip(items, attempts)))
+
+
+def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
+    """Every sample must come from the weights the learner last synced: never silent staleness."""
+    for turns in turn_lists:
+        for turn in turns:
+            if turn.weight_version != expected:
+                raise RuntimeError(f"a {turn.role.value} sample was generated with weight version "
+                                   f"{turn.weight_version}, but version {expected} is current")
 
 
 def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores) -> tuple[list[str], dict]:
@@ -183,11 +194,12 @@ def sync_weights(config: Config, components: Components, state: RunState) -> dic
     """Export the learner's weights as the next version and make every following pool serve them."""
     version = state.weight_version + 1
     update = components.learner.export(version, components.sync_mode, str(components.export_dir),
-                                       components.probe_token_ids, config.rollout.sync_tolerance)
+                                       components.probe_token_ids, components.probe_tolerance)
     metrics: dict[str, float] = {}
     for pool in components.pools:
         metrics = pool.apply_update(update)
     state.weight_version = version
+    metrics["sync/probe_tolerance"] = components.probe_tolerance
     for old in components.export_dir.glob(f"{components.sync_mode.value}-v*"):
         if old.name != Path(update.path).name:
             shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,84 @@
+"""End to end: a real self-play run through Ray, vLLM and DeepSpeed with the tiny model, stopped mid-iteration
+and resumed; the offline W&B run holds the per-role metrics and the sample table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.wandb_reader import read_offline_history
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _overrides(model_dir: Path, output_dir: Path, iterations: int) -> list[str]:
+    return [f"model.path={model_dir}", f"run.output_dir={output_dir}", f"run.iterations={iterations}",
+            "model.max_model_len=512", "rollout.kv_cache_gb=0.25", "proposer.batch_size=2", "proposer.max_tokens=24",
+            "solver.batch_size=2", "solver.num_answers=2", "solver.max_tokens=24", "judge.max_tokens=24",
+            "tracking.wandb=offline"]
+
+
+def _evolve(*args: str, **kwargs) -> subprocess.Popen:
+    environment = os.environ | {"WANDB_MODE": "offline", "RAY_ADDRESS": ""}
+    return subprocess.Popen([sys.executable, str(ROOT / "launch/evolve.py"), *args], cwd=ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            **kwargs)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_path):
+    process = _evolve("--config", "configs/tiny-cpu.yaml", *_overrides(tiny_model_dir, tmp_path, iterations=3))
+    checkpoint_pointer = None
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and process.poll() is None:
+        pointers = list(tmp_path.glob("*/checkpoints/latest"))
+        if pointers and pointers[0].read_text().strip() == "iter-000002":
+            checkpoint_pointer = pointers[0]
+            break
+        time.sleep(1)
+    assert checkpoint_pointer is not None, f"no checkpoint of iteration 2: {process.communicate()[0][-3000:]}"
+    time.sleep(3)  # into iteration 3
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and everything it started
+    process.wait()
+    run_dir = checkpoint_pointer.parents[1]
+    assert [row["step"] for row in _metrics(run_dir)] == [1, 2]
+
+    resumed = _evolve("--resume", str(run_dir))
+    output, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, output[-4000:]
+    assert "next iteration 3" in output
+    steps = [row["step"] for row in _metrics(run_dir)]
+    assert steps == [1, 2, 3], "an iteration was lost or repeated"
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "iter-000003"
+    assert (run_dir / "plots" / "time.png").is_file()
+
+    history = read_offline_history(run_dir)
+    logged_steps = sorted({row["_step"] for row in history if "solver/samples" in row})
+    assert logged_steps == [1, 2, 3]  # one W&B run, continued by the resume
+    last = next(row for row in history if row["_step"] == 3 and "solver/samples" in row)
+    for key in ("proposer/samples", "solver/samples", "solver/format_failure_rate", "pool/size", "sync/version",
+                "sync/probe_gap", "time/generate", "rollout/tokens_per_second"):
+        assert key in last, key
+    assert last["sync/version"] == 4.0  # versions 1, 2, then 3 to re-sync the fresh engines on resume, 4 after it
+    assert any("samples" in row for row in history), "no sample table in the W&B run"
+    # Pool state continued: the resumed iteration did not restart from the seed file.
+    assert last["pool/size"] >= 43
+
+
+def test_config_error_exits_2_before_starting(tmp_path):
+    process = _evolve("--config", "configs/tiny-cpu.yaml", "solver.num_answers=1", f"run.output_dir={tmp_path}")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert output.strip().splitlines()[-1].startswith("config error: configs/tiny-cpu.yaml: solver.num_answers")
+    assert not list(tmp_path.iterdir()), "a run directory was created for a config that never started"
