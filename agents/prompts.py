@@ -37,23 +37,46 @@ JUDGE_SYSTEM = (
 )
 
 
+# One worked exchange per role, shown before the real request. Small models copy a demonstrated format far more
+# often than a described one: on SmolLM2-135M-Instruct (temperature 1.0) tagged responses went from 0 of 16 to
+# about 2-3 of 8 per role with these, enough reward variance for GRPO to learn the format from.
+PROPOSER_DEMONSTRATION = (
+    "Write a new question that takes a few steps of reasoning to solve.",
+    "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>",
+)
+SOLVER_DEMONSTRATION = (
+    "Tom has 5 apples and buys 3 more. How many apples does he have?",
+    "Tom starts with 5 apples and buys 3 more, so 5 + 3 = 8.\n<answer>8</answer>",
+)
+JUDGE_DEMONSTRATION = (
+    "Question:\nWhat is 2 + 3?\n\nAnswer:\n2 + 3 = 6, so the answer is <answer>6</answer>",
+    "The final answer is wrong: 2 + 3 is 5, not 6.\n<score>2</score>",
+)
+
+
+def _demonstrated(system: str, demonstration: tuple[str, str], request: str) -> list[ChatMessage]:
+    example_request, example_response = demonstration
+    return [_message("system", system), _message("user", example_request), _message("assistant", example_response),
+            _message("user", request)]
+
+
 def proposer_messages(reference_question: str | None) -> list[ChatMessage]:
     """Ask for a new question from scratch (`reference_question` None) or a harder rewrite of the reference."""
     if reference_question is None:
         request = PROPOSER_FROM_SCRATCH
     else:
         request = PROPOSER_REWRITE.format(reference_question=reference_question)
-    return [_message("system", PROPOSER_SYSTEM), _message("user", request)]
+    return _demonstrated(PROPOSER_SYSTEM, PROPOSER_DEMONSTRATION, request)
 
 
 def solver_messages(question: str) -> list[ChatMessage]:
     """Ask for reasoning, then the final answer in one answer tag."""
-    return [_message("system", SOLVER_SYSTEM), _message("user", question)]
+    return _demonstrated(SOLVER_SYSTEM, SOLVER_DEMONSTRATION, question)
 
 
 def judge_question_messages(rubric: Rubric, question: str) -> list[ChatMessage]:
     """Ask the judge to score a question's quality under `rubric`."""
-    return [_message("system", JUDGE_SYSTEM), _message("user", render_question(rubric, question))]
+    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, render_question(rubric, question))
 
 
 def judge_answer_messages(
@@ -65,7 +88,7 @@ def judge_answer_messages(
     `reference_answer` is None when the question has no known answer.
     """
     content = render_answer(rubric, question, answer, reference_answer)
-    return [_message("system", JUDGE_SYSTEM), _message("user", content)]
+    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, content)
 
 
 def _message(role: str, content: str) -> ChatMessage:

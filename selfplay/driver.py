@@ -59,7 +59,8 @@ def connect_ray(config: Config) -> None:
     """Inside `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray instance."""
     if ray.is_initialized():
         return
-    environment = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(PROJECT_ROOT)}}
+    environment = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(PROJECT_ROOT),
+                                "VLLM_LOGGING_LEVEL": "WARNING"}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], logging_level="WARNING")
         return
@@ -222,7 +223,7 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
         while state.iteration <= config.run.iterations:
             rubric_changed = refresh_rubric(state, tracker)
             log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
-            result = run_iteration(config, components, state)
+            result = run_iteration(config, components, state, progress=log)
             started = time.perf_counter()
             if state.iteration % config.run.checkpoint_every == 0 or state.iteration == config.run.iterations:
                 save_checkpoint(run_dir, state.iteration, components.learner.save_checkpoint,

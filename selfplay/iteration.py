@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import ray
 
@@ -61,8 +61,11 @@ class IterationResult:
 
 
 class PhaseTimer:
-    def __init__(self) -> None:
+    """Wall seconds per phase; `progress` (if given) hears about each phase as it ends."""
+
+    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.progress = progress or (lambda message: None)
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
@@ -70,7 +73,9 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + elapsed
+            self.progress(f"  {phase}: {elapsed:.1f} s")
 
 
 def sampling_specs(config: Config, iteration: int) -> dict[str, SamplingSpec]:
@@ -97,7 +102,7 @@ def reward_settings(config: Config) -> RewardSettings:
 
 
 def _answers_to_judge(item: SolveItem, attempts: list[Turn]) -> list[AnswerToJudge]:
-    return [AnswerToJudge(item.question, attempt.parsed.value, item.reference_answer)
+    return [AnswerToJudge(item.question, attempt.sample.text, item.reference_answer)
             for attempt in attempts if attempt.parsed.failure is None]
 
 
@@ -206,10 +211,22 @@ def sync_weights(config: Config, components: Components, state: RunState) -> dic
     return metrics
 
 
-def run_iteration(config: Config, components: Components, state: RunState) -> IterationResult:
-    timer = PhaseTimer()
+def _rollout_counts(turns: IterationTurns) -> str:
+    answers = sum(len(a) for a in turns.attempts)
+    verdicts = sum(v is not None for v in turns.quality_verdicts) + sum(
+        v is not None for row in turns.answer_verdicts for v in row)
+    tokens = sum(len(t.sample.token_ids) for t in turns.proposals) + sum(
+        len(t.sample.token_ids) for a in turns.attempts for t in a)
+    return (f"  rollout: {len(turns.proposals)} proposals, {len(turns.solve_items)} questions x "
+            f"{answers // max(len(turns.solve_items), 1)} answers, {verdicts} verdicts, {tokens} proposer+solver tokens")
+
+
+def run_iteration(config: Config, components: Components, state: RunState,
+                  progress: Callable[[str], None] | None = None) -> IterationResult:
+    timer = PhaseTimer(progress)
     started = time.perf_counter()
     turns = roll_out(config, components, state, timer)
+    timer.progress(_rollout_counts(turns))
     with timer("score"):
         scores = score_iteration(turns, reward_settings(config))
         accepted, pool_metrics = update_pool(state, turns, scores)
@@ -219,6 +236,8 @@ def run_iteration(config: Config, components: Components, state: RunState) -> It
     with timer("sync"):
         sync_metrics = sync_weights(config, components, state)
     rollout_metrics = components.pools[0].metrics() if components.pools else {}
+    timer.progress(f"  generation: {rollout_metrics.get('rollout/tokens_per_second', 0.0):.0f} tokens/s; "
+                   f"trained {learner_metrics.get('learner/tokens', 0.0):.0f} tokens")
     wall = time.perf_counter() - started
     times = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
     times["time/iteration"] = wall

@@ -110,7 +110,10 @@ def test_role_prompts_are_chat_messages_asking_for_their_tag() -> None:
     rewrite = proposer_messages("Natalia sold 48 clips.")
     solver = solver_messages("What is 5 + 7?")
     for messages in (from_scratch, rewrite, solver):
-        assert [message["role"] for message in messages] == ["system", "user"]
+        # system, one demonstrated exchange, then the real request
+        assert [message["role"] for message in messages] == ["system", "user", "assistant", "user"]
     assert "<question></question>" in from_scratch[0]["content"]
-    assert "Natalia sold 48 clips." in rewrite[1]["content"] and "harder" in rewrite[1]["content"]
-    assert "<answer></answer>" in solver[0]["content"] and solver[1]["content"] == "What is 5 + 7?"
+    assert parse_question(from_scratch[2]["content"]).failure is None  # the demonstration obeys the format
+    assert parse_answer(solver[2]["content"]).value == "8"
+    assert "Natalia sold 48 clips." in rewrite[-1]["content"] and "harder" in rewrite[-1]["content"]
+    assert "<answer></answer>" in solver[0]["content"] and solver[-1]["content"] == "What is 5 + 7?"

@@ -1,0 +1,52 @@
+"""What does one self-play iteration cost? Runs the real loop (Ray, vLLM, DeepSpeed) on the embedded model and
+prints one final JSON line: wall time of the measured iteration(s), each phase, tokens, and overhead_frac =
+other / wall, where other is everything outside generate, judge, train and sync (scoring, pool, Ray calls).
+
+    python bench/iteration.py [--iterations 2] [key=value ...]
+
+The first iteration includes one-time warm-up, so the JSON reports the iterations after it.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from selfplay.config import load_config  # noqa: E402
+
+PHASES = ("generate", "judge", "train", "sync")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="configs/tiny-cpu.yaml")
+    parser.add_argument("--iterations", type=int, default=2, help="total, including one warm-up iteration")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    from selfplay.driver import run
+
+    output_dir = tempfile.mkdtemp(prefix="bench-iteration-")
+    config = load_config(args.config, [f"run.iterations={args.iterations}", f"run.output_dir={output_dir}",
+                                       "tracking.wandb=disabled", *args.overrides])
+    run_dir = run(config)
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    measured = rows[1:] or rows
+    wall = sum(row["time/iteration"] for row in measured)
+    phases = {phase: sum(row.get(f"time/{phase}", 0.0) for row in measured) for phase in PHASES}
+    other = wall - sum(phases.values())
+    result = {
+        "iterations_measured": len(measured), "wall_s": round(wall, 2),
+        **{f"{phase}_s": round(seconds, 2) for phase, seconds in phases.items()}, "other_s": round(other, 2),
+        "overhead_frac": round(other / wall, 4) if wall else None,
+        "tokens_generated": sum(row.get("rollout/generated_tokens", 0.0) for row in measured),
+        "tokens_trained": sum(row.get("learner/tokens", 0.0) for row in measured),
+        "config": args.config, "overrides": args.overrides, "run_dir": str(run_dir),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
