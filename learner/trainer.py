@@ -68,6 +68,14 @@ def _init_distributed(setup: LearnerSetup) -> None:
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
 
+def resolve_compute_dtype(config_value: str, model_dtype: str) -> str:
+    if config_value != "auto":
+        return config_value
+    if torch.cuda.is_available() or model_dtype == "float32":
+        return model_dtype
+    return model_dtype if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+
+
 def deepspeed_config(config: LearnerConfig, dtype: str) -> dict:
     return {
         "train_micro_batch_size_per_gpu": 1,  # micro-batches are built here; DeepSpeed never sees a data loader
@@ -93,15 +101,20 @@ class Learner:
 
         self.config, self.setup = config, setup
         torch.manual_seed(setup.seed + setup.rank)
+        if not torch.cuda.is_available():
+            # Ray sets OMP_NUM_THREADS to the actor's CPU reservation (1); training and generation take turns, so
+            # the learner may use this machine's share of cores while it trains.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // setup.world_size))
         _init_distributed(setup)
-        base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[setup.dtype])
+        self.compute_dtype = resolve_compute_dtype(config.compute_dtype, setup.dtype)
+        base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[self.compute_dtype])
         base.config.use_cache = False
         lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
         model = get_peft_model(base, lora)
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable,
-                                               config=deepspeed_config(config, setup.dtype))
+                                               config=deepspeed_config(config, self.compute_dtype))
         self.model = self.engine.module
         self.step_count = 0
         self.skipped_steps = 0

@@ -65,6 +65,9 @@ class LearnerConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     zero_stage: Literal[0, 1, 2, 3] = 2
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description=(
+        "training precision; auto = the model dtype on GPUs and on CPUs with native bf16 matmuls, float32 on "
+        "other CPUs (there bf16 matmuls fall back to slow reference kernels: 50-90x slower backward measured)"))
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
     clip_low: float = Field(0.2, ge=0, lt=1)
