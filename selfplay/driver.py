@@ -24,6 +24,7 @@ from rewards.rubric import RubricError, load_rubric, reload_if_changed
 from selfplay.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from selfplay.config import Config, config_to_yaml
 from selfplay.embedded_model import resolve_model_path
+from selfplay.evaluation import eval_metrics, evaluate, load_eval_questions, summarize
 from selfplay.iteration import Components, IterationResult, RunState, run_iteration, sync_weights
 from selfplay.pool import QuestionPool, load_seed_file
 from selfplay.preflight import RESOLVED_CONFIG
@@ -183,6 +184,16 @@ def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> 
             f"probe gap {value('sync/probe_gap', 4)}.")
 
 
+def held_out_eval(config: Config, components: Components, questions: list) -> dict[str, float]:
+    """Greedy solver accuracy on the held-out file with the weights just synced (`eval/*`)."""
+    started = time.perf_counter()
+    summary = summarize(evaluate(components.pools[0], questions, config.eval.max_tokens))
+    metrics = eval_metrics(summary) | {"time/eval": time.perf_counter() - started}
+    log(f"  eval: accuracy {summary['accuracy']:.3f} on {summary['n']} held-out questions "
+        f"(95% CI {summary['ci95'][0]:.3f}-{summary['ci95'][1]:.3f})")
+    return metrics
+
+
 def checkpoint_state(state: RunState) -> dict[str, Any]:
     return {"iteration": state.iteration, "weight_version": state.weight_version,
             "pool": state.pool.state_dict(), "rubric": {"name": state.rubric.name, "version": state.rubric.version}}
@@ -217,6 +228,7 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     try:
         state = (restore_state(config, run_dir, components) if resume_dir else None) or initial_state(config)
         tracker = build_tracker(run_dir, config.tracking, run_dir.name, config.model_dump(mode="json"))
+        eval_questions = load_eval_questions(config.eval.data, config.eval.limit) if config.eval.every else []
         if state.iteration <= config.run.iterations:
             tracker.log_text("judge/rubric", f"# {state.rubric.name} {state.rubric.version}\n{state.rubric.text}",
                              step=state.iteration)
@@ -224,6 +236,8 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
             rubric_changed = refresh_rubric(state, tracker)
             log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
             result = run_iteration(config, components, state, progress=log)
+            if config.eval.every and state.iteration % config.eval.every == 0:
+                result.metrics |= held_out_eval(config, components, eval_questions)
             started = time.perf_counter()
             if state.iteration % config.run.checkpoint_every == 0 or state.iteration == config.run.iterations:
                 save_checkpoint(run_dir, state.iteration, components.learner.save_checkpoint,
