@@ -1,0 +1,262 @@
+"""Evaluate the base model, a PEFT adapter or a run checkpoint on held-out questions with reference answers.
+
+    python launch/eval.py --config configs/tiny-cpu.yaml --data gsm8k-test.jsonl [--limit 200] [key=value ...]
+    python launch/eval.py --config runs/RUN/config.yaml --data gsm8k-test.jsonl --adapter runs/RUN
+    python launch/eval.py --config configs/tiny-cpu.yaml --data gsm8k-test.jsonl --adapter exported/adapter-v3
+
+One greedy answer per question from an in-process vLLM engine, graded with math-verify (selfplay/evaluation.py).
+Per-example rows go to a JSONL file (--output; default next to the adapter, or `<run.output_dir>/eval-<time>.jsonl`)
+and the last line of stdout is one JSON object: accuracy, n, correct, format_failures, ci95 (Wilson, 95 %), ...
+
+--adapter takes a PEFT adapter directory (adapter_config.json), a run checkpoint (RUN_DIR/checkpoints/iter-N, whose
+learner/ is a DeepSpeed checkpoint) or a run directory (its checkpoints/latest). The adapter is merged into the
+base model (config's model.path and learner.lora; a run's own config.yaml is checked to agree) in a temporary
+directory that the engine then serves. Config, data and adapter problems exit with status 2 and one line.
+Leaves out batching several checkpoints and sampling-based (pass@k) metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import _bootstrap  # noqa: F401
+
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the result line
+
+from selfplay.checkpoint import latest_checkpoint  # noqa: E402
+from selfplay.config import Config, ConfigError, LoRAConfig, load_config  # noqa: E402
+from selfplay.embedded_model import EMBEDDED_MODELS, EMBEDDED_PREFIX, resolve_model_path  # noqa: E402
+from selfplay.evaluation import EvalDataError, EvalResult, evaluate, load_eval_questions, summarize  # noqa: E402
+from selfplay.pool import PoolQuestion, SeedFileError  # noqa: E402
+from selfplay.preflight import RESOLVED_CONFIG  # noqa: E402
+
+ADAPTER_CONFIG = "adapter_config.json"
+# Learner.save_checkpoint writes DeepSpeed's checkpoint into ITER/learner with tag "learner"; with
+# exclude_frozen_parameters=True its `module` holds only the LoRA tensors, under the PEFT model's names.
+LEARNER_STATES = Path("learner") / "learner" / "mp_rank_00_model_states.pt"
+
+
+class AdapterError(ValueError):
+    """An --adapter path that is not a usable adapter or checkpoint (one line)."""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Greedy held-out evaluation graded with math-verify")
+    parser.add_argument("--config", required=True, help="YAML run config (a run's own RUN_DIR/config.yaml works)")
+    parser.add_argument("--data", help="JSONL with question and answer (GSM8K '#### N' or plain); default eval.data")
+    parser.add_argument("--adapter", help="PEFT adapter dir, run checkpoint RUN_DIR/checkpoints/iter-N, or RUN_DIR")
+    parser.add_argument("--limit", type=positive_int, help="first N questions (default eval.limit)")
+    parser.add_argument("--output", help="per-example JSONL (default next to the adapter, or in run.output_dir)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.max_tokens=512 model.path=...")
+    return parser.parse_args(argv)
+
+
+# -- what --adapter names --------------------------------------------------------------------------------------------
+def resolve_adapter(path: Path) -> Path:
+    """A PEFT adapter directory as given, or the DeepSpeed model-states file of a run checkpoint."""
+    if not path.is_dir():
+        raise AdapterError(f"--adapter {path}: directory not found")
+    if (path / ADAPTER_CONFIG).is_file():
+        return path
+    if (path / "checkpoints").is_dir():
+        try:
+            checkpoint = latest_checkpoint(path)
+        except FileNotFoundError as error:
+            raise AdapterError(f"--adapter {path}: {error}") from None
+        if checkpoint is None:
+            raise AdapterError(f"--adapter {path}: the run has no completed checkpoint (no checkpoints/latest)")
+        path = checkpoint
+    if (path / LEARNER_STATES).is_file():
+        return path / LEARNER_STATES
+    raise AdapterError(f"--adapter {path}: neither a PEFT adapter ({ADAPTER_CONFIG}), a run checkpoint "
+                       f"({LEARNER_STATES}) nor a run directory (checkpoints/latest)")
+
+
+def run_dir_of(states_path: Path) -> Path:
+    """RUN_DIR of RUN_DIR/checkpoints/iter-N/learner/learner/mp_rank_00_model_states.pt."""
+    return states_path.parents[4]
+
+
+def default_output(config: Config, adapter: Path | None) -> Path:
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    if adapter is None:
+        return Path(config.run.output_dir) / f"eval-{stamp}.jsonl"
+    if adapter.name == LEARNER_STATES.name:  # a run checkpoint: into its run directory
+        return run_dir_of(adapter) / f"eval-{adapter.parents[2].name}-{stamp}.jsonl"
+    return adapter.parent / f"eval-{adapter.name}-{stamp}.jsonl"
+
+
+# -- merging the adapter into the base model -------------------------------------------------------------------------
+def read_learner_checkpoint(states_path: Path) -> tuple[dict[str, Any], Any]:
+    """The LoRA tensors of a learner checkpoint, by PEFT parameter name, and the dtype the learner computed in
+    (bf16 or fp16 when DeepSpeed's mixed precision was on, else float32; learner.compute_dtype decides that)."""
+    import torch
+
+    states = torch.load(states_path, map_location="cpu", weights_only=True)
+    tensors = {name: tensor for name, tensor in states["module"].items() if ".lora_" in name}
+    if any(tensor.numel() == 0 for tensor in tensors.values()):  # ZeRO-3 keeps only partitioned placeholders here
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        consolidated = get_fp32_state_dict_from_zero_checkpoint(
+            str(states_path.parents[1]), tag=states_path.parent.name, exclude_frozen_parameters=True)
+        tensors = {name: tensor for name, tensor in consolidated.items() if ".lora_" in name}
+    if not tensors:
+        raise AdapterError(f"{states_path}: no LoRA tensors in the checkpoint's module state")
+    precision = states.get("ds_config", {})
+    compute_dtype = (torch.bfloat16 if precision.get("bf16", {}).get("enabled") else
+                     torch.float16 if precision.get("fp16", {}).get("enabled") else torch.float32)
+    return tensors, compute_dtype
+
+
+def check_run_lora(states_path: Path, lora: LoRAConfig) -> None:
+    """The LoRA scaling (alpha / rank) is not in the weights: the run's saved config must agree with ours."""
+    saved = run_dir_of(states_path) / RESOLVED_CONFIG
+    if saved.is_file() and load_config(saved).learner.lora != lora:
+        raise AdapterError(f"learner.lora of the config differs from the run's {saved}; evaluate with "
+                           f"--config {saved}")
+
+
+def load_lora_tensors(model, tensors: dict[str, Any], source: Path) -> None:
+    """Copy checkpoint LoRA tensors into a PEFT model built from the config, after checking names and shapes."""
+    expected = {name: tuple(parameter.shape) for name, parameter in model.named_parameters() if ".lora_" in name}
+    missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+    if missing or unexpected:
+        example = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise AdapterError(f"{source}: LoRA modules do not match learner.lora.target_modules of the config "
+                           f"({example})")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise AdapterError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, learner.lora of the "
+                               f"config expects {shape} (another rank?)")
+    model.load_state_dict(tensors, strict=False)
+
+
+def merge_adapter(config: Config, base_path: str, adapter: Path, target: Path) -> Path:
+    """Write base + adapter as one model directory (weights, config, tokenizer) that vLLM can serve.
+
+    A run checkpoint is merged the way its learner exported weights for the engines (same compute dtype, then
+    cast to model.dtype), so the result is bit-identical to what the run served; a PEFT adapter is merged in
+    float32, then cast to model.dtype.
+    """
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from learner.export import export_merged
+
+    if adapter.name == LEARNER_STATES.name:
+        check_run_lora(adapter, config.learner.lora)
+        tensors, compute_dtype = read_learner_checkpoint(adapter)
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=compute_dtype)
+        lora = config.learner.lora  # the same adapter shape as learner/trainer.py builds
+        model = get_peft_model(base, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+        load_lora_tensors(model, tensors, adapter)
+    else:
+        compute_dtype = torch.float32
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=compute_dtype)
+        model = PeftModel.from_pretrained(base, str(adapter))
+    model.to(compute_dtype)  # PEFT may upcast adapter weights; the learner's DeepSpeed module does not
+    export_merged(model, target, getattr(torch, config.model.dtype))
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(target)
+    if base.generation_config is not None:
+        base.generation_config.save_pretrained(target)
+    return target
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+def check_model_path(spec: str) -> None:
+    if spec.startswith(EMBEDDED_PREFIX) and spec.removeprefix(EMBEDDED_PREFIX) not in EMBEDDED_MODELS:
+        raise ConfigError(f"model.path: unknown embedded model {spec!r} (known: {', '.join(EMBEDDED_MODELS)})")
+    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
+        raise ConfigError(f"model.path: directory {spec!r} not found")
+
+
+def generate_and_grade(config: Config, model_path: str, questions: list[PoolQuestion]) -> list[EvalResult]:
+    from rollout.engine import Engine
+    from rollout.pool import engine_spec_from_config
+    from rollout.records import SyncMode
+
+    spec = engine_spec_from_config(model_path, config.model.dtype, config.model.max_model_len, config.rollout,
+                                   SyncMode.MERGED, config.learner.lora.rank, config.run.seed)
+    engine = Engine(spec)
+    try:
+        return evaluate(engine, questions, config.eval.max_tokens)
+    finally:  # without it the process hangs at exit, waiting on vLLM's engine-core process
+        engine.llm.llm_engine.engine_core.shutdown()
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuestion], Path | None]:
+    """Config, data path, questions and resolved adapter; raises the one-line errors main() reports."""
+    config = load_config(args.config, args.overrides)
+    check_model_path(config.model.path)
+    data = args.data or config.eval.data
+    if data is None:
+        raise EvalDataError("no data: pass --data FILE.jsonl or set eval.data in the config")
+    if not Path(data).is_file():
+        raise EvalDataError(f"{data}: file not found")
+    questions = load_eval_questions(data, args.limit or config.eval.limit)
+    adapter = resolve_adapter(Path(args.adapter)) if args.adapter else None
+    return config, Path(data), questions, adapter
+
+
+def brief(error: Exception) -> str:
+    """One line from a library's multi-line message (torch's state-dict errors say what broke on line 2)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {' '.join(lines[:2])[:400]}"
+
+
+def fail(kind: str, error: Exception | str) -> int:
+    print(f"{kind} error: {error}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config, data, questions, adapter = load_inputs(args)
+    except ConfigError as error:
+        return fail("config", error)
+    except (SeedFileError, EvalDataError) as error:
+        return fail("data", error)
+    except AdapterError as error:
+        return fail("adapter", error)
+    started = time.perf_counter()
+    output = Path(args.output) if args.output else default_output(config, adapter)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    base_path = resolve_model_path(config.model.path, config.model.cache_dir)
+    with tempfile.TemporaryDirectory(prefix="selfplay-eval-") as scratch:
+        model_path = base_path
+        if adapter is not None:
+            try:
+                model_path = str(merge_adapter(config, base_path, adapter, Path(scratch) / "merged"))
+            except AdapterError as error:
+                return fail("adapter", error)
+            except (ValueError, RuntimeError) as error:  # PEFT: no target modules; torch: tensor shapes differ
+                return fail("adapter", f"{adapter}: {brief(error)}")
+        results = generate_and_grade(config, model_path, questions)
+    output.write_text("".join(json.dumps(result.to_row()) + "\n" for result in results))
+    summary = summarize(results) | {"data": str(data), "model": config.model.path,
+                                    "adapter": str(adapter) if adapter else None, "output": str(output),
+                                    "max_tokens": config.eval.max_tokens, "seconds": time.perf_counter() - started}
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # vLLM spawns worker processes that re-import this file
+    sys.exit(main())
