@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
 POOL_CONCURRENCY = 64  # threads of a RemoteEnginePool actor: concurrent role calls
 POLL_SECONDS = 1.0  # how often a waiting call re-checks deadlines and restarts
+MIN_START_SECONDS = 600.0  # engine start-up may take longer than a request (compiling, loading a large model)
 
 
 def resolve_sync_mode(config_value: str, uses_gpu: bool | None = None) -> SyncMode:
@@ -199,6 +200,7 @@ class EnginePool:
         `EngineHost`, or a stand-in with the same methods in tests."""
         self.spec, self.rollout, self.name = spec, rollout, name
         self._remote_host = ray.remote(host_class)
+        self._start_timeout = max(rollout.request_timeout_s, MIN_START_SECONDS)
         self._lock = threading.Condition()  # guards slots, the latest update and the counters
         self._sync_lock = threading.Lock()  # one weight update at a time
         self._latest: WeightUpdate | None = None
@@ -212,7 +214,7 @@ class EnginePool:
                             for index in range(rollout.num_engines)]
         handles = [self._start_host(index) for index in range(rollout.num_engines)]
         try:
-            ray.get([handle.ready.remote() for handle in handles], timeout=rollout.request_timeout_s)
+            ray.get([handle.ready.remote() for handle in handles], timeout=self._start_timeout)
         except (RayActorError, RayTaskError, GetTimeoutError) as error:
             for handle in handles:
                 ray.kill(handle)
@@ -297,7 +299,7 @@ class EnginePool:
             self._count(completions)
         now = time.monotonic()
         for ref, flight in list(flights.items()):
-            if flight.deadline <= now:
+            if flight.deadline <= now and not ray.wait([ref], timeout=0)[0]:  # a finished chunk is not hung
                 del flights[ref]
                 self._release(flight)
                 self._replace(flight.slot, flight.incarnation,
@@ -332,7 +334,7 @@ class EnginePool:
                        self._restarts, self.rollout.max_restarts)
         handle = self._start_host(index)
         try:
-            ray.get(handle.ready.remote(), timeout=self.rollout.request_timeout_s)
+            ray.get(handle.ready.remote(), timeout=self._start_timeout)
             self._resync(slot, handle)
         except (RayActorError, RayTaskError, GetTimeoutError) as error:
             ray.kill(handle)
@@ -390,6 +392,8 @@ class EnginePool:
         """Largest probe gap over the serving engines against `update`; raises SyncError past tolerance."""
         with self._lock:
             handles = [slot.handle for slot in self._slots if slot.state is SlotState.SERVING]
+        if not handles:
+            raise RuntimeError(f"{self.name}: no engine is serving ({self._failure or 'all are restarting'})")
         try:
             return max(ray.get([handle.probe_gap.remote(update) for handle in handles]))
         except RayTaskError as error:

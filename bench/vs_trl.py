@@ -1,0 +1,243 @@
+"""End-to-end GRPO step time: this system (vLLM engine + our Learner + merged weight sync) against TRL's
+GRPOTrainer (generation with transformers `generate`, `use_vllm=False`), on the same solver-only workload.
+
+Workload, both sides: Q seed questions (configs/seeds/tiny-math.jsonl) as solver prompts (agents.prompts), N
+answers each (one GRPO group per question), up to T new tokens at temperature 1.0, reward = the answer's format
+score (1 for exactly one well-formed <answer> tag, agents.parsing), group-normalised advantages, one optimizer
+step per batch of Q x N, the same model, dtype, LoRA, lr, clip range and loss normalisation (bench/common.py).
+The sides run in child processes that step in lockstep, so both see the same machine load; one warm-up step,
+then the mean over the timed steps.
+
+What is timed (wall clock per step):
+- ours, in-process (no Ray), as `selfplay.iteration` runs it: `Engine.generate` (vLLM, eager, merged-weight
+  mode), rewards and advantages, `plan_step` + `Learner.train_step`, then `Learner.export` (merged weights with
+  the sync probe) + `Engine.apply_update` (in-place reload, prefix-cache reset, probe check). Phases are
+  reported separately too.
+- TRL: one optimizer step of `GRPOTrainer.train()` from `on_step_begin` to `on_step_end`: its generation
+  (`model.generate` with the LoRA adapter active), reward, advantages, forward + backward, optimizer step. TRL
+  needs no weight sync (it samples from the model it trains). Gradient checkpointing off (see bench/common.py).
+Completion lengths differ between the sides (sampling); the mean length per side is reported next to the times,
+and `--ignore-eos` makes every answer T tokens long on both sides.
+Leaves out: the proposer and judge roles, Ray actors, multi-engine pools, GPU runs.
+
+    .venv/bin/python bench/vs_trl.py [--questions 4] [--answers 4] [--max-tokens 64] [--steps 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (Controller, load_average, log, mean, offline, peft_lora_config,  # noqa: E402
+                          resolve_dtype, run_lockstep, timed_summary, trl_grpo_config, trl_lockstep_callback)
+
+SEED_FILE = Path(__file__).resolve().parents[1] / "configs" / "seeds" / "tiny-math.jsonl"
+
+
+def questions(count: int) -> list[str]:
+    rows = [json.loads(line) for line in SEED_FILE.read_text().splitlines() if line.strip()]
+    if len(rows) < count:
+        raise SystemExit(f"--questions {count}: {SEED_FILE} has only {len(rows)} questions")
+    return [row["question"] for row in rows[:count]]
+
+
+def answer_reward(text: str) -> float:
+    from agents.parsing import parse_answer
+
+    return parse_answer(text).format_score
+
+
+# -- ours -----------------------------------------------------------------------------------------------------------
+def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) -> None:
+    import torch
+
+    from agents.prompts import solver_messages
+    from learner.grpo import group_advantages
+    from learner.records import TrainBatch, TrainSample
+    from learner.trainer import Learner, LearnerSetup, plan_step
+    from rollout.engine import Engine, EngineSpec
+    from rollout.records import GenerationRequest, SamplingSpec, SyncMode
+    from selfplay.config import LearnerConfig
+    from selfplay.driver import probe_token_ids
+
+    engine = Engine(EngineSpec(model_path=model_path, dtype=args.dtype, max_model_len=args.max_model_len,
+                               kv_cache_gb=args.kv_cache_gb, enforce_eager=True, sync_mode=SyncMode.MERGED))
+    learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype,
+                                                    max_model_len=args.max_model_len))
+    probe = probe_token_ids(model_path)
+    sampling = SamplingSpec(n=args.answers, max_tokens=args.max_tokens, temperature=1.0, ignore_eos=args.ignore_eos)
+    requests = [GenerationRequest(tuple(solver_messages(question)), sampling) for question in questions(args.questions)]
+    export_root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    export_dir = Path(tempfile.mkdtemp(prefix="bench-vs-trl-", dir=export_root))
+    controller.ready()
+    version = 0
+    try:
+        while controller.next_step():
+            started = time.perf_counter()
+            completions = engine.generate(requests)
+            generated = time.perf_counter()
+            samples, rewards, groups = [], [], []
+            for group, completion in enumerate(completions):
+                for sample in completion.samples:
+                    samples.append((completion.prompt_token_ids, sample))
+                    rewards.append(answer_reward(sample.text))
+                    groups.append(group)
+            advantages, _ = group_advantages(torch.tensor(rewards), torch.tensor(groups), normalize_std=True)
+            batch = TrainBatch(tuple(TrainSample(prompt, sample.token_ids, sample.logprobs, float(advantage),
+                                                 temperature=1.0, role="solver")
+                                     for (prompt, sample), advantage in zip(samples, advantages)))
+            learner.check_batch(batch)
+            plan, _ = plan_step(batch, learner.config.micro_batch_tokens, world_size=1)
+            metrics = learner.train_step(plan[0], batch.response_tokens)
+            trained = time.perf_counter()
+            version += 1
+            update = learner.export(version, SyncMode.MERGED, str(export_dir), probe, tolerance=0.05)
+            sync = engine.apply_update(update)
+            for old in export_dir.glob("merged-v*"):
+                if old.name != Path(update.path).name:
+                    shutil.rmtree(old, ignore_errors=True)
+            finished = time.perf_counter()
+            lengths = [len(sample.token_ids) for _, sample in samples]
+            reply = {"seconds": finished - started, "load": load_average(),
+                     "generate_s": generated - started, "train_s": trained - generated, "sync_s": finished - trained,
+                     "mean_completion_tokens": mean(lengths), "reward_mean": mean(rewards),
+                     "loss": metrics["learner/loss"], "probe_gap": sync["probe_gap"]}
+            log(f"ours step {version}: " + ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else
+                                                     f"{key} {value}" for key, value in reply.items()))
+            controller.report(reply)
+    finally:
+        shutil.rmtree(export_dir, ignore_errors=True)
+    controller.finish({})
+
+
+# -- TRL ------------------------------------------------------------------------------------------------------------
+def trl_answer_reward(completions, **kwargs) -> list[float]:
+    """TRL reward function: completions are chat turns [{"role": "assistant", "content": text}] (or text)."""
+    texts = [completion if isinstance(completion, str) else completion[-1]["content"] for completion in completions]
+    return [answer_reward(text) for text in texts]
+
+
+def run_trl(args: argparse.Namespace, model_path: str, controller: Controller) -> None:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    from agents.prompts import solver_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, args.dtype))
+    dataset = Dataset.from_dict({"prompt": [solver_messages(question) for question in questions(args.questions)]})
+    holder: dict = {}
+
+    def step_fields() -> dict:
+        """Completion length and reward of the step just finished, from TRL's own metrics."""
+        metrics = holder["trainer"]._metrics["train"]
+        return {"mean_completion_tokens": metrics["completions/mean_length"][-1],
+                "reward_mean": metrics["reward"][-1]}
+
+    with tempfile.TemporaryDirectory(prefix="bench-vs-trl-") as output_dir:
+        config = trl_grpo_config(
+            output_dir, args.dtype, per_device_train_batch_size=args.questions * args.answers,
+            num_generations=args.answers, max_completion_length=args.max_tokens, temperature=1.0, top_p=1.0,
+            max_steps=args.warmup + args.steps,
+            generation_kwargs={"min_new_tokens": args.max_tokens} if args.ignore_eos else None)
+        trainer = GRPOTrainer(model=model, reward_funcs=trl_answer_reward, args=config, train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=peft_lora_config(),
+                              callbacks=[trl_lockstep_callback(controller, step_fields)])
+        holder["trainer"] = trainer
+        controller.ready()
+        trainer.train()
+    controller.finish({})
+
+
+# -- driver ---------------------------------------------------------------------------------------------------------
+def side_main(args: argparse.Namespace) -> None:
+    import torch
+
+    from selfplay.embedded_model import prepare_embedded_model
+
+    offline()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_path = str(prepare_embedded_model("smollm2-135m"))
+    controller = Controller(args.reply_fd)
+    if args.side == "ours":
+        run_ours(args, model_path, controller)
+    else:
+        run_trl(args, model_path, controller)
+
+
+def timed_mean(steps: list[dict], warmup: int, key: str) -> float:
+    return round(mean([step[key] for step in steps[warmup:]]), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=4)
+    parser.add_argument("--answers", type=int, default=4, help="answers per question (the GRPO group)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="max new tokens per answer")
+    parser.add_argument("--ignore-eos", action="store_true", help="every answer exactly --max-tokens long")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="model dtype of both sides; auto: bfloat16 only where the CPU has native bf16 matmuls")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
+    parser.add_argument("--kv-cache-gb", type=float, default=0.5)
+    parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--quick", action="store_true", help="2 questions x 2 answers x 8 tokens, 1 timed step")
+    parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--reply-fd", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.questions, args.answers, args.max_tokens, args.steps = 2, 2, 8, 1
+    args.dtype = resolve_dtype(args.dtype)
+    if args.side:
+        side_main(args)
+        return
+
+    forwarded = [f"--questions={args.questions}", f"--answers={args.answers}", f"--max-tokens={args.max_tokens}",
+                 f"--steps={args.steps}", f"--warmup={args.warmup}", f"--dtype={args.dtype}",
+                 f"--threads={args.threads}", f"--kv-cache-gb={args.kv_cache_gb}",
+                 f"--max-model-len={args.max_model_len}"] + (["--ignore-eos"] if args.ignore_eos else [])
+    started = time.perf_counter()
+    load_before = load_average()
+    sides = run_lockstep(Path(__file__).resolve(), ["ours", "trl"], forwarded, args.warmup + args.steps)
+    summaries = {name: timed_summary(side["steps"], args.warmup) for name, side in sides.items()}
+    ours_s, trl_s = summaries["ours"]["mean_step_s"], summaries["trl"]["mean_step_s"]
+    result = {
+        "ours_s_per_step": ours_s, "trl_s_per_step": trl_s, "speedup": round(trl_s / ours_s, 3),
+        "step_s": {name: summary["step_s"] for name, summary in summaries.items()},
+        "ours_phases_s": {key: timed_mean(sides["ours"]["steps"], args.warmup, key)
+                          for key in ("generate_s", "train_s", "sync_s")},
+        "mean_completion_tokens": {name: timed_mean(side["steps"], args.warmup, "mean_completion_tokens")
+                                   for name, side in sides.items()},
+        "reward_mean": {name: timed_mean(side["steps"], args.warmup, "reward_mean") for name, side in sides.items()},
+        "peak_rss_mb": {name: side["peak_rss_mb"] for name, side in sides.items()},
+        "idle_cpu_s": {name: side["idle_cpu_s"] for name, side in sides.items()},
+        "load_1m_by_step": {name: summary["load_1m"] for name, summary in summaries.items()},
+        "load_average": {"start": load_before, "end": load_average()},
+        "settings": {"model": "smollm2-135m", "dtype": args.dtype, "questions": args.questions,
+                     "answers": args.answers, "batch": args.questions * args.answers, "max_tokens": args.max_tokens,
+                     "ignore_eos": args.ignore_eos, "temperature": 1.0, "warmup_steps": args.warmup,
+                     "timed_steps": args.steps, "lora": {"rank": 16, "alpha": 32, "targets": "q,k,v,o,gate,up,down"},
+                     "ours": "vLLM eager engine + Learner (DeepSpeed ZeRO-2) + merged sync, one process tree",
+                     "trl": "GRPOTrainer, use_vllm=False, gradient_checkpointing=False",
+                     "torch_threads": args.threads or "default", "kv_cache_gb": args.kv_cache_gb,
+                     "schedule": "lockstep, one step per side per round, first mover rotating",
+                     "cpu_cores": os.cpu_count(), "quick": args.quick},
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

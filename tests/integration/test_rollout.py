@@ -1,0 +1,327 @@
+"""The engine pool with real Ray: spreading, ordering and restarts on stand-in engines (seconds), then real vLLM
+engines on the tiny model: sampling parameters, concurrent callers, killing an engine mid-generation, and weight
+sync in both modes against a real DeepSpeed learner (one learner; one pool at a time, since engine starts are the
+slow part on CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+torch = pytest.importorskip("torch")
+
+from rollout.engine import EngineSpec, SyncError  # noqa: E402
+from rollout.pool import EnginePool, EngineStatus, RemoteEnginePool  # noqa: E402
+from rollout.records import Completion, GenerationRequest, Sample, SamplingSpec, SyncMode, WeightUpdate  # noqa: E402
+from selfplay.config import RolloutConfig  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = 0.05  # the default rollout.sync_tolerance
+SYNCED_GAP = 0.02  # measured gaps after a sync are ~0.001-0.002
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield
+    ray.shutdown()
+
+
+def chat(text: str) -> tuple[dict[str, str], ...]:
+    return ({"role": "user", "content": text},)
+
+
+# -- stand-in engines: the pool's own logic, in seconds -----------------------------------------------------------
+class FakeHost:
+    """Answers with the request's number as its only prompt token. A host that finds the 'hang-once' file in
+    its state directory (the spec's model_path) deletes it and hangs on its next generate call."""
+
+    def __init__(self, spec: EngineSpec, cpu_share=None) -> None:
+        self.state = Path(spec.model_path)
+        self.version = 0
+        self.identity = f"{os.getpid()}-{time.monotonic_ns()}"
+
+    def ready(self) -> int:
+        return self.version
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(self.version, False, 0)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        try:
+            (self.state / "hang-once").unlink()
+            time.sleep(3600)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+        return [Completion(prompt_token_ids=(int(request.messages[0]["content"]),),
+                           samples=tuple(Sample(self.identity, (1, 2), (-0.5, -0.5), "length")
+                                         for _ in range(request.sampling.n)),
+                           weight_version=self.version) for request in requests]
+
+    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        self.version = update.version
+        return {"load_seconds": 0.0, "probe_gap": 0.0, "version": float(update.version)}
+
+    def probe_gap(self, update: WeightUpdate) -> float:
+        return 0.0
+
+
+def fake_pool(state: Path, **rollout) -> EnginePool:
+    config = RolloutConfig(cpus_per_engine=0.1, **{"num_engines": 2, "request_timeout_s": 5.0, **rollout})
+    return EnginePool(EngineSpec(model_path=str(state), max_num_seqs=8), config, host_class=FakeHost)
+
+
+def numbered(count: int, n: int = 1) -> list[GenerationRequest]:
+    return [GenerationRequest(chat(str(index)), SamplingSpec(n=n)) for index in range(count)]
+
+
+def test_fake_pool_orders_and_spreads_concurrent_calls(ray_session, tmp_path):
+    with fake_pool(tmp_path) as pool:
+        results: dict[int, list[Completion]] = {}
+
+        def call(thread: int) -> None:
+            results[thread] = pool.generate(numbered(7 + thread, n=2))
+
+        threads = [threading.Thread(target=call, args=(thread,)) for thread in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for thread, completions in results.items():
+            assert [completion.prompt_token_ids[0] for completion in completions] == list(range(7 + thread))
+            assert all(len(completion.samples) == 2 for completion in completions)
+        hosts = {sample.text for completions in results.values() for c in completions for sample in c.samples}
+        assert len(hosts) == 2  # both engines served
+        metrics = pool.metrics()
+        assert metrics["rollout/requests"] == sum(7 + thread for thread in range(4))
+        assert metrics["rollout/generated_tokens"] == 2 * 2 * metrics["rollout/requests"]
+        assert metrics["rollout/engine_restarts"] == 0
+
+
+def test_fake_pool_replaces_a_hung_engine_and_resyncs_it(ray_session, tmp_path):
+    with fake_pool(tmp_path, num_engines=1, max_restarts=1) as pool:
+        pool.apply_update(WeightUpdate(version=3, mode=SyncMode.MERGED, path="unused"))
+        (tmp_path / "hang-once").touch()
+        started = time.monotonic()
+        completions = pool.generate(numbered(5))
+        assert time.monotonic() - started >= 5.0  # waited out request_timeout_s
+        assert [completion.prompt_token_ids[0] for completion in completions] == list(range(5))
+        assert {completion.weight_version for completion in completions} == {3}  # re-synced before serving
+        assert pool.metrics()["rollout/engine_restarts"] == 1
+        with pytest.raises(SyncError, match="not newer"):
+            pool.apply_update(WeightUpdate(version=3, mode=SyncMode.MERGED, path="unused"))
+
+
+def test_fake_pool_gives_up_after_max_restarts_naming_the_engine(ray_session, tmp_path):
+    with fake_pool(tmp_path, num_engines=1, max_restarts=0) as pool:
+        (tmp_path / "hang-once").touch()
+        with pytest.raises(RuntimeError, match=r"rollout engine 0 hung .*max_restarts=0"):
+            pool.generate(numbered(3))
+
+
+# -- real vLLM engines on the tiny model ----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def perturb(learner, seed: int, scale: float = 0.1) -> None:
+    """Set the LoRA B matrices to seeded noise, so each seed is one clearly different set of weights."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in learner.model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+class PoolSession:
+    """One learner and one engine pool at a time; versions only increase across pools."""
+
+    def __init__(self, learner, model_dir: Path, export_dir: Path, probe: list[int]) -> None:
+        self.learner, self.model_dir, self.export_dir, self.probe = learner, model_dir, export_dir, probe
+        self.pool: RemoteEnginePool | None = None
+        self.mode: SyncMode | None = None
+        self.version = 0
+
+    def pool_for(self, mode: SyncMode) -> RemoteEnginePool:
+        if self.mode is not mode:
+            self.close()
+            spec = EngineSpec(model_path=str(self.model_dir), max_model_len=1024, kv_cache_gb=0.25,
+                              sync_mode=mode, max_lora_rank=16, seed=0)
+            self.pool = RemoteEnginePool.launch(spec, RolloutConfig(max_restarts=2, request_timeout_s=600))
+            self.mode = mode
+        return self.pool
+
+    def export(self, seed: int) -> WeightUpdate:
+        perturb(self.learner, seed)
+        self.version += 1
+        return self.learner.export(self.version, self.mode, str(self.export_dir), self.probe, TOLERANCE)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool, self.mode = None, None
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def rendered(tokenizer, messages) -> list[int]:
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+@pytest.fixture(scope="module")
+def session(ray_session, tiny_model_dir, tokenizer, tmp_path_factory):
+    from learner.trainer import Learner, LearnerSetup
+    from selfplay.config import LearnerConfig
+
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(tiny_model_dir), max_model_len=1024))
+    probe = rendered(tokenizer, chat("What is 2 + 3?")) + tokenizer.encode("The answer is 5.")
+    session = PoolSession(learner, tiny_model_dir, tmp_path_factory.mktemp("exports"), probe)
+    yield session
+    session.close()
+
+
+def test_generation_respects_order_and_sampling(session, tokenizer):
+    pool = session.pool_for(SyncMode.MERGED)
+    specs = [SamplingSpec(n=1, max_tokens=5, ignore_eos=True, seed=7),
+             SamplingSpec(n=3, max_tokens=17, ignore_eos=True),
+             SamplingSpec(n=1, max_tokens=16, ignore_eos=True, seed=7),
+             SamplingSpec(n=1, max_tokens=16, ignore_eos=True, seed=7),
+             SamplingSpec(n=1, max_tokens=16, ignore_eos=True, seed=8),
+             SamplingSpec(n=2, max_tokens=9, ignore_eos=True, temperature=0.7)]
+    texts = ["Question one.", "Question two: why? why?", "Same prompt.", "Same prompt.", "Same prompt.",
+             "Question six: " + "why? " * 20]
+    requests = [GenerationRequest(chat(text), spec) for text, spec in zip(texts, specs)]
+    completions = pool.generate(requests)
+    assert len(completions) == len(requests)
+    for request, completion in zip(requests, completions):
+        assert list(completion.prompt_token_ids) == rendered(tokenizer, request.messages)
+        assert len(completion.samples) == request.sampling.n
+        assert completion.weight_version == 0
+        for sample in completion.samples:
+            assert len(sample.token_ids) == len(sample.logprobs) == request.sampling.max_tokens
+            assert sample.finish_reason == "length"
+            assert all(logprob <= 0.0 for logprob in sample.logprobs)
+    assert completions[2].samples[0].token_ids == completions[3].samples[0].token_ids  # same seed, same tokens
+    assert completions[2].samples[0].token_ids != completions[4].samples[0].token_ids  # another seed
+    assert len({sample.token_ids for sample in completions[1].samples}) == 3  # n samples, not n copies
+
+
+@ray.remote(num_cpus=0)
+def role_call(pool: RemoteEnginePool, count: int) -> list[tuple[int, ...]]:
+    """What a role actor does: call the shared pool through its handle."""
+    completions = pool.generate([GenerationRequest(chat(f"role {index}"), SamplingSpec(max_tokens=8, ignore_eos=True))
+                                 for index in range(count)])
+    return [completion.prompt_token_ids for completion in completions]
+
+
+def test_concurrent_callers_share_the_pool(session, tokenizer):
+    pool = session.pool_for(SyncMode.MERGED)
+    pool.metrics()  # start a fresh window
+    remote = [role_call.remote(pool, 6), role_call.remote(pool, 9)]
+    requests = [GenerationRequest(chat(f"driver {index}"), SamplingSpec(max_tokens=12, ignore_eos=True))
+                for index in range(10)]
+    completions = pool.generate(requests)
+    role_prompts = ray.get(remote)
+    assert [list(c.prompt_token_ids) for c in completions] == [rendered(tokenizer, r.messages) for r in requests]
+    for count, prompts in zip((6, 9), role_prompts):
+        assert [list(ids) for ids in prompts] == [rendered(tokenizer, chat(f"role {i}")) for i in range(count)]
+    metrics = pool.metrics()
+    assert metrics["rollout/generated_tokens"] == 6 * 8 + 9 * 8 + 10 * 12
+    assert metrics["rollout/tokens_per_second"] > 0
+
+
+def test_killed_engine_is_restarted_resynced_and_retried(session):
+    pool = session.pool_for(SyncMode.MERGED)
+    update = session.export(seed=100)
+    pool.apply_update(update)
+    restarts_before = pool.metrics()["rollout/engine_restarts"]
+    victim = pool.engine_handles()[0]
+
+    def kill_when_busy() -> None:
+        deadline = time.monotonic() + 300
+        while not pool.status()[0].busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ray.kill(victim)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    requests = [GenerationRequest(chat(f"long story {index}"), SamplingSpec(max_tokens=128, ignore_eos=True))
+                for index in range(32)]
+    completions = pool.generate(requests)
+    killer.join()
+    assert len(completions) == 32
+    assert all(len(completion.samples[0].token_ids) == 128 for completion in completions)
+    assert pool.metrics()["rollout/engine_restarts"] == restarts_before + 1
+    assert pool.engine_handles()[0]._actor_id != victim._actor_id
+    assert {completion.weight_version for completion in completions} == {update.version}
+    assert pool.status()[0].weight_version == update.version
+    assert pool.probe_gap(update) < SYNCED_GAP  # the new engine serves the learner's weights, not the base model
+
+
+def learner_response_logprobs(learner, completion: Completion, sample: Sample) -> list[float]:
+    logprobs = learner.sequence_logprobs(list(completion.prompt_token_ids) + list(sample.token_ids))
+    return logprobs[-len(sample.token_ids):]
+
+
+def mean_gap(first, second) -> float:
+    return sum(abs(a - b) for a, b in zip(first, second)) / len(first)
+
+
+@pytest.mark.parametrize("mode", [SyncMode.MERGED, SyncMode.ADAPTER], ids=lambda mode: mode.value)
+def test_weight_sync_round_trip(session, mode):
+    pool = session.pool_for(mode)
+    first = session.export(seed=1)
+    with pytest.raises(SyncError, match="probe logprob gap"):
+        pool.probe_gap(first)  # a skipped sync is caught: the engines still serve older weights
+
+    metrics = pool.apply_update(first)
+    assert metrics["sync/version"] == first.version
+    assert metrics["sync/probe_gap"] < SYNCED_GAP
+    assert metrics["sync/seconds"] > 0
+
+    second = session.export(seed=2)  # exported, not applied
+    assert mean_gap(first.probe_logprobs, second.probe_logprobs) > 4 * TOLERANCE  # the oracle can tell them apart
+    with pytest.raises(SyncError, match="probe logprob gap"):
+        pool.probe_gap(second)  # serving the wrong version is caught
+    with pytest.raises(SyncError, match="not newer"):
+        pool.apply_update(first)
+    with pytest.raises(SyncError, match="not newer"):
+        pool.apply_update(dataclasses.replace(second, version=first.version - 1))
+    other = SyncMode.ADAPTER if mode is SyncMode.MERGED else SyncMode.MERGED
+    with pytest.raises(SyncError, match="sync got a"):
+        pool.apply_update(dataclasses.replace(second, mode=other, version=second.version + 5))
+
+    assert pool.apply_update(second)["sync/probe_gap"] < SYNCED_GAP
+    completions = pool.generate([GenerationRequest(chat(f"Tell me about {topic}."), SamplingSpec(n=2, max_tokens=24))
+                                 for topic in ("cats", "rivers", "prime numbers")])
+    engine, learner, base = [], [], []
+    for completion in completions:
+        assert completion.weight_version == second.version
+        for sample in completion.samples:
+            engine += sample.logprobs
+            learner += learner_response_logprobs(session.learner, completion, sample)
+            with session.learner.model.disable_adapter():
+                base += learner_response_logprobs(session.learner, completion, sample)
+    assert mean_gap(engine, learner) < TOLERANCE  # generation uses the synced weights
+    assert mean_gap(engine, base) > 2 * TOLERANCE  # ... which differ clearly from the base model's
