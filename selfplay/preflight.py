@@ -39,6 +39,7 @@ def _check_model(spec: str) -> None:
 def preflight(config: Config) -> None:
     """Raise PreflightError (one line) for the first problem found."""
     from rewards.rubric import RubricError, load_rubric
+    from selfplay.evaluation import EvalDataError, load_eval_questions
     from selfplay.pool import SeedFileError, load_seed_file
 
     _check_model(config.model.path)
@@ -48,12 +49,13 @@ def preflight(config: Config) -> None:
         load_rubric(config.judge.rubric, config.judge.rubric_dir)
     except RubricError as error:
         raise PreflightError(f"judge.rubric: {error}") from None
-    for key, path in (("pool.seed_file", config.pool.seed_file), ("eval.data", config.eval.data)):
+    for key, path, loader in (("pool.seed_file", config.pool.seed_file, load_seed_file),
+                              ("eval.data", config.eval.data, load_eval_questions)):
         if path is None:
             continue
         if not Path(path).is_file():
             raise PreflightError(f"{key}: file {path!r} not found")
         try:
-            load_seed_file(path)
-        except SeedFileError as error:
+            loader(path)
+        except (SeedFileError, EvalDataError) as error:
             raise PreflightError(f"{key}: {error}") from None
