@@ -21,16 +21,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _overrides(model_dir: Path, output_dir: Path, iterations: int) -> list[str]:
     return [f"model.path={model_dir}", f"run.output_dir={output_dir}", f"run.iterations={iterations}",
-            "model.max_model_len=512", "rollout.kv_cache_gb=0.25", "proposer.batch_size=2", "proposer.max_tokens=24",
-            "solver.batch_size=2", "solver.num_answers=2", "solver.max_tokens=24", "judge.max_tokens=24",
+            "model.max_model_len=512", "rollout.kv_cache_gb=0.25", "proposer.batch_size=2", "proposer.max_tokens=64",
+            "solver.batch_size=4", "solver.num_answers=4", "solver.max_tokens=96", "judge.max_tokens=24",
             "tracking.wandb=offline"]
 
 
-def _evolve(*args: str, **kwargs) -> subprocess.Popen:
+def _evolve(log_path: Path, *args: str) -> subprocess.Popen:
+    """The driver in its own process group, its output in a file (a pipe nobody reads would fill and block it)."""
     environment = os.environ | {"WANDB_MODE": "offline", "RAY_ADDRESS": ""}
     return subprocess.Popen([sys.executable, str(ROOT / "launch/evolve.py"), *args], cwd=ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            **kwargs)
+                            stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _finish(process: subprocess.Popen, log_path: Path, timeout: float) -> str:
+    process.wait(timeout=timeout)
+    return log_path.read_text()
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -38,24 +43,27 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_path):
-    process = _evolve("--config", "configs/tiny-cpu.yaml", *_overrides(tiny_model_dir, tmp_path, iterations=3))
+    first_log, resume_log = tmp_path / "first.log", tmp_path / "resume.log"
+    output_dir = tmp_path / "runs"
+    process = _evolve(first_log, "--config", "configs/tiny-cpu.yaml",
+                      *_overrides(tiny_model_dir, output_dir, iterations=3))
     checkpoint_pointer = None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None:
-        pointers = list(tmp_path.glob("*/checkpoints/latest"))
-        if pointers and pointers[0].read_text().strip() == "iter-000002":
+        pointers = list(output_dir.glob("*/checkpoints/latest"))
+        if pointers and pointers[0].read_text().strip() == "iter-000002" and "iteration 3/3: propose" in (
+                first_log.read_text()):
             checkpoint_pointer = pointers[0]
             break
-        time.sleep(1)
-    assert checkpoint_pointer is not None, f"no checkpoint of iteration 2: {process.communicate()[0][-3000:]}"
-    time.sleep(3)  # into iteration 3
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and everything it started
+        time.sleep(0.2)
+    assert checkpoint_pointer is not None, f"no checkpoint of iteration 2: {first_log.read_text()[-3000:]}"
+    os.killpg(process.pid, signal.SIGKILL)  # mid-iteration 3: the driver and everything it started
     process.wait()
     run_dir = checkpoint_pointer.parents[1]
     assert [row["step"] for row in _metrics(run_dir)] == [1, 2]
 
-    resumed = _evolve("--resume", str(run_dir))
-    output, _ = resumed.communicate(timeout=900)
+    resumed = _evolve(resume_log, "--resume", str(run_dir))
+    output = _finish(resumed, resume_log, timeout=900)
     assert resumed.returncode == 0, output[-4000:]
     assert "next iteration 3" in output
     steps = [row["step"] for row in _metrics(run_dir)]
@@ -77,8 +85,10 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
 
 
 def test_config_error_exits_2_before_starting(tmp_path):
-    process = _evolve("--config", "configs/tiny-cpu.yaml", "solver.num_answers=1", f"run.output_dir={tmp_path}")
-    output, _ = process.communicate(timeout=120)
+    output_dir = tmp_path / "runs"
+    process = _evolve(tmp_path / "run.log", "--config", "configs/tiny-cpu.yaml", "solver.num_answers=1",
+                      f"run.output_dir={output_dir}")
+    output = _finish(process, tmp_path / "run.log", timeout=120)
     assert process.returncode == 2
     assert output.strip().splitlines()[-1].startswith("config error: configs/tiny-cpu.yaml: solver.num_answers")
-    assert not list(tmp_path.iterdir()), "a run directory was created for a config that never started"
+    assert not output_dir.exists(), "a run directory was created for a config that never started"
