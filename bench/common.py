@@ -14,6 +14,7 @@ so the parent's stdout holds exactly one line, the final JSON. Leaves out the ti
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
@@ -80,6 +81,14 @@ def resolve_dtype(name: str) -> str:
     return "bfloat16" if native else "float32"
 
 
+def release_free_memory() -> None:
+    """glibc keeps freed heap pages (a step's activations, GBs in fp32); malloc_trim returns them to the OS."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -99,7 +108,9 @@ class Controller:
         self.report({"ready": True})
 
     def next_step(self) -> bool:
-        """Block until the parent says: True for one more step, False when done."""
+        """Block until the parent says: True for one more step, False when done. Before blocking, hand freed
+        heap back to the OS, so an idle side does not hold its step's peak memory while the other side steps."""
+        release_free_memory()
         command = sys.stdin.readline().strip()
         self.idle_cpu_seconds += tree_cpu_seconds() - self._idle_started
         if command not in ("step", "done"):
