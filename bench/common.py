@@ -18,6 +18,7 @@ import ctypes
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -188,11 +189,12 @@ def run_lockstep(script: Path, names: list[str], arguments: list[str], total_ste
 
 
 def timed_summary(steps: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
-    """Mean seconds over the steps after the warm-up, with each step's time and load."""
+    """Mean and median seconds over the steps after the warm-up, with each step's time and load. The median
+    resists the odd step slowed by a burst of other work on a shared machine."""
     timed = steps[warmup:]
-    return {"step_s": [round(step["seconds"], 2) for step in timed],
-            "mean_step_s": round(mean([step["seconds"] for step in timed]), 3),
-            "load_1m": [step["load"][0] for step in timed]}
+    seconds = [step["seconds"] for step in timed]
+    return {"step_s": [round(value, 2) for value in seconds], "mean_step_s": round(mean(seconds), 3),
+            "median_step_s": round(statistics.median(seconds), 3), "load_1m": [step["load"][0] for step in timed]}
 
 
 # -- TRL --------------------------------------------------------------------------------------------------------------

@@ -220,6 +220,7 @@ def main() -> None:
     result = {
         "ours_tok_s": round(rates["ours"], 1), "trl_tok_s": round(rates["trl"], 1),
         "ratio": round(rates["ours"] / rates["trl"], 3),
+        "ratio_median": round(summaries["trl"]["median_step_s"] / summaries["ours"]["median_step_s"], 3),
         "trl_gc_tok_s": round(rates["trl-gc"], 1) if "trl-gc" in rates else None,
         "ratio_vs_trl_gc": round(rates["ours"] / rates["trl-gc"], 3) if "trl-gc" in rates else None,
         "step_s": {name: summary["step_s"] for name, summary in summaries.items()},

@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -77,12 +78,14 @@ def bench_raw_vllm(spec, requests: list[GenerationRequest]) -> float:
     engine = Engine(spec)
     prompts = [TokensPrompt(prompt_token_ids=engine.render(request)) for request in requests]
     params = [_sampling_params(SamplingParams, request.sampling) for request in requests]
-    engine.llm.generate(prompts[:4], [SamplingParams(max_tokens=8, ignore_eos=True)] * 4, use_tqdm=False)  # warm-up
-    started = time.perf_counter()
-    outputs = engine.llm.generate(prompts, params, use_tqdm=False)
-    seconds = time.perf_counter() - started
+    try:
+        engine.llm.generate(prompts[:4], [SamplingParams(max_tokens=8, ignore_eos=True)] * 4, use_tqdm=False)
+        started = time.perf_counter()
+        outputs = engine.llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - started
+    finally:
+        engine.llm.llm_engine.engine_core.shutdown()  # free the cores before the pool starts
     tokens = sum(len(choice.token_ids) for output in outputs for choice in output.outputs)
-    engine.llm.llm_engine.engine_core.shutdown()
     del engine
     gc.collect()
     return tokens / seconds
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--kv-cache-gb", type=float, default=1.0)
     parser.add_argument("--max-model-len", type=int, default=1024)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so engines and exports are cleaned up
     if args.quick:
         args.prompts, args.max_tokens = 8, 16
 

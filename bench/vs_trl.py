@@ -16,6 +16,7 @@ What is timed (wall clock per step):
 - TRL: one optimizer step of `GRPOTrainer.train()` from `on_step_begin` to `on_step_end`: its generation
   (`model.generate` with the LoRA adapter active), reward, advantages, forward + backward, optimizer step. TRL
   needs no weight sync (it samples from the model it trains). Gradient checkpointing off (see bench/common.py).
+  Its generation phase (`_generate_single_turn`, i.e. `model.generate`) is also reported separately.
 Completion lengths differ between the sides (sampling); the mean length per side is reported next to the times,
 and `--ignore-eos` makes every answer T tokens long on both sides.
 Leaves out: the proposer and judge roles, Ray actors, multi-engine pools, GPU runs.
@@ -139,10 +140,20 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller) -
     holder: dict = {}
 
     def step_fields() -> dict:
-        """Completion length and reward of the step just finished, from TRL's own metrics."""
+        """Generation time, completion length and reward of the step just finished (the last two from TRL's own
+        metrics)."""
         metrics = holder["trainer"]._metrics["train"]
-        return {"mean_completion_tokens": metrics["completions/mean_length"][-1],
-                "reward_mean": metrics["reward"][-1]}
+        return {"generate_s": holder.pop("generate_s"),
+                "mean_completion_tokens": metrics["completions/mean_length"][-1], "reward_mean": metrics["reward"][-1]}
+
+    def timed(generate):
+        """Wrap TRL's `_generate_single_turn` (its `model.generate` call) to time the generation phase."""
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            output = generate(*args, **kwargs)
+            holder["generate_s"] = time.perf_counter() - started
+            return output
+        return wrapper
 
     with tempfile.TemporaryDirectory(prefix="bench-vs-trl-") as output_dir:
         config = trl_grpo_config(
@@ -154,6 +165,7 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller) -
                               processing_class=tokenizer, peft_config=peft_lora_config(),
                               callbacks=[trl_lockstep_callback(controller, step_fields)])
         holder["trainer"] = trainer
+        trainer._generate_single_turn = timed(trainer._generate_single_turn)
         controller.ready()
         trainer.train()
     controller.finish({})
@@ -215,9 +227,11 @@ def main() -> None:
     ours_s, trl_s = summaries["ours"]["mean_step_s"], summaries["trl"]["mean_step_s"]
     result = {
         "ours_s_per_step": ours_s, "trl_s_per_step": trl_s, "speedup": round(trl_s / ours_s, 3),
+        "speedup_median": round(summaries["trl"]["median_step_s"] / summaries["ours"]["median_step_s"], 3),
         "step_s": {name: summary["step_s"] for name, summary in summaries.items()},
         "ours_phases_s": {key: timed_mean(sides["ours"]["steps"], args.warmup, key)
                           for key in ("generate_s", "train_s", "sync_s")},
+        "trl_generate_s": timed_mean(sides["trl"]["steps"], args.warmup, "generate_s"),
         "mean_completion_tokens": {name: timed_mean(side["steps"], args.warmup, "mean_completion_tokens")
                                    for name, side in sides.items()},
         "reward_mean": {name: timed_mean(side["steps"], args.warmup, "reward_mean") for name, side in sides.items()},
