@@ -24,6 +24,7 @@ import torch
 
 from learner import grpo
 from learner.export import export_adapter, export_merged
+from learner.logprobs import token_logprobs
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
 from rollout.records import SyncMode, WeightUpdate
@@ -118,6 +119,7 @@ class Learner:
         self.model = self.engine.module
         self.step_count = 0
         self.skipped_steps = 0
+        self._check_output_layer()
 
     # -- forward ------------------------------------------------------------------------------------------------
     def _micro_batch_tensors(self, samples: list[TrainSample]) -> dict[str, torch.Tensor]:
@@ -147,10 +149,11 @@ class Learner:
         """Logprobs of the response tokens under the current model: [B, R] (fp32)."""
         response_width = tensors["response_mask"].shape[1]
         output = self.engine(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
-                             position_ids=tensors["position_ids"], logits_to_keep=response_width + 1)
-        logits = output.logits[:, :-1].float() / tensors["temperatures"][:, None, None]  # [B, R, V]
+                             position_ids=tensors["position_ids"], output_hidden_states=True, logits_to_keep=1)
+        hidden = output.hidden_states[-1][:, -response_width - 1:-1]  # [B, R, H], after the final norm
         targets = tensors["input_ids"][:, -response_width:]  # [B, R]
-        return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, R]
+        return token_logprobs(self.model.get_output_embeddings(), hidden, targets, tensors["temperatures"],
+                              self.config.logits_chunk_tokens)
 
     # -- one update ---------------------------------------------------------------------------------------------
     def check_batch(self, batch: TrainBatch) -> None:
@@ -229,9 +232,21 @@ class Learner:
     def sequence_logprobs(self, token_ids: list[int]) -> list[float]:
         """Logprob of tokens 1..P-1 given their prefix under the current weights (sync probe). [P - 1]"""
         self.engine.eval()
-        ids = torch.tensor([token_ids], device=self.engine.device)  # [1, P]
-        logits = self.engine(input_ids=ids).logits[0, :-1].float()  # [P - 1, V]
-        return torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1).tolist()
+        sample = TrainSample(tuple(token_ids[:1]), tuple(token_ids[1:]), (0.0,) * (len(token_ids) - 1), 0.0)
+        return self._response_logprobs(self._micro_batch_tensors([sample]))[0].tolist()
+
+    @torch.no_grad()
+    def _check_output_layer(self) -> None:
+        """The chunked logprobs assume logits = output_layer(last hidden state); models that rescale or soft-cap
+        logits after that layer would train on wrong logprobs, so refuse them here."""
+        self.engine.eval()
+        ids = torch.arange(2, 10, device=self.engine.device)[None]  # [1, 8]
+        full = torch.log_softmax(self.engine(input_ids=ids).logits[0, :-1].float(), -1)  # [7, V]
+        expected = full.gather(-1, ids[0, 1:, None]).squeeze(-1)  # [7]
+        got = torch.tensor(self.sequence_logprobs(ids[0].tolist()), device=expected.device)
+        if not torch.allclose(got, expected, atol=1e-2):
+            raise ValueError(f"{self.setup.model_path}: logits are not the output layer applied to the last hidden "
+                             f"state (logit scaling or soft-capping?); the learner does not support this model")
 
     def lora_parameters(self) -> dict[str, torch.Tensor]:
         return {name: parameter.detach().clone() for name, parameter in self.model.named_parameters()

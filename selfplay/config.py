@@ -70,6 +70,8 @@ class LearnerConfig(Section):
         "other CPUs (there bf16 matmuls fall back to slow reference kernels: 50-90x slower backward measured)"))
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
+    logits_chunk_tokens: int = Field(1024, ge=16, description=(
+        "positions per output-layer chunk when computing logprobs: bounds the [tokens, vocab] logits in memory"))
     clip_low: float = Field(0.2, ge=0, lt=1)
     clip_high: float = Field(0.28, ge=0)
     kl_coef: float = Field(0.0, ge=0, description="KL to the base model (LoRA disabled); 0 skips the extra pass")

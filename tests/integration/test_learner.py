@@ -113,14 +113,14 @@ def test_grpo_with_real_engine_raises_verifiable_reward(tiny_model_dir):
 
     engine = Engine(EngineSpec(model_path=str(tiny_model_dir), kv_cache_gb=0.25, max_model_len=MAX_LEN,
                                sync_mode=SyncMode.MERGED))
-    learner = Learner(LearnerConfig(lr=3e-2, micro_batch_tokens=4096),
+    learner = Learner(LearnerConfig(lr=1e-2, micro_batch_tokens=4096),
                       LearnerSetup(model_path=str(tiny_model_dir), max_model_len=MAX_LEN, seed=1))
     target = _target_tokens(learner)
     requests = [GenerationRequest(({"role": "user", "content": f"Say something {i}"},),
                                   SamplingSpec(n=8, max_tokens=16, seed=1000 * i)) for i in range(4)]
     mean_rewards = []
     with tempfile.TemporaryDirectory() as export_dir:
-        for step in range(30):
+        for step in range(40):
             samples, rewards, groups = [], [], []
             for group, completion in enumerate(engine.generate(requests)):
                 for sample in completion.samples:
