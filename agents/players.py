@@ -1,14 +1,14 @@
 """The three roles as light players: build prompts, call a generator, parse the responses strictly.
 
 Each player is a plain class over a `Generator` (anything with `generate(requests) -> completions`): the engine
-pool in production, where `selfplay.actors` runs each player as a Ray actor, or an in-process engine in tests.
+pool in production, where the driver runs each player as a Ray actor, or an in-process engine in tests.
 Players return records holding the sampled tokens (for training) and the parse (for rewards); they never
 compute rewards and never import Ray.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 from agents.parsing import Parsed, parse_answer, parse_question, parse_score
@@ -41,9 +41,17 @@ class AnswerToJudge:
     reference_answer: str | None
 
 
+def distinct_seeds(requests: list[GenerationRequest]) -> list[GenerationRequest]:
+    """Request i samples with seed + i: a seeded spec shared by identical prompts (the from-scratch proposals)
+    would otherwise give them identical samples."""
+    return [request if request.sampling.seed is None else
+            replace(request, sampling=replace(request.sampling, seed=request.sampling.seed + index))
+            for index, request in enumerate(requests)]
+
+
 def _turns(generator: Generator, role: Role, requests: list[GenerationRequest], parse,
            temperature: float) -> list[list[Turn]]:
-    completions = generator.generate(requests) if requests else []
+    completions = generator.generate(distinct_seeds(requests)) if requests else []
     return [[Turn(role, completion.prompt_token_ids, sample, parse(sample.text), temperature,
                   completion.weight_version)
              for sample in completion.samples] for completion in completions]

@@ -200,13 +200,10 @@ def timed_summary(steps: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
 # -- TRL --------------------------------------------------------------------------------------------------------------
 def peft_lora_config():
     """Our learner's LoRA settings (selfplay.config.LoRAConfig defaults) as a PEFT config for TRL."""
-    from peft import LoraConfig
-
+    from learner.export import peft_lora_config as from_section
     from selfplay.config import LoRAConfig
 
-    lora = LoRAConfig()
-    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return from_section(LoRAConfig())
 
 
 def trl_lockstep_callback(controller: Controller, on_step=None):

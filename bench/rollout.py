@@ -155,15 +155,16 @@ def main() -> None:
 
     from learner.trainer import Learner, LearnerSetup
     from rollout.engine import EngineSpec
-    from rollout.pool import resolve_sync_mode
-    from selfplay.config import LearnerConfig
+    from rollout.pool import resolve_engine_dtype, resolve_sync_mode
+    from selfplay.config import LearnerConfig, RolloutConfig
     from selfplay.embedded_model import prepare_embedded_model
 
     model_dir = prepare_embedded_model("smollm2-135m")
     requests = make_requests(args.prompts, args.max_tokens)
-    default_mode = resolve_sync_mode("auto")
-    spec = EngineSpec(model_path=str(model_dir), max_model_len=args.max_model_len, kv_cache_gb=args.kv_cache_gb,
-                      enforce_eager=True, sync_mode=default_mode)
+    default_mode = resolve_sync_mode("auto", uses_gpu=False)  # the pool's engines run on this CPU
+    engine_dtype = resolve_engine_dtype(RolloutConfig(), "bfloat16")  # what the product serves the model in here
+    spec = EngineSpec(model_path=str(model_dir), dtype=engine_dtype, max_model_len=args.max_model_len,
+                      kv_cache_gb=args.kv_cache_gb, enforce_eager=True, sync_mode=default_mode)
     stamp, load_at_start = time.perf_counter(), os.getloadavg()[0]  # other work on the machine skews timings
     hf = bench_hf(model_dir, requests, args.max_tokens)
     print(f"hf: {hf:.1f} tok/s", file=sys.stderr, flush=True)
@@ -171,7 +172,8 @@ def main() -> None:
     print(f"raw vllm: {raw:.1f} tok/s", file=sys.stderr, flush=True)
 
     os.environ.setdefault("MASTER_PORT", str(free_port()))
-    learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(model_dir), max_model_len=args.max_model_len))
+    learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(model_dir), dtype=engine_dtype,
+                                                    max_model_len=args.max_model_len))
     probe_ids = probe_token_ids(model_dir, requests[0])
     export_dir = Path("/dev/shm" if Path("/dev/shm").is_dir() else "/tmp") / f"bench-rollout-{os.getpid()}"
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
@@ -190,7 +192,7 @@ def main() -> None:
         "raw_vllm_tok_s": round(raw, 1), "pool_tok_s": round(pool, 1), "hf_tok_s": round(hf, 1),
         "post_sync_tok_s": {mode: round(m["post_sync_tok_s"], 1) for mode, m in modes.items()},
         "sync_s": {mode: round(m["sync_s"], 3) for mode, m in modes.items()},
-        "default_sync_mode": default_mode.value,
+        "default_sync_mode": default_mode.value, "engine_dtype": engine_dtype,
         "pool_base_tok_s": {mode: round(m["base_tok_s"], 1) for mode, m in modes.items()},
         "sync_breakdown_s": {mode: {"export": round(m["export_s"], 3), "apply": round(m["apply_s"], 3)}
                              for mode, m in modes.items()},

@@ -150,29 +150,28 @@ def merge_adapter(config: Config, base_path: str, adapter: Path, target: Path) -
     """Write base + adapter as one model directory (weights, config, tokenizer) that vLLM can serve.
 
     A run checkpoint is merged the way its learner exported weights for the engines (same compute dtype, then
-    cast to model.dtype), so the result is bit-identical to what the run served; a PEFT adapter is merged in
-    float32, then cast to model.dtype.
+    cast to the engine dtype), so the result is bit-identical to what the run served; a PEFT adapter is merged in
+    float32, then cast to the engine dtype.
     """
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from learner.export import export_merged
+    from learner.export import export_merged, peft_lora_config
+    from rollout.pool import resolve_engine_dtype
 
     if adapter.name == LEARNER_STATES.name:
         check_run_lora(adapter, config.learner.lora)
         tensors, compute_dtype = read_learner_checkpoint(adapter)
         base = AutoModelForCausalLM.from_pretrained(base_path, dtype=compute_dtype)
-        lora = config.learner.lora  # the same adapter shape as learner/trainer.py builds
-        model = get_peft_model(base, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+        model = get_peft_model(base, peft_lora_config(config.learner.lora))
         load_lora_tensors(model, tensors, adapter)
     else:
         compute_dtype = torch.float32
         base = AutoModelForCausalLM.from_pretrained(base_path, dtype=compute_dtype)
         model = PeftModel.from_pretrained(base, str(adapter))
     model.to(compute_dtype)  # PEFT may upcast adapter weights; the learner's DeepSpeed module does not
-    export_merged(model, target, getattr(torch, config.model.dtype))
+    export_merged(model, target, getattr(torch, resolve_engine_dtype(config.rollout, config.model.dtype)))
     AutoTokenizer.from_pretrained(base_path).save_pretrained(target)
     if base.generation_config is not None:
         base.generation_config.save_pretrained(target)
@@ -189,10 +188,11 @@ def check_model_path(spec: str) -> None:
 
 def generate_and_grade(config: Config, model_path: str, questions: list[PoolQuestion]) -> list[EvalResult]:
     from rollout.engine import Engine
-    from rollout.pool import engine_spec_from_config
+    from rollout.pool import engine_spec_from_config, resolve_engine_dtype
     from rollout.records import SyncMode
 
-    spec = engine_spec_from_config(model_path, config.model.dtype, config.model.max_model_len, config.rollout,
+    engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
+    spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
                                    SyncMode.MERGED, config.learner.lora.rank, config.run.seed)
     engine = Engine(spec)
     try:

@@ -14,6 +14,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def peft_lora_config(lora):
+    """The PEFT LoraConfig of a `selfplay.config.LoRAConfig`: the one adapter shape the learner trains, the
+    evaluation rebuilds from checkpoints and the TRL baseline uses."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+
 def _finish(scratch: Path, target: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,13 @@ from pathlib import Path
 import torch
 
 from learner import grpo
-from learner.export import export_adapter, export_merged
+from learner.export import export_adapter, export_merged, peft_lora_config
 from learner.logprobs import token_logprobs
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
 from rollout.records import SyncMode, WeightUpdate
 from selfplay.config import LearnerConfig
+from selfplay.hardware import fast_dtype
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -65,16 +67,18 @@ def _init_distributed(setup: LearnerSetup) -> None:
     os.environ.update({"RANK": str(setup.rank), "LOCAL_RANK": "0" if torch.cuda.is_available() else str(setup.rank),
                        "WORLD_SIZE": str(setup.world_size), "MASTER_ADDR": setup.master_address,
                        "MASTER_PORT": str(setup.master_port or free_port())})
+    # On CPU DeepSpeed JIT-builds its shared-memory comm op with the first `ninja` on PATH. The venv's ninja and a
+    # system one write incompatible build logs, so alternating between them rebuilt the op (a minute on 2 cores)
+    # at every start; always use this environment's tools.
+    tools, path = str(Path(sys.executable).parent), os.environ.get("PATH", "")
+    if not path.startswith(tools + os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([tools, path])
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
 
 def resolve_compute_dtype(config_value: str, model_dtype: str) -> str:
-    if config_value != "auto":
-        return config_value
-    if torch.cuda.is_available() or model_dtype == "float32":
-        return model_dtype
-    return model_dtype if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    return fast_dtype(model_dtype, torch.cuda.is_available()) if config_value == "auto" else config_value
 
 
 def deepspeed_config(config: LearnerConfig, dtype: str) -> dict:
@@ -97,7 +101,7 @@ def deepspeed_config(config: LearnerConfig, dtype: str) -> dict:
 class Learner:
     def __init__(self, config: LearnerConfig, setup: LearnerSetup) -> None:
         import deepspeed
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
         from transformers import AutoModelForCausalLM
 
         self.config, self.setup = config, setup
@@ -110,9 +114,7 @@ class Learner:
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype, setup.dtype)
         base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[self.compute_dtype])
         base.config.use_cache = False
-        lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                          target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
-        model = get_peft_model(base, lora)
+        model = get_peft_model(base, peft_lora_config(config.lora))
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable,
                                                config=deepspeed_config(config, self.compute_dtype))

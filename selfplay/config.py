@@ -35,6 +35,9 @@ class RolloutConfig(Section):
     cpus_per_engine: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
     gpus_per_engine: float = Field(0.0, ge=0, description="Ray GPUs reserved per engine (0 on CPU)")
     tensor_parallel_size: int = Field(1, ge=1)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description=(
+        "engine precision (the learner exports in it); auto = model.dtype on GPUs and on CPUs with native bf16 "
+        "matmuls, float32 on other CPUs (bf16 decoding measured 4.6x slower there)"))
     kv_cache_gb: float = Field(2.0, gt=0, description="KV cache size (CPU: VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="GPU only: vLLM memory fraction")
     enforce_eager: bool = Field(True, description="skip graph compilation (fast start, slower decode)")

@@ -82,24 +82,26 @@ def probe_token_ids(model_path: str) -> list[int]:
 def start_components(config: Config, export_dir: Path) -> tuple[Components, list[Any]]:
     from learner.group import LearnerGroup
     from learner.trainer import LearnerSetup
-    from rollout.pool import RemoteEnginePool, engine_spec_from_config, resolve_sync_mode
+    from rollout.pool import RemoteEnginePool, engine_spec_from_config, resolve_engine_dtype, resolve_sync_mode
 
     model_path = resolve_model_path(config.model.path, config.model.cache_dir)
-    sync_mode = resolve_sync_mode(config.rollout.sync_mode)
-    spec = engine_spec_from_config(model_path, config.model.dtype, config.model.max_model_len, config.rollout,
+    sync_mode = resolve_sync_mode(config.rollout.sync_mode, uses_gpu=config.rollout.gpus_per_engine > 0)
+    engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
+    spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
                                    sync_mode, config.learner.lora.rank, config.run.seed)
-    log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} (weight sync: {sync_mode.value})")
+    log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} ({engine_dtype}, "
+        f"weight sync: {sync_mode.value})")
     pool = RemoteEnginePool.launch(spec, config.rollout, name="rollout")
     pools, judge_pool = [pool], pool
     if config.rollout.judge_model:
         judge_path = model_path if config.rollout.judge_model == "same" else resolve_model_path(
             config.rollout.judge_model, config.model.cache_dir)
         log(f"starting the frozen judge's engine(s) for {judge_path}")
-        judge_spec = engine_spec_from_config(judge_path, config.model.dtype, config.model.max_model_len,
+        judge_spec = engine_spec_from_config(judge_path, engine_dtype, config.model.max_model_len,
                                              config.rollout, sync_mode, config.learner.lora.rank, config.run.seed)
         judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout")
     log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")
-    learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=config.model.dtype,
+    learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=engine_dtype,
                                                         max_model_len=config.model.max_model_len,
                                                         seed=config.run.seed))
     role_actor = lambda cls: ray.remote(**ROLE_ACTOR_OPTIONS)(cls)  # noqa: E731
