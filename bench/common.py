@@ -70,16 +70,15 @@ def tree_cpu_seconds() -> float:
 
 
 def resolve_dtype(name: str) -> str:
-    """'auto': bfloat16 where the CPU has native bf16 matmuls (oneDNN: AVX-512 BF16 / AMX) or there is a GPU,
-    else float32. On an AVX2-only CPU PyTorch's bf16 matmul falls back to a scalar loop, measured 0.1-0.3 GFLOP/s
-    against 21-26 GFLOP/s in float32 (1024^3, 2 cores), which would turn these benchmarks into a bf16 emulation
-    test."""
-    if name != "auto":
-        return name
+    """'auto': bfloat16 where it runs natively (a GPU, or a CPU with AVX-512 BF16 / AMX), else float32, the same
+    rule as the product (selfplay.hardware.fast_dtype). On an AVX2-only CPU PyTorch's bf16 matmul falls back to a
+    scalar loop, measured 0.1-0.3 GFLOP/s against 21-26 GFLOP/s in float32 (1024^3, 2 cores), which would turn these
+    benchmarks into a bf16 emulation test."""
     import torch
 
-    native = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bfloat16" if native else "float32"
+    from selfplay.hardware import fast_dtype
+
+    return fast_dtype("bfloat16", torch.cuda.is_available()) if name == "auto" else name
 
 
 def release_free_memory() -> None:

@@ -1,7 +1,8 @@
 """Rollout benchmark: generation throughput (HF transformers, plain vLLM, the Ray engine pool) and weight sync.
 
 All on the same chat prompts (N new tokens each, ignore_eos, temperature 1) with the embedded model, one piece
-at a time so they do not compete for the cores: HF batched `generate` (bf16); plain `LLM.generate` in-process;
+at a time so they do not compete for the cores: HF batched `generate` (bf16, and fp32: the faster one on CPUs
+without native bf16); plain `LLM.generate` in-process, on the cores a lone pool engine gets;
 then, per sync mode, an engine pool behind its Ray actor: base throughput, a learner export + `apply_update`
 (sync time), and throughput after the sync. Prints one final JSON line.
 
@@ -47,12 +48,12 @@ def generated_tokens(completions) -> int:
 
 
 # -- the pieces ---------------------------------------------------------------------------------------------------
-def bench_hf(model_dir: Path, requests: list[GenerationRequest], max_tokens: int) -> float:
+def bench_hf(model_dir: Path, requests: list[GenerationRequest], max_tokens: int, dtype: str) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     texts = [tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False)
              for r in requests]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # [B, P]
@@ -74,7 +75,9 @@ def bench_raw_vllm(spec, requests: list[GenerationRequest]) -> float:
     from vllm import SamplingParams, TokensPrompt
 
     from rollout.engine import Engine, _sampling_params
+    from rollout.pool import _bind_cpu_share
 
+    _bind_cpu_share(0, 1)  # the cores a lone engine of the pool gets (EngineHost does the same)
     engine = Engine(spec)
     prompts = [TokensPrompt(prompt_token_ids=engine.render(request)) for request in requests]
     params = [_sampling_params(SamplingParams, request.sampling) for request in requests]
@@ -166,8 +169,9 @@ def main() -> None:
     spec = EngineSpec(model_path=str(model_dir), dtype=engine_dtype, max_model_len=args.max_model_len,
                       kv_cache_gb=args.kv_cache_gb, enforce_eager=True, sync_mode=default_mode)
     stamp, load_at_start = time.perf_counter(), os.getloadavg()[0]  # other work on the machine skews timings
-    hf = bench_hf(model_dir, requests, args.max_tokens)
-    print(f"hf: {hf:.1f} tok/s", file=sys.stderr, flush=True)
+    hf = bench_hf(model_dir, requests, args.max_tokens, "bfloat16")
+    hf_fp32 = bench_hf(model_dir, requests, args.max_tokens, "float32")  # HF's best dtype on CPUs without bf16
+    print(f"hf: {hf:.1f} tok/s (bf16), {hf_fp32:.1f} tok/s (fp32)", file=sys.stderr, flush=True)
     raw = bench_raw_vllm(spec, requests)
     print(f"raw vllm: {raw:.1f} tok/s", file=sys.stderr, flush=True)
 
@@ -190,14 +194,16 @@ def main() -> None:
     pool = modes[default_mode.value]["base_tok_s"]
     result = {
         "raw_vllm_tok_s": round(raw, 1), "pool_tok_s": round(pool, 1), "hf_tok_s": round(hf, 1),
+        "hf_fp32_tok_s": round(hf_fp32, 1),
         "post_sync_tok_s": {mode: round(m["post_sync_tok_s"], 1) for mode, m in modes.items()},
         "sync_s": {mode: round(m["sync_s"], 3) for mode, m in modes.items()},
-        "default_sync_mode": default_mode.value, "engine_dtype": engine_dtype,
+        "default_sync_mode": default_mode.value,
         "pool_base_tok_s": {mode: round(m["base_tok_s"], 1) for mode, m in modes.items()},
         "sync_breakdown_s": {mode: {"export": round(m["export_s"], 3), "apply": round(m["apply_s"], 3)}
                              for mode, m in modes.items()},
         "probe_gap": {mode: round(m["probe_gap"], 5) for mode, m in modes.items()},
         "ratios": {"pool_vs_raw": round(pool / raw, 3), "pool_vs_hf": round(pool / hf, 3),
+                   "pool_vs_hf_fp32": round(pool / hf_fp32, 3),
                    "post_sync_vs_base": round(modes[default_mode.value]["post_sync_tok_s"] / pool, 3)},
         "settings": {"model": "smollm2-135m", "prompts": args.prompts, "max_tokens": args.max_tokens,
                      "ignore_eos": True, "temperature": 1.0, "dtype": spec.dtype, "enforce_eager": spec.enforce_eager,

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -480,17 +481,29 @@ def _unwrapped(ref: Any, timeout: float | None = None) -> Any:
         raise _cause(error) from None
 
 
-class RemoteEnginePool:
-    """A picklable handle to an `EnginePool` in its own threaded actor: the driver syncs it, role actors call
-    `generate` on it concurrently. Methods mirror `EnginePool` and raise the pool's own exceptions."""
+def _pool_by_name(actor_name: str) -> RemoteEnginePool:
+    return RemoteEnginePool(ray.get_actor(actor_name), actor_name)
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+
+class RemoteEnginePool:
+    """A picklable handle to an `EnginePool` in its own threaded, named actor: the driver syncs it, role actors
+    call `generate` on it concurrently. Methods mirror `EnginePool` and raise the pool's own exceptions.
+
+    It pickles as the actor's name: a restartable role actor built with a raw actor handle gets its constructor
+    arguments pinned in the object store (Ray warns that a restart fails once they are released)."""
+
+    def __init__(self, handle: Any, actor_name: str) -> None:
+        self.handle, self.actor_name = handle, actor_name
+
+    def __reduce__(self) -> tuple:
+        return _pool_by_name, (self.actor_name,)
 
     @classmethod
     def launch(cls, spec: EngineSpec, rollout: RolloutConfig, name: str = "rollout") -> RemoteEnginePool:
-        actor = ray.remote(EnginePool).options(num_cpus=0, max_concurrency=POOL_CONCURRENCY).remote(spec, rollout, name)
-        pool = cls(actor)
+        actor_name = f"{name}-pool-{uuid.uuid4().hex[:8]}"
+        actor = ray.remote(EnginePool).options(num_cpus=0, max_concurrency=POOL_CONCURRENCY,
+                                               name=actor_name).remote(spec, rollout, name)
+        pool = cls(actor, actor_name)
         pool.engine_handles()  # waits until the engines serve; raises the start-up error if they do not
         return pool
 

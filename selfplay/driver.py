@@ -234,6 +234,9 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
         if state.iteration <= config.run.iterations:
             tracker.log_text("judge/rubric", f"# {state.rubric.name} {state.rubric.version}\n{state.rubric.text}",
                              step=state.iteration)
+        if config.eval.every and state.iteration == 1:
+            log("held-out evaluation of the base model (step 0)")
+            tracker.log(held_out_eval(config, components, eval_questions), step=0)
         while state.iteration <= config.run.iterations:
             rubric_changed = refresh_rubric(state, tracker)
             log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")

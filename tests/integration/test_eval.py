@@ -79,12 +79,15 @@ def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp
 
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
+    from rollout.pool import resolve_engine_dtype
     from rollout.records import SyncMode
     from selfplay.checkpoint import save_checkpoint
     from selfplay.config import LearnerConfig, config_to_yaml, load_config
 
     config = load_config(None, [f"model.path={tiny_model_dir}", "learner.lora.rank=4", "learner.lora.alpha=8"])
-    learner = Learner(LearnerConfig(lr=1e-2, lora=config.learner.lora), LearnerSetup(model_path=str(tiny_model_dir)))
+    engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)  # what the driver gives the learner
+    learner = Learner(LearnerConfig(lr=1e-2, lora=config.learner.lora),
+                      LearnerSetup(model_path=str(tiny_model_dir), dtype=engine_dtype))
     prompt, response = (1, 17, 300, 42), (500, 501, 502)
     logprobs = tuple(learner.sequence_logprobs(list(prompt + response))[len(prompt) - 1:])
     plan, _ = plan_step(TrainBatch((TrainSample(prompt, response, logprobs, 1.0),)), 4096, world_size=1)
@@ -107,7 +110,7 @@ def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp
     different = [name for name in reference if not torch.equal(from_checkpoint[name], reference[name])]
     assert not different, f"the checkpoint merge differs from the learner's export in {different[:3]}"
 
-    # The exported adapter holds model-dtype (bf16) LoRA tensors: its merge agrees to bf16 rounding.
+    # The exported adapter holds engine-dtype LoRA tensors (bf16 or fp32): its merge agrees to bf16 rounding.
     merged = launch_eval.merge_adapter(config, str(tiny_model_dir), launch_eval.resolve_adapter(adapter_dir),
                                        tmp_path / "from-adapter")
     from_adapter = load_file(merged / "model.safetensors")

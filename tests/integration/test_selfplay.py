@@ -46,8 +46,12 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_path):
     first_log, resume_log = tmp_path / "first.log", tmp_path / "resume.log"
     output_dir = tmp_path / "runs"
+    held_out = tmp_path / "held-out.jsonl"
+    held_out.write_text("".join(json.dumps({"question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n"
+                                for i in range(4)))
+    evaluation = ["eval.every=2", f"eval.data={held_out}", "eval.limit=4", "eval.max_tokens=16"]
     process = _evolve(first_log, "--config", "configs/tiny-cpu.yaml",
-                      *_overrides(tiny_model_dir, output_dir, iterations=3))
+                      *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation)
     checkpoint_pointer = None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None:
@@ -61,14 +65,16 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     os.killpg(process.pid, signal.SIGKILL)  # mid-iteration 3: the driver and everything it started
     process.wait()
     run_dir = checkpoint_pointer.parents[1]
-    assert [row["step"] for row in _metrics(run_dir)] == [1, 2]
+    assert [row["step"] for row in _metrics(run_dir)] == [0, 1, 2]  # 0: the base model's held-out evaluation
 
     resumed = _evolve(resume_log, "--resume", str(run_dir))
     output = _finish(resumed, resume_log, timeout=900)
     assert resumed.returncode == 0, output[-4000:]
     assert "next iteration 3" in output
     steps = [row["step"] for row in _metrics(run_dir)]
-    assert steps == [1, 2, 3], "an iteration was lost or repeated"
+    assert steps == [0, 1, 2, 3], "an iteration or the base evaluation was lost or repeated"
+    evaluated = {row["step"]: row for row in _metrics(run_dir) if "eval/accuracy" in row}
+    assert sorted(evaluated) == [0, 2] and all(row["eval/n"] == 4 for row in evaluated.values())
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "iter-000003"
     assert (run_dir / "plots" / "time.png").is_file()
 
