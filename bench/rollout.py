@@ -75,9 +75,9 @@ def bench_raw_vllm(spec, requests: list[GenerationRequest]) -> float:
     from vllm import SamplingParams, TokensPrompt
 
     from rollout.engine import Engine, _sampling_params
-    from rollout.pool import _bind_cpu_share
+    from rollout.pool import bind_cpu_share
 
-    _bind_cpu_share(0, 1)  # the cores a lone engine of the pool gets (EngineHost does the same)
+    bind_cpu_share(0, 1)  # the cores a lone engine of the pool gets (EngineHost does the same)
     engine = Engine(spec)
     prompts = [TokensPrompt(prompt_token_ids=engine.render(request)) for request in requests]
     params = [_sampling_params(SamplingParams, request.sampling) for request in requests]

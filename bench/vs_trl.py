@@ -65,10 +65,12 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
     from rollout.engine import Engine, EngineSpec
+    from rollout.pool import bind_cpu_share
     from rollout.records import GenerationRequest, SamplingSpec, SyncMode
     from selfplay.config import LearnerConfig
     from selfplay.driver import probe_token_ids
 
+    bind_cpu_share(0, 1)  # the cores the product's lone CPU engine gets (EngineHost does the same)
     engine = Engine(EngineSpec(model_path=model_path, dtype=args.dtype, max_model_len=args.max_model_len,
                                kv_cache_gb=args.kv_cache_gb, enforce_eager=True, sync_mode=SyncMode.MERGED))
     learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype,

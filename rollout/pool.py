@@ -93,7 +93,7 @@ class _Call:
         self.finished = False
 
 
-def _bind_cpu_share(index: int, count: int) -> None:
+def bind_cpu_share(index: int, count: int) -> None:
     """Give this engine the index-th of `count` equal slices of the cores (unless the user set a binding)."""
     if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
         return
@@ -106,7 +106,7 @@ def _bind_cpu_share(index: int, count: int) -> None:
 class EngineHost:
     def __init__(self, spec: EngineSpec, cpu_share: tuple[int, int] | None = None) -> None:
         if cpu_share is not None:
-            _bind_cpu_share(*cpu_share)
+            bind_cpu_share(*cpu_share)
         self.engine = Engine(spec)
         self._engine_lock = threading.Lock()  # one vLLM call at a time
         self._queue_lock = threading.Lock()
