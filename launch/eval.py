@@ -36,7 +36,7 @@ from selfplay.config import Config, ConfigError, LoRAConfig, load_config  # noqa
 from selfplay.embedded_model import EMBEDDED_MODELS, EMBEDDED_PREFIX, resolve_model_path  # noqa: E402
 from selfplay.evaluation import EvalDataError, EvalResult, evaluate, load_eval_questions, summarize  # noqa: E402
 from selfplay.pool import PoolQuestion, SeedFileError  # noqa: E402
-from selfplay.preflight import RESOLVED_CONFIG  # noqa: E402
+from selfplay.preflight import RESOLVED_CONFIG, load_run_config  # noqa: E402
 
 ADAPTER_CONFIG = "adapter_config.json"
 # Learner.save_checkpoint writes DeepSpeed's checkpoint into ITER/learner with tag "learner"; with
@@ -203,7 +203,7 @@ def generate_and_grade(config: Config, model_path: str, questions: list[PoolQues
 
 def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuestion], Path | None]:
     """Config, data path, questions and resolved adapter; raises the one-line errors main() reports."""
-    config = load_config(args.config, args.overrides)
+    config = load_run_config(args.config, args.overrides, resume_dir=None)
     check_model_path(config.model.path)
     data = args.data or config.eval.data
     if data is None:

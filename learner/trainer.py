@@ -60,6 +60,8 @@ def free_port() -> int:
 
 
 def _init_distributed(setup: LearnerSetup) -> None:
+    if not torch.cuda.is_available():  # say so, rather than have DeepSpeed warn that it found no accelerator
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
     if setup.master_port == 0 and setup.world_size > 1:
@@ -73,6 +75,10 @@ def _init_distributed(setup: LearnerSetup) -> None:
     tools, path = str(Path(sys.executable).parent), os.environ.get("PATH", "")
     if not path.startswith(tools + os.pathsep):
         os.environ["PATH"] = os.pathsep.join([tools, path])
+    if setup.world_size == 1 and not torch.cuda.is_available():
+        # The shared-memory comm op only speeds up all-reduces between CPU ranks; a lone rank has none, and
+        # building it costs a minute or two on every fresh machine.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 

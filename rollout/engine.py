@@ -54,7 +54,7 @@ class Engine:
         self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
                        enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
                        max_num_seqs=spec.max_num_seqs, seed=spec.seed, logprobs_mode="processed_logprobs",
-                       **memory, **lora)
+                       use_tqdm_on_load=False, **memory, **lora)
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
         self._lora_request = None  # the adapter version all requests use (adapter mode)

@@ -130,7 +130,7 @@ class TrackingConfig(Section):
     wandb: Literal["auto", "offline", "online", "disabled"] = Field(
         "auto", description="auto = online when WANDB_API_KEY is set, else offline")
     project: str = "selfplay-evolve"
-    sample_rows: int = Field(8, ge=0, description="rows per iteration in the sample table")
+    sample_rows: int = Field(8, ge=0, description="rows per role and iteration in the sample table (one exchange each)")
 
 
 class EvalConfig(Section):
@@ -144,7 +144,9 @@ class RunConfig(Section):
     name: str = "run"
     iterations: int = Field(4, ge=1)
     seed: int = 0
-    output_dir: str = Field("runs", description="run directories are created under it")
+    output_dir: str | None = Field(None, description=(
+        "run directories are created under it; unset = ./runs, or ~/selfplay-runs inside a `ray job submit` job "
+        "(whose working directory is a temporary copy that Ray deletes); resolved to an absolute path at load"))
     checkpoint_every: int = Field(1, ge=1)
 
 

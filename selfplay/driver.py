@@ -7,11 +7,13 @@ Only this module (and `launch/`) wires Ray, vLLM, DeepSpeed and W&B together; th
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +29,8 @@ from selfplay.embedded_model import resolve_model_path
 from selfplay.evaluation import eval_metrics, evaluate, load_eval_questions, summarize
 from selfplay.iteration import Components, IterationResult, RunState, run_iteration, sync_weights
 from selfplay.pool import QuestionPool, load_seed_file
-from selfplay.preflight import RESOLVED_CONFIG
+from selfplay.preflight import RAY_JOB_CONFIG_VARIABLE, RESOLVED_CONFIG
+from selfplay.samples import COLUMNS, exchanges, table_rows
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROBE_MESSAGES = [{"role": "user", "content": "What is 12 + 30? Put the answer in <answer></answer> tags."}]
@@ -56,14 +59,28 @@ def new_run_dir(config: Config) -> Path:
     return run_dir
 
 
+def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The runtime env for the run's actors: logs a user can act on (errors, not the libraries' start-up warnings
+    and progress bars, repeated by every actor), no tokenizer threads.
+
+    Inside a Ray job, Ray merges it with the job's runtime env and refuses a key set in both, so a key the job
+    already sets is left to the job; the job's working directory is already on the workers' path there."""
+    defaults = {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR",
+                "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    job_config = environ.get(RAY_JOB_CONFIG_VARIABLE)
+    if not job_config:
+        return {"env_vars": defaults | {"PYTHONPATH": str(PROJECT_ROOT)}}
+    job_variables = (json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {}
+    return {"env_vars": {key: value for key, value in defaults.items() if key not in job_variables}}
+
+
 def connect_ray(config: Config) -> None:
     """Inside `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray instance."""
     if ray.is_initialized():
         return
-    environment = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(PROJECT_ROOT),
-                                "VLLM_LOGGING_LEVEL": "WARNING"}}
+    environment = actor_environment(os.environ)
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level="WARNING")
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=environment, logging_level="WARNING")
         return
     needed = (config.rollout.num_engines * config.rollout.cpus_per_engine * (2 if config.rollout.judge_model else 1)
               + config.learner.num_workers * config.learner.cpus_per_worker)
@@ -156,20 +173,6 @@ def restore_state(config: Config, run_dir: Path, components: Components) -> RunS
     return state
 
 
-def sample_rows(result: IterationResult, iteration: int, limit: int) -> list[list]:
-    rows = []
-    for scored in result.scores.turns:
-        turn = scored.turn
-        rows.append([iteration, turn.role.value, turn.sample.text[:1500],
-                     "" if turn.parsed.value is None else str(turn.parsed.value)[:500],
-                     turn.parsed.failure.value if turn.parsed.failure else "",
-                     scored.reward if scored.reward is not None else float("nan")])
-    by_role: dict[str, list[list]] = {}
-    for row in rows:
-        by_role.setdefault(row[1], []).append(row)
-    return [row for role_rows in by_role.values() for row in role_rows[:limit]]
-
-
 def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> str:
     def value(key: str, digits: int = 3) -> str:
         return f"{metrics[key]:.{digits}f}" if key in metrics else "n/a"
@@ -230,6 +233,7 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     try:
         state = (restore_state(config, run_dir, components) if resume_dir else None) or initial_state(config)
         tracker = build_tracker(run_dir, config.tracking, run_dir.name, config.model_dump(mode="json"))
+        log(f"W&B {tracker.wandb_choice.mode}: {tracker.wandb_choice.reason}")
         eval_questions = load_eval_questions(config.eval.data, config.eval.limit) if config.eval.every else []
         if state.iteration <= config.run.iterations:
             tracker.log_text("judge/rubric", f"# {state.rubric.name} {state.rubric.version}\n{state.rubric.text}",
@@ -250,8 +254,8 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
             result.metrics["time/checkpoint"] = time.perf_counter() - started
             result.metrics["judge/rubric_changed"] = float(rubric_changed)
             tracker.log(result.metrics, step=state.iteration)
-            tracker.log_table("samples", ["iteration", "role", "response", "parsed", "failure", "reward"],
-                              sample_rows(result, state.iteration, config.tracking.sample_rows), step=state.iteration)
+            tracker.log_table("samples", COLUMNS, table_rows(exchanges(state.iteration, result.turns, result.scores),
+                                                             config.tracking.sample_rows), step=state.iteration)
             log(summary_paragraph(state.iteration, config.run.iterations, result.metrics))
             state.iteration += 1
         summary = tracker.summary()
@@ -260,6 +264,8 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
         log(f"plots: {', '.join(str(p) for p in plots) or 'none'}")
         if summary.get("wandb_sync_command"):
             log(f"W&B offline run; upload it later with: {summary['wandb_sync_command']}")
+        if summary.get("wandb_url"):
+            log(f"W&B run: {summary['wandb_url']}")
     finally:
         for pool in engine_pools:
             pool.shutdown()

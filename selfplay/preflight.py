@@ -5,26 +5,62 @@ Each problem is one line naming the key and the file, so `ray job submit` shows 
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from selfplay.config import Config, ConfigError, load_config
 from selfplay.embedded_model import EMBEDDED_MODELS, EMBEDDED_PREFIX
 
 RESOLVED_CONFIG = "config.yaml"
+LOCAL_OUTPUT_DIR = "runs"
+RAY_JOB_OUTPUT_DIR = "~/selfplay-runs"
+RAY_JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for the job's driver
 
 
 class PreflightError(ValueError):
     """A config value that is well-typed but points at something missing or broken."""
 
 
-def load_run_config(config_path: str | None, overrides: list[str], resume_dir: str | None) -> Config:
-    """A new run reads --config; a resumed run reads the config saved in its run directory (plus overrides)."""
+def load_run_config(config_path: str | None, overrides: list[str], resume_dir: str | None,
+                    environ: Mapping[str, str] | None = None) -> Config:
+    """A new run reads --config (its output directory made absolute); a resumed run reads the config saved in its
+    run directory (plus overrides)."""
     if resume_dir is not None:
         saved = Path(resume_dir) / RESOLVED_CONFIG
         if not saved.is_file():
             raise ConfigError(f"--resume {resume_dir}: no {RESOLVED_CONFIG} there (not a run directory)")
         return load_config(saved, overrides)
-    return load_config(config_path, overrides)
+    return resolve_output_dir(load_config(config_path, overrides), os.environ if environ is None else environ)
+
+
+def in_ray_job_working_copy(environ: Mapping[str, str]) -> bool:
+    """Whether this process is the driver of a `ray job submit --working-dir` job: its working directory is then
+    Ray's temporary copy of the user's directory, deleted with the job's files."""
+    raw = environ.get(RAY_JOB_CONFIG_VARIABLE)
+    if not raw:
+        return False
+    try:
+        runtime_env = json.loads(raw).get("runtime_env") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return bool(runtime_env.get("working_dir"))
+
+
+def resolve_output_dir(config: Config, environ: Mapping[str, str]) -> Config:
+    """`config` with `run.output_dir` absolute: the default lands where the user finds it (./runs, or
+    ~/selfplay-runs inside a Ray job); a relative path inside a Ray job's temporary copy is refused."""
+    output_dir = config.run.output_dir
+    in_job = in_ray_job_working_copy(environ)
+    if output_dir is None:
+        output_dir = RAY_JOB_OUTPUT_DIR if in_job else LOCAL_OUTPUT_DIR
+    elif in_job and not Path(output_dir).expanduser().is_absolute():
+        raise ConfigError(f"run.output_dir={output_dir}: a relative path inside a `ray job submit` job lands in "
+                          f"Ray's temporary copy of the working directory, which Ray deletes; give an absolute "
+                          f"path, or leave it unset for {RAY_JOB_OUTPUT_DIR}")
+    absolute = Path(output_dir).expanduser().resolve()
+    return config.model_copy(update={"run": config.run.model_copy(update={"output_dir": str(absolute)})})
 
 
 def _check_model(spec: str) -> None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import math
+import netrc
 import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from selfplay.config import TrackingConfig
 
@@ -49,22 +52,48 @@ class Tracker(Protocol):
     def finish(self) -> None: ...
 
 
-def choose_wandb_mode(config_value: str, environ: Mapping[str, str]) -> str:
-    """The W&B mode for a `tracking.wandb` value: 'online', 'offline' or 'disabled' (no W&B tracker at all).
+@dataclass(frozen=True)
+class WandbChoice:
+    """The W&B mode of a run and, in words, why (the driver prints both: a run never goes offline silently)."""
+
+    mode: str  # 'online', 'offline' or 'disabled' (no W&B tracker at all)
+    reason: str
+
+
+def wandb_login_exists(environ: Mapping[str, str]) -> bool:
+    """Whether `wandb login` left a key for the W&B host in the netrc file ($NETRC, else ~/.netrc)."""
+    host = urlparse(environ.get("WANDB_BASE_URL", "").strip() or "https://api.wandb.ai").hostname
+    path = Path(environ.get("NETRC") or Path(environ.get("HOME") or Path.home()) / ".netrc")
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host) if path.is_file() else None
+    except (netrc.NetrcParseError, OSError):
+        return False
+    return bool(entry and entry[2])
+
+
+def choose_wandb_mode(config_value: str, environ: Mapping[str, str]) -> WandbChoice:
+    """The W&B mode for a `tracking.wandb` value, with the reason.
 
     'auto' follows an explicit WANDB_MODE in the environment (so `WANDB_MODE=offline` always keeps a run off the
-    network), else goes online when WANDB_API_KEY is set and offline otherwise. Other values pass through.
+    network), else goes online when a key is at hand (WANDB_API_KEY, or a `wandb login` in the netrc file) and
+    offline otherwise. Other values pass through. The key itself is never read into the run's records.
     """
     if config_value not in _CONFIG_MODES:
         raise ValueError(f"tracking.wandb: {config_value!r} is not one of {', '.join(_CONFIG_MODES)}")
     if config_value != "auto":
-        return config_value
+        return WandbChoice(config_value, f"tracking.wandb={config_value}")
     environment_mode = environ.get("WANDB_MODE", "").strip().lower()
     if environment_mode:
         if environment_mode not in _ENVIRONMENT_MODE_ALIASES:
             raise ValueError(f"WANDB_MODE={environment_mode!r} is not one of {', '.join(_ENVIRONMENT_MODE_ALIASES)}")
-        return _ENVIRONMENT_MODE_ALIASES[environment_mode]
-    return "online" if environ.get("WANDB_API_KEY", "").strip() else "offline"
+        return WandbChoice(_ENVIRONMENT_MODE_ALIASES[environment_mode], f"WANDB_MODE={environment_mode}")
+    if environ.get("WANDB_API_KEY", "").strip():
+        return WandbChoice("online", "WANDB_API_KEY is set in the driver's environment")
+    if wandb_login_exists(environ):
+        return WandbChoice("online", "a `wandb login` key is in this machine's netrc file")
+    return WandbChoice("offline", "no WANDB_API_KEY in the driver's environment and no `wandb login` on this "
+                                  "machine (a key set in the shell that runs `ray job submit` does not reach the "
+                                  "job: see the README)")
 
 
 def _check_name(name: str) -> None:
@@ -187,8 +216,10 @@ class WandbTracker:
         self.mode = mode
         run_id = run_id or read_saved_run_id(self.run_dir)
         self._wandb = wandb
+        # silent: the driver says in one line which mode and why, and where the data went; W&B's own banners
+        # (and its advertisements) are not for this log.
         self._run = wandb.init(project=project, name=run_name, dir=str(self.run_dir), mode=mode, id=run_id,
-                               resume="allow", config=config_dict)
+                               resume="allow", config=config_dict, settings=wandb.Settings(silent=True))
         self.run_id: str = self._run.id
         (self.run_dir / RUN_ID_FILE).write_text(self.run_id + "\n")
         self.offline_directory: Path | None = Path(self._run.sync_dir) if mode == "offline" else None
@@ -256,8 +287,9 @@ class NullTracker:
 class MultiTracker:
     """Sends every call to each tracker in order; `summary` merges theirs."""
 
-    def __init__(self, trackers: Sequence[Tracker]) -> None:
+    def __init__(self, trackers: Sequence[Tracker], wandb_choice: WandbChoice | None = None) -> None:
         self.trackers = list(trackers)
+        self.wandb_choice = wandb_choice
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for tracker in self.trackers:
@@ -288,8 +320,8 @@ def build_tracker(run_dir: str | Path, tracking_config: TrackingConfig, run_name
 
     `run_id` None resumes the id saved in RUN_DIR (if any); `environ` defaults to `os.environ`.
     """
-    mode = choose_wandb_mode(tracking_config.wandb, os.environ if environ is None else environ)
+    choice = choose_wandb_mode(tracking_config.wandb, os.environ if environ is None else environ)
     trackers: list[Tracker] = [JsonlTracker(run_dir)]
-    if mode != "disabled":
-        trackers.append(WandbTracker(run_dir, tracking_config.project, run_name, config_dict, mode, run_id))
-    return MultiTracker(trackers)
+    if choice.mode != "disabled":
+        trackers.append(WandbTracker(run_dir, tracking_config.project, run_name, config_dict, choice.mode, run_id))
+    return MultiTracker(trackers, wandb_choice=choice)

@@ -1,5 +1,6 @@
 """Config loading: defaults, overrides, and the one-line errors (unknown key, wrong type, out of range)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from selfplay.config import ConfigError, config_to_yaml, load_config, parse_override
+from selfplay.preflight import load_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,3 +103,43 @@ def test_dry_run_missing_rubric_and_seed_file_exit_2():
     assert result.returncode == 2 and "judge.rubric" in result.stderr
     result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "pool.seed_file=missing.jsonl")
     assert result.returncode == 2 and "pool.seed_file: file 'missing.jsonl' not found" in result.stderr
+
+
+RAY_JOB_ENVIRON = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
+    {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}})}
+
+
+def test_output_dir_defaults_to_runs_here_and_home_inside_a_ray_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_run_config(None, [], None, environ={}).run.output_dir == str(tmp_path / "runs")
+    assert load_run_config(None, [], None, environ=RAY_JOB_ENVIRON).run.output_dir == str(
+        tmp_path / "home" / "selfplay-runs")
+    assert load_run_config(None, ["run.output_dir=out"], None, environ={}).run.output_dir == str(tmp_path / "out")
+    absolute = str(tmp_path / "elsewhere")
+    assert load_run_config(None, [f"run.output_dir={absolute}"], None, environ=RAY_JOB_ENVIRON).run.output_dir == (
+        absolute)
+    # a job submitted without --working-dir runs where it was started: relative paths are the user's own
+    no_copy = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {}})}
+    assert load_run_config(None, ["run.output_dir=out"], None, environ=no_copy).run.output_dir == str(
+        tmp_path / "out")
+
+
+def test_relative_output_dir_inside_a_ray_job_copy_is_refused_in_one_line():
+    with pytest.raises(ConfigError) as error:
+        load_run_config(None, ["run.output_dir=runs"], None, environ=RAY_JOB_ENVIRON)
+    message = str(error.value)
+    assert message.startswith("run.output_dir=runs: a relative path inside a `ray job submit` job")
+    assert "\n" not in message and "~/selfplay-runs" in message
+
+
+def test_actor_environment_leaves_keys_the_job_sets_to_the_job():
+    from selfplay.driver import PROJECT_ROOT, actor_environment
+
+    local = actor_environment({})["env_vars"]
+    assert local["VLLM_LOGGING_LEVEL"] == "ERROR" and local["PYTHONPATH"] == str(PROJECT_ROOT)
+    job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
+        {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"VLLM_LOGGING_LEVEL": "DEBUG"}}})}
+    in_job = actor_environment(job)["env_vars"]
+    assert "VLLM_LOGGING_LEVEL" not in in_job and "PYTHONPATH" not in in_job  # Ray refuses a key set twice
+    assert in_job["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"

@@ -14,6 +14,7 @@ from selfplay.tracking import (
     JsonlTracker,
     MultiTracker,
     NullTracker,
+    WandbChoice,
     build_tracker,
     choose_wandb_mode,
 )
@@ -34,8 +35,23 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
     ("online", {"WANDB_MODE": "offline"}, "online"),
     ("disabled", {"WANDB_API_KEY": "k" * 40}, "disabled"),
 ])
-def test_choose_wandb_mode(value, environ, expected):
-    assert choose_wandb_mode(value, environ) == expected
+def test_choose_wandb_mode(value, environ, expected, tmp_path):
+    assert choose_wandb_mode(value, {"HOME": str(tmp_path)} | environ).mode == expected
+
+
+def test_wandb_login_in_netrc_goes_online_and_every_choice_says_why(tmp_path):
+    home = {"HOME": str(tmp_path)}
+    offline = choose_wandb_mode("auto", home)
+    assert offline.mode == "offline" and "no WANDB_API_KEY" in offline.reason and "README" in offline.reason
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "p" * 40 + "\n")
+    assert choose_wandb_mode("auto", home) == WandbChoice("online", "a `wandb login` key is in this machine's "
+                                                                    "netrc file")
+    assert choose_wandb_mode("auto", home | {"WANDB_BASE_URL": "https://wandb.example.org"}).mode == "offline"
+    assert choose_wandb_mode("auto", home | {"WANDB_MODE": "offline"}).reason == "WANDB_MODE=offline"
+    assert choose_wandb_mode("offline", home).reason == "tracking.wandb=offline"
+    assert "WANDB_API_KEY is set" in choose_wandb_mode("auto", home | {"WANDB_API_KEY": "k" * 40}).reason
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai login")  # unparseable: no key, offline
+    assert choose_wandb_mode("auto", home).mode == "offline"
 
 
 def test_choose_wandb_mode_rejects_unknown_values():
