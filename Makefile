@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(PROFILE),dev]"
 ifeq ($(PROFILE),cpu)
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 endif
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)

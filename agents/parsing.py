@@ -7,8 +7,10 @@ The rules, the same for the question, answer and score tags:
 - a response over MAX_RESPONSE_CHARS is TOO_LONG and is not scanned;
 - no opening and no closing tag: MISSING_TAG; more than one opening or closing tag: REPEATED_TAG (so a tag
   nested in itself counts as repeated); an opening tag without its closing tag, or the reverse order: UNCLOSED_TAG;
-- content holding any protocol tag (question, answer, score) is NESTED_TAG: an answer or question cannot smuggle a
-  score tag to the judge;
+- content holding any protocol tag (question, answer, score) is NESTED_TAG, and a question or answer response
+  holding another role's tag anywhere (a `<score>` beside the answer) is FOREIGN_TAG: a response cannot carry a
+  verdict to the judge. What the judge reads passes through `neutralise_tags` as well, which also defuses
+  variants the parser would not count (`<SCORE>`, `< score >`, full-width brackets) but a judge model might obey;
 - content is stripped of whitespace; nothing visible left (only whitespace or zero-width characters): EMPTY;
   content over the tag's cap: TOO_LONG.
 Tags are exact lowercase ASCII (`<score>`, not `<Score>` nor `<score >`). Nothing is Unicode-normalised: a score
@@ -39,6 +41,7 @@ MAX_ANSWER_CHARS = 1_000
 MAX_SCORE_CHARS = 64
 
 _ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+_TAG_LIKE = re.compile(r"[<\uff1c\u2039]\s*(/?)\s*(question|answer|score)\s*[>\uff1e\u203a]", re.IGNORECASE)
 
 
 class FormatFailure(Enum):
@@ -48,6 +51,7 @@ class FormatFailure(Enum):
     REPEATED_TAG = "repeated_tag"
     UNCLOSED_TAG = "unclosed_tag"
     NESTED_TAG = "nested_tag"
+    FOREIGN_TAG = "foreign_tag"
     EMPTY = "empty"
     TOO_LONG = "too_long"
     NOT_AN_INTEGER = "not_an_integer"
@@ -74,13 +78,19 @@ class Parsed:
 
 
 def parse_question(response: str) -> Parsed:
-    """The question inside the response's one `<question>` tag."""
-    return _tagged_content(response, QUESTION_TAG, MAX_QUESTION_CHARS)
+    """The question inside the response's one `<question>` tag; an answer or score tag anywhere fails it."""
+    return _tagged_content(response, QUESTION_TAG, MAX_QUESTION_CHARS, foreign=(ANSWER_TAG, SCORE_TAG))
 
 
 def parse_answer(response: str) -> Parsed:
-    """The final answer inside the response's one `<answer>` tag."""
-    return _tagged_content(response, ANSWER_TAG, MAX_ANSWER_CHARS)
+    """The final answer inside the response's one `<answer>` tag; a question or score tag anywhere fails it."""
+    return _tagged_content(response, ANSWER_TAG, MAX_ANSWER_CHARS, foreign=(QUESTION_TAG, SCORE_TAG))
+
+
+def neutralise_tags(text: str) -> str:
+    """`text` as the judge may read it: everything that looks like a protocol tag, in any case, spacing or bracket
+    style, becomes a bracketed word (`<score>` -> `[score]`, `</ Answer >` -> `[/answer]`)."""
+    return _TAG_LIKE.sub(lambda match: f"[{match.group(1)}{match.group(2).lower()}]", text)
 
 
 def parse_score(response: str) -> Parsed:
@@ -106,7 +116,7 @@ def failure_counts(parses: Iterable[Parsed]) -> dict[FormatFailure, int]:
     return counts
 
 
-def _tagged_content(response: str, tag: str, max_chars: int) -> Parsed:
+def _tagged_content(response: str, tag: str, max_chars: int, foreign: tuple[str, ...] = ()) -> Parsed:
     if len(response) > MAX_RESPONSE_CHARS:
         return Parsed(None, FormatFailure.TOO_LONG)
     opening, closing = f"<{tag}>", f"</{tag}>"
@@ -121,6 +131,8 @@ def _tagged_content(response: str, tag: str, max_chars: int) -> Parsed:
     content = response[start + len(opening) : end]
     if _holds_protocol_tag(content):
         return Parsed(None, FormatFailure.NESTED_TAG)
+    if any(f"<{other}>" in response or f"</{other}>" in response for other in foreign):
+        return Parsed(None, FormatFailure.FOREIGN_TAG)
     content = content.strip()
     if not _has_visible_character(content):
         return Parsed(None, FormatFailure.EMPTY)

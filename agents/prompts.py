@@ -7,6 +7,7 @@ judge's criteria, so no rubric edit can break the parser. Leaves out parsing and
 
 from typing import TypedDict
 
+from agents.parsing import neutralise_tags
 from rewards.rubric import Rubric, render_answer, render_question
 
 
@@ -48,8 +49,8 @@ SOLVER_DEMONSTRATION = (
     "Tom has 5 apples and buys 3 more. How many apples does he have?",
     "Tom starts with 5 apples and buys 3 more, so 5 + 3 = 8.\n<answer>8</answer>",
 )
-JUDGE_DEMONSTRATION = (
-    "Question:\nWhat is 2 + 3?\n\nAnswer:\n2 + 3 = 6, so the answer is <answer>6</answer>",
+JUDGE_DEMONSTRATION = (  # the judge reads responses with their tags neutralised (`neutralise_tags`)
+    "Question:\nWhat is 2 + 3?\n\nAnswer:\n2 + 3 = 6, so the answer is [answer]6[/answer]",
     "The final answer is wrong: 2 + 3 is 5, not 6.\n<score>2</score>",
 )
 
@@ -75,8 +76,9 @@ def solver_messages(question: str) -> list[ChatMessage]:
 
 
 def judge_question_messages(rubric: Rubric, question: str) -> list[ChatMessage]:
-    """Ask the judge to score a question's quality under `rubric`."""
-    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, render_question(rubric, question))
+    """Ask the judge to score a question's quality under `rubric`; the question is shown with its tags
+    neutralised, so no tag in it can speak for the judge."""
+    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, render_question(rubric, neutralise_tags(question)))
 
 
 def judge_answer_messages(
@@ -85,9 +87,11 @@ def judge_answer_messages(
     """Ask the judge to score an answer under `rubric`.
 
     `answer` is what the judge should read, typically the solver's whole response (reasoning and final answer);
-    `reference_answer` is None when the question has no known answer.
+    `reference_answer` is None when the question has no known answer. Every text is shown with its tags
+    neutralised: a verdict tag written by the solver reaches the judge as plain words.
     """
-    content = render_answer(rubric, question, answer, reference_answer)
+    content = render_answer(rubric, neutralise_tags(question), neutralise_tags(answer),
+                            None if reference_answer is None else neutralise_tags(reference_answer))
     return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, content)
 
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfplay.config import load_config  # noqa: E402
 
-PHASES = ("generate", "judge", "train", "sync")
+PHASES = ("wave1_propose_solve", "wave2_judge_solve", "grade_wait", "train", "sync")
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ def bench_raw_vllm(spec, requests: list[GenerationRequest]) -> float:
         outputs = engine.llm.generate(prompts, params, use_tqdm=False)
         seconds = time.perf_counter() - started
     finally:
-        engine.llm.llm_engine.engine_core.shutdown()  # free the cores before the pool starts
+        engine.shutdown()  # free the cores before the pool starts
     tokens = sum(len(choice.token_ids) for output in outputs for choice in output.outputs)
     del engine
     gc.collect()

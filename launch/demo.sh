@@ -24,7 +24,8 @@ trap stop_head EXIT
 trap 'echo "demo: interrupted; stopping the demo cluster" >&2; exit 130' INT TERM
 
 echo "demo: preparing the embedded model (one-time download and conversion into ~/.cache/selfplay)"
-HF_HUB_DISABLE_PROGRESS_BARS=1 python launch/prepare_model.py
+# progress bars and the "no accelerator" warning of a one-time conversion are not news to a user
+TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 DS_ACCELERATOR=cpu python launch/prepare_model.py
 python launch/evolve.py --config "$CONFIG" --dry-run "run.output_dir=$OUTPUT_DIR" "$@" > /dev/null
 
 echo "demo: starting a private Ray head in $HEAD_DIR (token auth, free ports)"

@@ -31,6 +31,7 @@ import _bootstrap  # noqa: F401
 
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the result line
 
+from rewards.grading_pool import GradingPool  # noqa: E402
 from selfplay.checkpoint import latest_checkpoint  # noqa: E402
 from selfplay.config import Config, ConfigError, LoRAConfig, load_config  # noqa: E402
 from selfplay.embedded_model import EMBEDDED_MODELS, EMBEDDED_PREFIX, resolve_model_path  # noqa: E402
@@ -196,9 +197,10 @@ def generate_and_grade(config: Config, model_path: str, questions: list[PoolQues
                                    SyncMode.MERGED, config.learner.lora.rank, config.run.seed)
     engine = Engine(spec)
     try:
-        return evaluate(engine, questions, config.eval.max_tokens)
+        with GradingPool(config.rewards.grading_workers, config.rewards.grading_timeout_s) as grader:
+            return evaluate(engine, questions, config.eval.max_tokens, grader)
     finally:  # without it the process hangs at exit, waiting on vLLM's engine-core process
-        engine.llm.llm_engine.engine_core.shutdown()
+        engine.shutdown()
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuestion], Path | None]:

@@ -141,8 +141,11 @@ def follow(directory: Path, submission_id: str, log_path: Path | None = None) ->
     """Print the job's log as it comes (only the job's own lines, not the CLI's banners), also into `log_path`;
     0 iff the job succeeded."""
     import asyncio
+    import logging
 
     from ray.job_submission import JobStatus, JobSubmissionClient
+
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)  # "WebSocket closed ..." lines
 
     client = JobSubmissionClient((directory / ADDRESS_FILE).read_text().strip())
 

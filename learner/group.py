@@ -7,10 +7,12 @@ holds the full LoRA parameters, so its copy is the model (ZeRO-3 would need a ga
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ray
 
 from learner.records import TrainBatch
-from learner.trainer import Learner, LearnerSetup, free_port, plan_step
+from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_updates
 from rollout.records import SyncMode, WeightUpdate
 from selfplay.config import LearnerConfig
 
@@ -30,10 +32,25 @@ def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     return merged
 
 
+def merge_update_metrics(per_update: list[dict[str, float]]) -> dict[str, float]:
+    """One batch's metrics from its updates: the mean of each, except `*_max` (max), `*_total` (the last),
+    tokens and step seconds (summed); `learner/updates` counts them."""
+    merged: dict[str, float] = {}
+    for key in per_update[-1]:
+        values = [metrics[key] for metrics in per_update if key in metrics]
+        if key.endswith("_max"):
+            merged[key] = max(values)
+        elif key.endswith("_total"):
+            merged[key] = values[-1]
+        elif key in ("learner/tokens", "learner/step_seconds", "learner/skipped_nonfinite"):
+            merged[key] = sum(values)
+        else:
+            merged[key] = sum(values) / len(values)
+    return merged | {"learner/updates": float(len(per_update))}
+
+
 class LearnerGroup:
     def __init__(self, config: LearnerConfig, setup: LearnerSetup) -> None:
-        if config.zero_stage == 3:
-            raise ValueError("learner.zero_stage: 3 is not supported yet (rank-0 export needs gathered LoRA weights)")
         self.config = config
         self.setup = setup
         port = free_port()
@@ -46,14 +63,26 @@ class LearnerGroup:
         ray.get([w.__ray_ready__.remote() for w in self.workers])
 
     def train(self, batch: TrainBatch) -> dict[str, float]:
-        """One GRPO update over the global batch of all roles. An empty batch is a no-op."""
+        """The GRPO updates of one global batch of all roles: `ppo_epochs` passes of `mini_batches` optimizer
+        steps each (one update by default). An empty batch is a no-op."""
         if not batch.samples:
             return {"learner/empty_batch": 1.0}
         ray.get(self.workers[0].check_batch.remote(batch))
-        plan, padding = plan_step(batch, self.config.micro_batch_tokens, self.config.num_workers)
-        tokens = batch.response_tokens
-        per_rank = ray.get([worker.train_step.remote(plan[rank], tokens) for rank, worker in enumerate(self.workers)])
-        return merge_rank_metrics(per_rank) | {"learner/padding_fraction": padding}
+        updates = [batch]
+        if self.config.ppo_epochs * self.config.mini_batches > 1:
+            old = ray.get(self.workers[0].policy_logprobs.remote(list(batch.samples)))
+            batch = TrainBatch(tuple(replace(sample, old_logprobs=logprobs)
+                                     for sample, logprobs in zip(batch.samples, old)))
+            updates = plan_updates(batch, self.config.ppo_epochs, self.config.mini_batches,
+                                   seed=self.setup.seed + batch.response_tokens)
+        per_update = []
+        for update in updates:
+            plan, padding = plan_step(update, self.config.micro_batch_tokens, self.config.num_workers)
+            tokens = update.response_tokens
+            per_rank = ray.get([worker.train_step.remote(plan[rank], tokens)
+                                for rank, worker in enumerate(self.workers)])
+            per_update.append(merge_rank_metrics(per_rank) | {"learner/padding_fraction": padding})
+        return merge_update_metrics(per_update)
 
     def export(self, version: int, mode: SyncMode, directory: str, probe_token_ids: list[int],
                tolerance: float) -> WeightUpdate:

@@ -15,6 +15,7 @@ class TrainSample:
     advantage: float
     temperature: float = 1.0  # sampling temperature: logits are scaled the same way
     role: str = ""  # for error messages and per-role metrics
+    old_logprobs: tuple[float, ...] | None = None  # [R] the policy's before the batch's first update; None = current
 
     @property
     def length(self) -> int:

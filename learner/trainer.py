@@ -60,8 +60,6 @@ def free_port() -> int:
 
 
 def _init_distributed(setup: LearnerSetup) -> None:
-    if not torch.cuda.is_available():  # say so, rather than have DeepSpeed warn that it found no accelerator
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
     if setup.master_port == 0 and setup.world_size > 1:
@@ -106,6 +104,8 @@ def deepspeed_config(config: LearnerConfig, dtype: str) -> dict:
 
 class Learner:
     def __init__(self, config: LearnerConfig, setup: LearnerSetup) -> None:
+        if not torch.cuda.is_available():  # say so, rather than have DeepSpeed warn that it found no accelerator
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM
@@ -139,6 +139,8 @@ class Learner:
         attention = torch.zeros(len(samples), width, dtype=torch.long)  # [B, T]
         response_mask = torch.zeros(len(samples), response_width)  # [B, R]
         rollout_logprobs = torch.zeros(len(samples), response_width)  # [B, R]
+        has_old = all(sample.old_logprobs is not None for sample in samples)
+        old_logprobs = torch.zeros(len(samples), response_width)  # [B, R]
         for row, sample in enumerate(samples):
             tokens = sample.prompt_token_ids + sample.response_token_ids
             input_ids[row, width - len(tokens):] = torch.tensor(tokens)
@@ -146,12 +148,15 @@ class Learner:
             count = len(sample.response_token_ids)
             response_mask[row, response_width - count:] = 1
             rollout_logprobs[row, response_width - count:] = torch.tensor(sample.rollout_logprobs)
+            if has_old:
+                old_logprobs[row, response_width - count:] = torch.tensor(sample.old_logprobs)
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # [B, T]
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device),
                 "position_ids": positions.to(device), "response_mask": response_mask.to(device),
                 "rollout_logprobs": rollout_logprobs.to(device),
                 "temperatures": torch.tensor([s.temperature for s in samples], device=device),
-                "advantages": torch.tensor([s.advantage for s in samples], device=device)}
+                "advantages": torch.tensor([s.advantage for s in samples], device=device)} | (
+                {"old_logprobs": old_logprobs.to(device)} if has_old else {})
 
     def _response_logprobs(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logprobs of the response tokens under the current model: [B, R] (fp32)."""
@@ -214,11 +219,13 @@ class Learner:
         tensors = self._micro_batch_tensors(samples)
         mask = tensors["response_mask"]  # [B, R]
         logprobs = self._response_logprobs(tensors)  # [B, R]
+        # One update per batch: the old policy is the current one (ratio 1, the clip inactive). Several: the
+        # policy before the batch's first update (`policy_logprobs`), as in PPO.
+        old = tensors.get("old_logprobs", logprobs.detach())  # [B, R]
         weights, importance = grpo.truncated_importance_weights(
-            logprobs.detach(), tensors["rollout_logprobs"], mask, self.config.importance_cap,
-            total_tokens=total_tokens)
+            old, tensors["rollout_logprobs"], mask, self.config.importance_cap, total_tokens=total_tokens)
         loss, policy = grpo.policy_loss(
-            logprobs, logprobs.detach(), tensors["advantages"], mask, total_tokens=total_tokens,
+            logprobs, old, tensors["advantages"], mask, total_tokens=total_tokens,
             clip_range=grpo.ClipRange(self.config.clip_low, self.config.clip_high), importance_weights=weights)
         metrics = {"learner/policy_loss": loss.item(),
                    "learner/clip_fraction": (policy.clip_low_fraction + policy.clip_high_fraction).item(),
@@ -234,6 +241,20 @@ class Learner:
             metrics["learner/kl"] = kl.item()
         metrics["learner/loss"] = loss.item()
         return loss, metrics
+
+    @torch.no_grad()
+    def policy_logprobs(self, samples: list[TrainSample]) -> list[tuple[float, ...]]:
+        """Each sample's response logprobs under the current weights ([R] each): the old policy of a batch that
+        gets several updates."""
+        self.engine.eval()
+        result: list[tuple[float, ...]] = [()] * len(samples)
+        for micro_batch in pack_micro_batches([sample.length for sample in samples], self.config.micro_batch_tokens):
+            chosen = [samples[index] for index in micro_batch.indices]
+            logprobs = self._response_logprobs(self._micro_batch_tensors(chosen)).float().cpu()  # [B, R]
+            for row, index in enumerate(micro_batch.indices):
+                count = len(samples[index].response_token_ids)
+                result[index] = tuple(logprobs[row, logprobs.shape[1] - count:].tolist())
+        return result
 
     # -- probes -------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -287,6 +308,24 @@ class Learner:
         probe = self.sequence_logprobs(probe_token_ids) if probe_token_ids else []
         return WeightUpdate(version=version, mode=mode, path=str(target), probe_token_ids=tuple(probe_token_ids),
                             probe_logprobs=tuple(probe), extra={"tolerance": tolerance})
+
+
+def plan_updates(batch: TrainBatch, epochs: int, mini_batches: int, seed: int) -> list[TrainBatch]:
+    """The updates of one batch: `epochs` passes, each a fresh shuffle split into `mini_batches` near-equal parts
+    (empty parts dropped). Every pass covers every sample exactly once."""
+    rng = random.Random(seed)
+    updates = []
+    for _ in range(epochs):
+        order = list(range(len(batch.samples)))
+        rng.shuffle(order)
+        size, extra = divmod(len(order), mini_batches)
+        start = 0
+        for part in range(mini_batches):
+            end = start + size + (part < extra)
+            if end > start:
+                updates.append(TrainBatch(tuple(batch.samples[index] for index in order[start:end])))
+            start = end
+    return updates
 
 
 def plan_step(batch: TrainBatch, token_budget: int, world_size: int) -> tuple[list[list[list[TrainSample]]], float]:

@@ -1,10 +1,11 @@
 """Verifiable grading: a predicted final answer against a reference answer, with math_verify.
 
-math_verify's own timeouts use signal.alarm, which raises outside the main thread (Ray actors run calls in other
-threads), so they are switched off (`parsing_timeout=None`, `timeout_seconds=None`). In their place: inputs are
-capped in length, and expressions whose comparison is known to hang without a timeout (power towers such as
-9^9^9^9, where sympy computes a number with hundreds of millions of digits) are graded incorrect without being
-compared. Leaves out how a grade is mixed into rewards (rewards/scores.py).
+Cheap limits come first: inputs are capped in length, and answers known to cost sympy minutes (a number raised to
+a power of five or more digits, such as 9^99999999, which sympy evaluates eagerly while parsing; power towers such
+as 9^9^9^9) are graded incorrect without being parsed or compared. math_verify's own timeouts use signal.alarm,
+which works only in a process's main thread: `timeout_s` turns them on there (the grading workers of
+rewards/grading_pool.py, which also kill a grade that overruns); None leaves them off, for callers on other
+threads. Leaves out how a grade is mixed into rewards (rewards/scores.py).
 """
 
 import re
@@ -16,6 +17,8 @@ from math_verify import parse, verify
 MAX_GRADED_CHARS = 1_000
 
 _THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# "^" or "**" followed (through braces, parentheses, spaces) by a number of five or more digits.
+_HUGE_EXPONENT = re.compile(r"(\^|\*\*)[\s{(]*\d{5,}")
 
 
 def extract_reference_answer(text: str) -> str:
@@ -30,7 +33,7 @@ def extract_reference_answer(text: str) -> str:
     return answer
 
 
-def grade(predicted: str, reference: str) -> bool:
+def grade(predicted: str, reference: str, timeout_s: int | None = None) -> bool:
     """Whether `predicted` states the same final answer as `reference`.
 
     Equal text (ignoring case, surrounding whitespace and a final period) is correct, so non-math answers grade
@@ -41,11 +44,13 @@ def grade(predicted: str, reference: str) -> bool:
         return False
     if _plain(predicted) and _plain(predicted) == _plain(reference):
         return True
-    gold = parse(reference, parsing_timeout=None)
-    prediction = parse(predicted, parsing_timeout=None)
+    if _HUGE_EXPONENT.search(predicted) or _HUGE_EXPONENT.search(reference):
+        return False
+    gold = parse(reference, parsing_timeout=timeout_s)
+    prediction = parse(predicted, parsing_timeout=timeout_s)
     if not gold or not prediction or not all(map(_cheap_to_compare, gold + prediction)):
         return False
-    return verify(gold, prediction, timeout_seconds=None)
+    return verify(gold, prediction, timeout_seconds=timeout_s)
 
 
 def _plain(text: str) -> str:

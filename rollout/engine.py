@@ -10,9 +10,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from rollout.records import Completion, GenerationRequest, Sample, SamplingSpec, SyncMode, WeightUpdate
+from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec, SyncMode,
+                             WeightUpdate)
 
 GIB = 1 << 30
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank
+
+
+def lora_rank_cap(rank: int) -> int:
+    """vLLM's `max_lora_rank` for adapters of `rank`: the smallest value it accepts that holds the rank."""
+    for cap in VLLM_LORA_RANKS:
+        if cap >= rank:
+            return cap
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
 
 
 class SyncError(RuntimeError):
@@ -49,7 +59,7 @@ class Engine:
         self.spec = spec
         memory = ({"gpu_memory_utilization": spec.gpu_memory_utilization} if _uses_gpu()
                   else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)})
-        lora = ({"enable_lora": True, "max_lora_rank": spec.max_lora_rank, "max_loras": 1}
+        lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank), "max_loras": 1}
                 if spec.sync_mode is SyncMode.ADAPTER else {})
         self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
                        enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
@@ -67,10 +77,23 @@ class Engine:
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         from vllm import SamplingParams, TokensPrompt
 
-        prompts = [TokensPrompt(prompt_token_ids=self.render(request)) for request in requests]
-        params = [_sampling_params(SamplingParams, request.sampling) for request in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
-        return [_completion(output, self.weight_version) for output in outputs]
+        rendered = [self.render(request) for request in requests]
+        # vLLM fails a whole batch, every caller's requests, for one prompt that leaves no room to answer: such a
+        # request is not sent, and answers with empty samples whose finish reason says why (a format failure).
+        fits = [len(ids) + 1 <= self.spec.max_model_len for ids in rendered]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, fit in zip(rendered, fits) if fit]
+        params = [_sampling_params(SamplingParams, request.sampling, self.spec.max_model_len - len(ids))
+                  for request, ids, fit in zip(requests, rendered, fits) if fit]
+        outputs = iter(self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+                       if prompts else [])
+        return [_completion(next(outputs), self.weight_version) if fit else
+                _prompt_too_long(ids, request.sampling.n, self.weight_version)
+                for request, ids, fit in zip(requests, rendered, fits)]
+
+    def shutdown(self) -> None:
+        """End vLLM's engine-core process now. An in-process engine left to the interpreter's exit makes the
+        process wait on it, and vLLM then logs into streams that may already be closed."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         """Logprob of each token 1..P-1 given its prefix, under the weights being served. [P - 1]"""
@@ -124,9 +147,16 @@ class Engine:
         return gap
 
 
-def _sampling_params(factory, spec: SamplingSpec):
-    return factory(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
+def _sampling_params(factory, spec: SamplingSpec, room: int | None = None):
+    """vLLM's sampling parameters; `room` (context left after the prompt) caps max_tokens."""
+    max_tokens = spec.max_tokens if room is None else min(spec.max_tokens, room)
+    return factory(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens,
                    stop=list(spec.stop) or None, seed=spec.seed, ignore_eos=spec.ignore_eos, logprobs=0)
+
+
+def _prompt_too_long(prompt_token_ids: list[int], n: int, weight_version: int) -> Completion:
+    empty = Sample(text="", token_ids=(), logprobs=(), finish_reason=PROMPT_TOO_LONG)
+    return Completion(prompt_token_ids=tuple(prompt_token_ids), samples=(empty,) * n, weight_version=weight_version)
 
 
 def _completion(output, weight_version: int) -> Completion:

@@ -27,6 +27,9 @@ class GenerationRequest:
     sampling: SamplingSpec = SamplingSpec()
 
 
+PROMPT_TOO_LONG = "prompt_too_long"  # finish reason of a sample never generated: its prompt filled the context
+
+
 @dataclass(frozen=True)
 class Sample:
     """One generated continuation. `token_ids` and `logprobs` have the same length T."""

@@ -67,7 +67,8 @@ class LearnerConfig(Section):
     lr: float = Field(1e-5, gt=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: Literal[0, 1, 2] = Field(2, description=(
+        "DeepSpeed ZeRO stage; 3 is not supported (the rank-0 weight export needs the LoRA weights gathered)"))
     compute_dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description=(
         "training precision; auto = the model dtype on GPUs and on CPUs with native bf16 matmuls, float32 on "
         "other CPUs (there bf16 matmuls fall back to slow reference kernels: 50-90x slower backward measured)"))
@@ -75,8 +76,14 @@ class LearnerConfig(Section):
     micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
     logits_chunk_tokens: int = Field(1024, ge=16, description=(
         "positions per output-layer chunk when computing logprobs: bounds the [tokens, vocab] logits in memory"))
-    clip_low: float = Field(0.2, ge=0, lt=1)
-    clip_high: float = Field(0.28, ge=0)
+    ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")
+    mini_batches: int = Field(1, ge=1, description=(
+        "optimizer steps per pass: the batch shuffled and split into this many parts. With more than one update "
+        "per batch (ppo_epochs * mini_batches > 1) the old logprobs are taken before the first, so the clip acts "
+        "from the second update on"))
+    clip_low: float = Field(0.2, ge=0, lt=1, description=(
+        "PPO clip below 1 - clip_low for negative advantages; inactive with one update per batch (ratio 1)"))
+    clip_high: float = Field(0.28, ge=0, description="PPO clip above 1 + clip_high for positive advantages (DAPO)")
     kl_coef: float = Field(0.0, ge=0, description="KL to the base model (LoRA disabled); 0 skips the extra pass")
     importance_cap: float = Field(2.0, ge=1, description="truncation of learner/engine importance weights")
     normalize_std: bool = Field(True, description="divide group advantages by the group std")
@@ -115,6 +122,9 @@ class JudgeConfig(Section):
 class RewardsConfig(Section):
     proposer_variant: Literal["difficulty", "learnability"] = Field(
         "learnability", description="difficulty = 1 - solve score (paper); learnability peaks at 50 % solved")
+    grading_workers: int = Field(2, ge=1, description="processes grading answers against references (math-verify)")
+    grading_timeout_s: int = Field(5, ge=1, le=300, description=(
+        "seconds one grade may take; a slower one is killed and counted wrong (solver/grade_timeouts)"))
 
 
 class PoolConfig(Section):

@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from agents.players import Judge, Proposer, Solver
+from rewards.grading_pool import GradingPool
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
 from selfplay.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from selfplay.config import Config, config_to_yaml
@@ -122,10 +123,12 @@ def start_components(config: Config, export_dir: Path) -> tuple[Components, list
                                                         max_model_len=config.model.max_model_len,
                                                         seed=config.run.seed))
     role_actor = lambda cls: ray.remote(**ROLE_ACTOR_OPTIONS)(cls)  # noqa: E731
+    grader = GradingPool(config.rewards.grading_workers, config.rewards.grading_timeout_s)
     components = Components(
         proposer=role_actor(Proposer).remote(pool), solver=role_actor(Solver).remote(pool),
-        judge=role_actor(Judge).remote(judge_pool), learner=learner, pools=pools, sync_mode=sync_mode,
-        export_dir=export_dir, probe_token_ids=probe_token_ids(model_path), probe_tolerance=math.inf)
+        judge=role_actor(Judge).remote(judge_pool), learner=learner, grader=grader, pools=pools,
+        sync_mode=sync_mode, export_dir=export_dir, probe_token_ids=probe_token_ids(model_path),
+        probe_tolerance=math.inf)
     components.probe_tolerance = calibrate_probe(config, components)
     engine_pools = pools + ([judge_pool] if judge_pool is not pool else [])
     return components, engine_pools
@@ -178,7 +181,8 @@ def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> 
         return f"{metrics[key]:.{digits}f}" if key in metrics else "n/a"
 
     return (f"iteration {iteration}/{total} done in {value('time/iteration', 1)} s "
-            f"(generate {value('time/generate', 1)} s, judge {value('time/judge', 1)} s, "
+            f"(propose+solve {value('time/wave1_propose_solve', 1)} s, "
+            f"judge+solve {value('time/wave2_judge_solve', 1)} s, "
             f"train {value('time/train', 1)} s, sync {value('time/sync', 2)} s). "
             f"Rewards: proposer {value('proposer/reward_mean')}, solver {value('solver/reward_mean')}, "
             f"judge {value('judge/reward_mean')}. Format failures: proposer "
@@ -192,7 +196,7 @@ def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> 
 def held_out_eval(config: Config, components: Components, questions: list) -> dict[str, float]:
     """Greedy solver accuracy on the held-out file with the weights just synced (`eval/*`)."""
     started = time.perf_counter()
-    summary = summarize(evaluate(components.pools[0], questions, config.eval.max_tokens))
+    summary = summarize(evaluate(components.pools[0], questions, config.eval.max_tokens, components.grader))
     metrics = eval_metrics(summary) | {"time/eval": time.perf_counter() - started}
     log(f"  eval: accuracy {summary['accuracy']:.3f} on {summary['n']} held-out questions "
         f"(95% CI {summary['ci95'][0]:.3f}-{summary['ci95'][1]:.3f})")
@@ -270,4 +274,5 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
         for pool in engine_pools:
             pool.shutdown()
         components.learner.shutdown()
+        components.grader.close()
     return run_dir

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from agents.parsing import FormatFailure, Parsed, failure_counts, parse_answer
 from agents.prompts import solver_messages
-from rewards.grading import grade
+from rewards.grading_pool import Grader
 from rollout.records import Completion, GenerationRequest, SamplingSpec
 from selfplay.pool import PoolQuestion, load_seed_file
 
@@ -147,21 +147,23 @@ def greedy_sampling(max_tokens: int) -> SamplingSpec:
     return SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens)
 
 
-def evaluate(generator: Generator, questions: Sequence[PoolQuestion], max_tokens: int) -> list[EvalResult]:
-    """One greedy solver answer per question through `generator`, parsed and graded, in question order."""
+def evaluate(generator: Generator, questions: Sequence[PoolQuestion], max_tokens: int,
+             grader: Grader) -> list[EvalResult]:
+    """One greedy solver answer per question through `generator`, parsed and graded by `grader`, in question
+    order (a grade that times out counts as incorrect)."""
     examples = [eval_example(question) for question in questions]
     sampling = greedy_sampling(max_tokens)
     requests = [GenerationRequest(tuple(solver_messages(example.question)), sampling) for example in examples]
     completions = generator.generate(requests) if requests else []
     if len(completions) != len(requests):
         raise RuntimeError(f"generator returned {len(completions)} completions for {len(requests)} requests")
-    return [_graded(example, completion) for example, completion in zip(examples, completions)]
-
-
-def _graded(example: EvalExample, completion: Completion) -> EvalResult:
-    sample = completion.samples[0]
-    parsed = parse_answer(sample.text)
-    answer = None if parsed.value is None else str(parsed.value)
-    return EvalResult(example=example, response=sample.text, answer=answer, failure=parsed.failure,
-                      correct=answer is not None and grade(answer, example.reference),
-                      response_tokens=len(sample.token_ids), finish_reason=sample.finish_reason)
+    parses = [parse_answer(completion.samples[0].text) for completion in completions]
+    pairs = [(str(parsed.value), example.reference) for example, parsed in zip(examples, parses)
+             if parsed.failure is None]
+    grades = iter(grader.submit(pairs).result())
+    return [EvalResult(example=example, response=completion.samples[0].text,
+                       answer=None if parsed.value is None else str(parsed.value), failure=parsed.failure,
+                       correct=parsed.failure is None and next(grades).correct,
+                       response_tokens=len(completion.samples[0].token_ids),
+                       finish_reason=completion.samples[0].finish_reason)
+            for example, completion, parsed in zip(examples, completions, parses)]

@@ -20,12 +20,13 @@ from typing import Any, Callable, Iterator
 import ray
 
 from agents.players import AnswerToJudge, Turn
-from rewards.grading import grade
+from rewards.grading_pool import Grade, Grader
 from rewards.rubric import Rubric
 from rewards.scores import RewardSettings
 from rollout.records import SamplingSpec, SyncMode
 from selfplay.config import Config
 from selfplay.pool import AddOutcome, PoolQuestion, QuestionPool, QuestionSource
+from selfplay.preflight import trained_roles
 from selfplay.scoring import IterationScores, IterationTurns, SolveItem, build_train_batch, score_iteration
 
 
@@ -35,6 +36,7 @@ class Components:
     solver: Any
     judge: Any
     learner: Any  # learner.group.LearnerGroup
+    grader: Grader  # rewards.grading_pool.GradingPool: bounded grading off the driver's thread
     pools: list[Any]  # engine pools that follow the learner's weights (rollout.pool.RemoteEnginePool)
     sync_mode: SyncMode
     export_dir: Path
@@ -112,11 +114,20 @@ def _align_verdicts(attempts: list[Turn], verdicts: list[Turn]) -> tuple[Turn | 
     return tuple(next(remaining) if attempt.parsed.failure is None else None for attempt in attempts)
 
 
-def _grades(item: SolveItem, attempts: list[Turn]) -> tuple[bool | None, ...]:
-    if item.reference_answer is None:
-        return tuple(None for _ in attempts)
-    return tuple(grade(str(attempt.parsed.value), item.reference_answer) if attempt.parsed.failure is None
-                 else False for attempt in attempts)
+def _grading_pairs(items: list[SolveItem], attempts: list[list[Turn]]) -> list[tuple[str, str]]:
+    """(answer, reference) for every parsed answer to a question with a reference answer, item by item."""
+    return [(str(attempt.parsed.value), item.reference_answer) for item, row in zip(items, attempts)
+            if item.reference_answer is not None for attempt in row if attempt.parsed.failure is None]
+
+
+def _place_grades(items: list[SolveItem], attempts: list[list[Turn]],
+                  grades: list[Grade]) -> list[tuple[bool | None, ...]]:
+    """Grades back in [question][N] shape (the order of `_grading_pairs`): None where the question has no reference
+    answer, False for an answer that did not parse."""
+    remaining = iter(grades)
+    return [tuple(None if item.reference_answer is None else
+                  (attempt.parsed.failure is None and next(remaining).correct) for attempt in row)
+            for item, row in zip(items, attempts)]
 
 
 def roll_out(config: Config, components: Components, state: RunState, timer: PhaseTimer) -> IterationTurns:
@@ -127,7 +138,7 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
     references += [None] * (config.proposer.batch_size - len(references))
     pool_items = [SolveItem(q.text, q.id, q.answer, None)
                   for q in state.pool.sample_references(config.solver.batch_size, state.iteration)]
-    with timer("generate"):
+    with timer("wave1_propose_solve"):  # proposals, and answers to pool questions
         proposals_ref = components.proposer.propose.remote(references, specs["proposer"])
         pool_attempts_ref = components.solver.solve.remote([item.question for item in pool_items], specs["solver"])
         proposals: list[Turn] = ray.get(proposals_ref)
@@ -137,7 +148,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
                                                               specs["judge"])
         new_attempts_ref = components.solver.solve.remote([item.question for item in new_items], specs["solver"])
         pool_attempts = ray.get(pool_attempts_ref)
-    with timer("judge"):
+        grading = components.grader.submit(_grading_pairs(pool_items, pool_attempts))  # runs while judges work
+    with timer("wave2_judge_solve"):  # judging of questions and answers, and answers to the new questions
         pool_verdicts_ref = [components.judge.judge_answers.remote(state.rubric, _answers_to_judge(item, attempts),
                                                                    specs["judge"])
                              for item, attempts in zip(pool_items, pool_attempts)]
@@ -147,6 +159,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
                             for item, attempts in zip(new_items, new_attempts)]
         quality_verdicts = iter(ray.get(quality_ref))
         verdicts = ray.get(pool_verdicts_ref + new_verdicts_ref)
+    with timer("grade_wait"):  # grading ran during wave 2: only what that did not hide
+        grades = grading.result()
     items, attempts = pool_items + new_items, pool_attempts + new_attempts
     check_served_version(state.weight_version, proposals, *attempts)
     return IterationTurns(
@@ -155,7 +169,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         solve_items=tuple(items),
         attempts=tuple(tuple(a) for a in attempts),
         answer_verdicts=tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
-        grades=tuple(_grades(item, a) for item, a in zip(items, attempts)))
+        grades=tuple(_place_grades(items, attempts, grades)),  # proposed questions have no reference answer
+        grade_timeouts=sum(grade.timed_out for grade in grades))
 
 
 def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
@@ -230,7 +245,7 @@ def run_iteration(config: Config, components: Components, state: RunState,
     with timer("score"):
         scores = score_iteration(turns, reward_settings(config))
         accepted, pool_metrics = update_pool(state, turns, scores)
-        batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std)
+        batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config))
     with timer("train"):
         learner_metrics = components.learner.train(batch)
     with timer("sync"):

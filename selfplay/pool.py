@@ -299,11 +299,12 @@ class QuestionPool:
         return True
 
     def sample_references(self, count: int, current_iteration: int) -> list[PoolQuestion]:
-        """Draw `count` reference questions: a `replay_ratio` share from older questions, the rest recent.
+        """Draw `count` distinct reference questions: a `replay_ratio` share from older questions, the rest recent.
 
-        Recent means added at or after `current_iteration - RECENT_ITERATIONS`. When one side is
-        empty the other supplies everything. Each side is drawn without replacement, starting a
-        fresh round only when it has fewer questions than requested. Counts each draw as served.
+        Recent means added at or after `current_iteration - RECENT_ITERATIONS`. A side with too few questions
+        leaves its share to the other, so one recent question is drawn once, not for most of the batch; a question
+        repeats only when the whole pool holds fewer than `count` (then in fresh rounds over the pool). Counts each
+        draw as served.
         """
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
@@ -312,12 +313,15 @@ class QuestionPool:
         if not self._questions:
             raise ValueError("cannot sample references from an empty question pool")
         cutoff = current_iteration - RECENT_ITERATIONS
-        recent = [question for question in self._questions.values() if question.added_iteration >= cutoff]
-        older = [question for question in self._questions.values() if question.added_iteration < cutoff]
-        replay_count = math.floor(count * self._replay_ratio + 0.5) if older else 0
-        if not recent:
-            replay_count = count
-        chosen = self._draw(older, replay_count) + self._draw(recent, count - replay_count)
+        everything = list(self._questions.values())
+        recent = self._random.sample(everything, len(everything))  # one shuffle, split by age
+        older = [question for question in recent if question.added_iteration < cutoff]
+        recent = [question for question in recent if question.added_iteration >= cutoff]
+        replay_count = min(math.floor(count * self._replay_ratio + 0.5), len(older))
+        recent_count = min(count - replay_count, len(recent))
+        replay_count = min(count - recent_count, len(older))  # recent fell short: older questions fill in
+        chosen = older[:replay_count] + recent[:recent_count]
+        chosen += self._draw(everything, count - len(chosen))
         self._random.shuffle(chosen)
         for question in chosen:
             self._records[question.id].times_served += 1

@@ -72,12 +72,45 @@ def _check_model(spec: str) -> None:
         raise PreflightError(f"model.path: directory {spec!r} not found")
 
 
+def trained_roles(config: Config) -> tuple[str, ...]:
+    """The roles whose samples train the shared adapter: a frozen judge (`rollout.judge_model`) does not."""
+    return ("proposer", "solver") if config.rollout.judge_model else ("proposer", "solver", "judge")
+
+
+def _check_sampling(config: Config) -> None:
+    """Sampling settings that pass validation but break training."""
+    for role in trained_roles(config):
+        section = getattr(config, role)
+        if section.temperature == 0:
+            raise PreflightError(f"{role}.temperature: 0 (greedy) cannot train: the learner scales logits by "
+                                 f"1/temperature; use a value above 0, e.g. 0.7")
+        if section.top_p < 1:
+            raise PreflightError(f"{role}.top_p={section.top_p}: the engine's logprobs would be renormalised over "
+                                 f"the nucleus and the learner's over the whole vocabulary, biasing the importance "
+                                 f"weights; use 1.0 for a role that trains")
+
+
+def _check_lora_rank(config: Config) -> None:
+    from rollout.engine import lora_rank_cap
+    from rollout.pool import resolve_sync_mode
+    from rollout.records import SyncMode
+
+    uses_gpu = config.rollout.gpus_per_engine > 0
+    if resolve_sync_mode(config.rollout.sync_mode, uses_gpu=uses_gpu) is SyncMode.ADAPTER:
+        try:
+            lora_rank_cap(config.learner.lora.rank)
+        except ValueError as error:
+            raise PreflightError(f"learner.lora.rank: {error}; lower it or use rollout.sync_mode=merged") from None
+
+
 def preflight(config: Config) -> None:
     """Raise PreflightError (one line) for the first problem found."""
     from rewards.rubric import RubricError, load_rubric
     from selfplay.evaluation import EvalDataError, load_eval_questions
     from selfplay.pool import SeedFileError, load_seed_file
 
+    _check_sampling(config)
+    _check_lora_rank(config)
     _check_model(config.model.path)
     if config.rollout.judge_model not in (None, "same"):
         _check_model(config.rollout.judge_model)

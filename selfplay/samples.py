@@ -49,7 +49,8 @@ def _score(verdict: Turn | None) -> int | None:
 def _row(iteration: int, turn: Turn, question: str, verdict: Turn | None, grade: bool | None,
          reward: float | None) -> Exchange:
     is_judge = turn.role.value == "judge"
-    return Exchange(iteration=iteration, role=turn.role.value, question=_clip(question), response=_clip(turn.sample.text),
+    return Exchange(iteration=iteration, role=turn.role.value, question=_clip(question),
+                    response=_clip(turn.sample.text),
                     parsed=_parsed(turn), failure=turn.parsed.failure.value if turn.parsed.failure else "",
                     verdict="" if is_judge or verdict is None else _clip(verdict.sample.text),
                     score=_score(turn if is_judge else verdict), grade=grade, reward=reward)

@@ -20,6 +20,7 @@ from learner.grpo import group_advantages
 from learner.records import TrainBatch, TrainSample
 from rewards.scores import (ProposerReward, RewardSettings, answer_score, judge_reward, normalise_score,
                             proposer_reward, solver_reward)
+from rollout.records import PROMPT_TOO_LONG
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class IterationTurns:
     attempts: tuple[tuple[Turn, ...], ...]  # [question][N]
     answer_verdicts: tuple[tuple[Turn | None, ...], ...]  # [question][N]; None where no answer parsed
     grades: tuple[tuple[bool | None, ...], ...]  # [question][N]; None where no reference answer
+    grade_timeouts: int = 0  # grades that overran their time limit (counted wrong in `grades`)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def score_iteration(turns: IterationTurns, settings: RewardSettings) -> Iteratio
         if verdict is not None:
             scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), None,
                                                            settings), "judge"))
-    metrics = _metrics(turns, scored, proposer_results)
+    metrics = _metrics(turns, scored, proposer_results, settings.difficulty_variant)
     return IterationScores(tuple(scored), tuple(proposer_results), tuple(answer_scores), metrics)
 
 
@@ -104,10 +106,13 @@ def _rate_metrics(prefix: str, turns: list[Turn]) -> dict[str, float]:
     metrics[f"{prefix}/format_failure_rate"] = sum(counts.values()) / len(turns)
     metrics[f"{prefix}/response_tokens_mean"] = fmean(len(turn.sample.token_ids) for turn in turns)
     metrics[f"{prefix}/truncated_rate"] = fmean(turn.sample.finish_reason == "length" for turn in turns)
+    metrics[f"{prefix}/prompt_too_long_rate"] = fmean(turn.sample.finish_reason == PROMPT_TOO_LONG
+                                                      for turn in turns)
     return metrics
 
 
-def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: list[ProposerReward]) -> dict:
+def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: list[ProposerReward],
+             challenge_name: str) -> dict:
     metrics: dict[str, float] = {}
     for role in Role:
         role_turns = [s for s in scored if s.turn.role is role]
@@ -131,17 +136,20 @@ def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: 
     graded = [g for row in turns.grades for g in row if g is not None]
     if graded:
         metrics["solver/verifiable_accuracy"] = fmean(graded)
+        metrics["solver/grade_timeouts"] = float(turns.grade_timeouts)
     accepted = sum(r.accepted for r in proposer_results)
     metrics["proposer/accepted_rate"] = accepted / len(proposer_results) if proposer_results else 0.0
     difficulties = [r.difficulty for r in proposer_results if r.difficulty is not None]
     if difficulties:
-        metrics["proposer/difficulty_mean"] = fmean(difficulties)
+        metrics[f"proposer/{challenge_name}_mean"] = fmean(difficulties)  # the variant the reward used
     return metrics
 
 
-def build_train_batch(scores: IterationScores, normalize_std: bool) -> tuple[TrainBatch, dict[str, float]]:
-    """Advantages per group; zero-variance groups contribute nothing (counted) and are left out of the batch."""
-    trainable = [s for s in scores.turns if s.reward is not None]
+def build_train_batch(scores: IterationScores, normalize_std: bool,
+                      trained_roles: tuple[str, ...] = ("proposer", "solver", "judge")) -> tuple[TrainBatch, dict]:
+    """Advantages per group; zero-variance groups contribute nothing (counted) and are left out of the batch, and
+    so are roles outside `trained_roles` (a frozen judge's verdicts come from another model)."""
+    trainable = [s for s in scores.turns if s.reward is not None and s.turn.role.value in trained_roles]
     if not trainable:
         return TrainBatch(()), {"learner/zero_variance_groups": 0.0, "learner/samples": 0.0}
     group_index = {name: index for index, name in enumerate(dict.fromkeys(s.group for s in trainable))}

@@ -217,7 +217,9 @@ class WandbTracker:
         run_id = run_id or read_saved_run_id(self.run_dir)
         self._wandb = wandb
         # silent: the driver says in one line which mode and why, and where the data went; W&B's own banners
-        # (and its advertisements) are not for this log.
+        # are not for this log. W&B also takes this project's `agents` package for the OpenAI Agents SDK and
+        # advertises its Weave tracer; turn that integration off.
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         self._run = wandb.init(project=project, name=run_name, dir=str(self.run_dir), mode=mode, id=run_id,
                                resume="allow", config=config_dict, settings=wandb.Settings(silent=True))
         self.run_id: str = self._run.id

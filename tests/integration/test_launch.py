@@ -93,7 +93,8 @@ def test_job_submitted_as_the_readme_says_completes_one_iteration(head, tiny_mod
     assert table["columns"] == COLUMNS and table["rows"]
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
-    leaks = [str(path) for path in run_dir.rglob("*") if path.is_file() and FAKE_WANDB_KEY.encode() in path.read_bytes()]
+    leaks = [str(path) for path in run_dir.rglob("*")
+             if path.is_file() and FAKE_WANDB_KEY.encode() in path.read_bytes()]
     assert leaks == [] and FAKE_WANDB_KEY not in log
 
 

@@ -119,20 +119,41 @@ def test_grpo_with_real_engine_raises_verifiable_reward(tiny_model_dir):
     requests = [GenerationRequest(({"role": "user", "content": f"Say something {i}"},),
                                   SamplingSpec(n=8, max_tokens=16, seed=1000 * i)) for i in range(4)]
     mean_rewards = []
-    with tempfile.TemporaryDirectory() as export_dir:
-        for step in range(40):
-            samples, rewards, groups = [], [], []
-            for group, completion in enumerate(engine.generate(requests)):
-                for sample in completion.samples:
-                    rewards.append(sum(token in target for token in sample.token_ids) / len(sample.token_ids))
-                    groups.append(group)
-                    samples.append((completion.prompt_token_ids, sample))
-            advantages, _ = group_advantages(torch.tensor(rewards), torch.tensor(groups), normalize_std=True)
-            batch = [TrainSample(prompt, sample.token_ids, sample.logprobs, float(advantage))
-                     for (prompt, sample), advantage in zip(samples, advantages)]
-            learner.train_step(plan_step(TrainBatch(tuple(batch)), 4096, 1)[0][0], sum(len(s.response_token_ids)
-                                                                                       for s in batch))
-            engine.apply_update(learner.export(step + 1, SyncMode.MERGED, export_dir, [], tolerance=0.05))
-            mean_rewards.append(sum(rewards) / len(rewards))
+    try:
+        with tempfile.TemporaryDirectory() as export_dir:
+            for step in range(40):
+                samples, rewards, groups = [], [], []
+                for group, completion in enumerate(engine.generate(requests)):
+                    for sample in completion.samples:
+                        rewards.append(sum(token in target for token in sample.token_ids) / len(sample.token_ids))
+                        groups.append(group)
+                        samples.append((completion.prompt_token_ids, sample))
+                advantages, _ = group_advantages(torch.tensor(rewards), torch.tensor(groups), normalize_std=True)
+                batch = [TrainSample(prompt, sample.token_ids, sample.logprobs, float(advantage))
+                         for (prompt, sample), advantage in zip(samples, advantages)]
+                learner.train_step(plan_step(TrainBatch(tuple(batch)), 4096, 1)[0][0], sum(len(s.response_token_ids)
+                                                                                           for s in batch))
+                engine.apply_update(learner.export(step + 1, SyncMode.MERGED, export_dir, [], tolerance=0.05))
+                mean_rewards.append(sum(rewards) / len(rewards))
+    finally:
+        engine.shutdown()
     first, last = sum(mean_rewards[:5]) / 5, sum(mean_rewards[-5:]) / 5
     assert last > 2 * first and last > first + 0.03, f"reward did not rise: {[round(r, 3) for r in mean_rewards]}"
+
+
+def test_clip_acts_from_the_second_update_of_a_batch(tiny_model_dir):
+    """Two PPO epochs over one batch: the old logprobs are taken before the first update, so the first update
+    sees ratio 1 (nothing clipped) and the second a moved policy (clipped tokens); one update never clips."""
+    learner = Learner(LearnerConfig(lr=1e-2, micro_batch_tokens=512, clip_low=0.01, clip_high=0.01),
+                      LearnerSetup(model_path=str(tiny_model_dir), max_model_len=MAX_LEN, seed=2))
+    prompt, good, bad = (1, 17, 300, 42, 9), (500, 501, 502, 503), (900, 901, 902, 903)
+    samples = [_sample(prompt, good, 1.0, learner), _sample(prompt, bad, -1.0, learner)]
+    old = learner.policy_logprobs(samples)
+    assert [len(logprobs) for logprobs in old] == [4, 4]
+    assert old[0] == pytest.approx(samples[0].rollout_logprobs, abs=1e-4)  # the same weights, the same logprobs
+    with_old = [TrainSample(s.prompt_token_ids, s.response_token_ids, s.rollout_logprobs, s.advantage,
+                            old_logprobs=logprobs) for s, logprobs in zip(samples, old)]
+    first, second = _step(learner, with_old), _step(learner, with_old)
+    assert first["learner/clip_fraction"] == 0.0
+    assert second["learner/clip_fraction"] > 0.0
+    assert _step(learner, samples)["learner/clip_fraction"] == 0.0  # no old logprobs: one update, ratio 1

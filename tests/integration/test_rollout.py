@@ -20,7 +20,8 @@ torch = pytest.importorskip("torch")
 
 from rollout.engine import EngineSpec, SyncError  # noqa: E402
 from rollout.pool import EnginePool, EngineStatus, RemoteEnginePool  # noqa: E402
-from rollout.records import Completion, GenerationRequest, Sample, SamplingSpec, SyncMode, WeightUpdate  # noqa: E402
+from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec,  # noqa: E402
+                             SyncMode, WeightUpdate)
 from selfplay.config import RolloutConfig  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -225,6 +226,17 @@ def test_generation_respects_order_and_sampling(session, tokenizer):
     assert completions[2].samples[0].token_ids == completions[3].samples[0].token_ids  # same seed, same tokens
     assert completions[2].samples[0].token_ids != completions[4].samples[0].token_ids  # another seed
     assert len({sample.token_ids for sample in completions[1].samples}) == 3  # n samples, not n copies
+
+
+def test_a_prompt_that_fills_the_context_fails_alone_not_the_batch(session, tokenizer):
+    pool = session.pool_for(SyncMode.MERGED)
+    spec = SamplingSpec(n=2, max_tokens=8, ignore_eos=True, seed=3)
+    requests = [GenerationRequest(chat("Short question."), spec), GenerationRequest(chat("why? " * 3000), spec)]
+    short, huge = pool.generate(requests)
+    assert [len(sample.token_ids) for sample in short.samples] == [8, 8]
+    assert [(sample.text, sample.token_ids, sample.finish_reason) for sample in huge.samples] == [
+        ("", (), PROMPT_TOO_LONG)] * 2
+    assert list(huge.prompt_token_ids) == rendered(tokenizer, requests[1].messages)
 
 
 @ray.remote(num_cpus=0)

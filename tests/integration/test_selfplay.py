@@ -86,7 +86,7 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     assert set(read_offline_run_ids(run_dir)) == {read_saved_run_id(run_dir)}
     last = next(row for row in history if row["_step"] == 3 and "solver/samples" in row)
     for key in ("proposer/samples", "solver/samples", "solver/format_failure_rate", "pool/size", "sync/version",
-                "sync/probe_gap", "time/generate", "rollout/tokens_per_second"):
+                "sync/probe_gap", "time/wave1_propose_solve", "rollout/tokens_per_second"):
         assert key in last, key
     assert last["sync/version"] == 4.0  # versions 1, 2, then 3 to re-sync the fresh engines on resume, 4 after it
     assert any("samples" in row for row in history), "no sample table in the W&B run"

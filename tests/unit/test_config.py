@@ -143,3 +143,39 @@ def test_actor_environment_leaves_keys_the_job_sets_to_the_job():
     in_job = actor_environment(job)["env_vars"]
     assert "VLLM_LOGGING_LEVEL" not in in_job and "PYTHONPATH" not in in_job  # Ray refuses a key set twice
     assert in_job["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["solver.temperature=0"], "solver.temperature: 0 (greedy) cannot train"),
+    (["judge.temperature=0"], "judge.temperature: 0 (greedy) cannot train"),
+    (["proposer.top_p=0.9"], "proposer.top_p=0.9: the engine's logprobs would be renormalised"),
+    (["rollout.sync_mode=adapter", "learner.lora.rank=600"], "learner.lora.rank: LoRA rank 600 is above vLLM's"),
+])
+def test_settings_that_would_break_training_are_refused_before_anything_starts(overrides, message):
+    from selfplay.preflight import PreflightError, preflight
+
+    with pytest.raises(PreflightError) as error:
+        preflight(load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_frozen_judge_may_sample_greedily_and_zero_3_is_refused_by_the_schema():
+    from selfplay.preflight import preflight, trained_roles
+
+    frozen = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["rollout.judge_model=same", "judge.temperature=0"])
+    preflight(frozen)  # the frozen judge does not train
+    assert trained_roles(frozen) == ("proposer", "solver")
+    with pytest.raises(ConfigError, match="learner.zero_stage: Input should be 0, 1 or 2"):
+        load_config(None, ["learner.zero_stage=3"])
+
+
+def test_lora_rank_cap_is_the_smallest_vllm_value_that_holds_the_rank():
+    from rollout.engine import lora_rank_cap
+
+    assert [lora_rank_cap(rank) for rank in (1, 4, 8, 9, 16, 24, 300, 512)] == [1, 8, 8, 16, 16, 32, 320, 512]
+
+
+def test_dry_run_greedy_solver_exits_2_with_one_line():
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "solver.temperature=0")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "solver.temperature: 0 (greedy) cannot train" in result.stderr

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from agents.parsing import FormatFailure
+from rewards.grading_pool import GradingPool
 from rollout.records import Completion, GenerationRequest, Sample
 from selfplay.evaluation import (
     EvalDataError,
@@ -20,6 +21,12 @@ from selfplay.evaluation import (
     wilson_interval,
 )
 from selfplay.pool import PoolQuestion, QuestionSource, SeedFileError
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with GradingPool(workers=1, timeout_s=5) as pool:
+        yield pool
 
 
 # -- Wilson interval -------------------------------------------------------------------------------------------------
@@ -93,9 +100,9 @@ RESPONSES = {
 }
 
 
-def test_evaluate_parses_and_grades_greedy_answers():
+def test_evaluate_parses_and_grades_greedy_answers(grader):
     generator = CannedGenerator(RESPONSES)
-    results = evaluate(generator, QUESTIONS, max_tokens=64)
+    results = evaluate(generator, QUESTIONS, max_tokens=64, grader=grader)
 
     assert [request.sampling.temperature for request in generator.requests] == [0.0] * 5
     assert {(request.sampling.n, request.sampling.max_tokens) for request in generator.requests} == {(1, 64)}
@@ -108,8 +115,8 @@ def test_evaluate_parses_and_grades_greedy_answers():
     assert results[4].finish_reason == "length"
 
 
-def test_summarize_counts_format_failures_as_incorrect():
-    summary = summarize(evaluate(CannedGenerator(RESPONSES), QUESTIONS, max_tokens=64))
+def test_summarize_counts_format_failures_as_incorrect(grader):
+    summary = summarize(evaluate(CannedGenerator(RESPONSES), QUESTIONS, max_tokens=64, grader=grader))
 
     assert summary["n"] == 5
     assert summary["correct"] == 2
@@ -150,10 +157,10 @@ def test_result_row_is_flat_json():
         "answer": None, "failure": "missing_tag", "correct": False, "response_tokens": 3, "finish_reason": "stop"}
 
 
-def test_evaluate_rejects_a_question_without_reference():
+def test_evaluate_rejects_a_question_without_reference(grader):
     questions = [QUESTIONS[0], _question(7, "Write a poem.", None)]
     with pytest.raises(EvalDataError, match="seed:heldout:7 has no reference answer"):
-        evaluate(CannedGenerator(RESPONSES), questions, max_tokens=64)
+        evaluate(CannedGenerator(RESPONSES), questions, max_tokens=64, grader=grader)
 
 
 # -- data files ------------------------------------------------------------------------------------------------------

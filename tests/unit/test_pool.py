@@ -1,6 +1,8 @@
 """Seed loading, near-duplicate rejection, eviction, reference sampling and state round trips of the pool."""
 
 import json
+import random
+import string
 from pathlib import Path
 
 import pytest
@@ -284,3 +286,30 @@ def test_pool_question_validates() -> None:
         PoolQuestion(id="x", text="  ", answer=None, source=QuestionSource.SEED, added_iteration=0)
     with pytest.raises(TypeError, match="QuestionSource"):
         PoolQuestion(id="x", text="Q?", answer=None, source="seed", added_iteration=0)  # type: ignore[arg-type]
+
+
+def _distinct_text(index: int) -> str:
+    letters = random.Random(index)
+    return " ".join("".join(letters.choices(string.ascii_lowercase, k=6)) for _ in range(10)) + "?"
+
+
+def _older_pool_and_one_recent_question() -> QuestionPool:
+    pool = _pool(replay_ratio=0.3)
+    for index in range(43):
+        assert pool.add(_question(index, iteration=0, text=_distinct_text(index))).outcome is AddOutcome.ACCEPTED
+    pool.add(_question(99, iteration=5, text=_distinct_text(99)))
+    return pool
+
+
+def test_one_recent_question_is_drawn_once_and_older_ones_fill_the_batch():
+    pool = _older_pool_and_one_recent_question()  # the only recent question at iteration 6
+    drawn = pool.sample_references(4, current_iteration=6)
+    assert len({question.id for question in drawn}) == 4
+    assert sum(question.added_iteration == 5 for question in drawn) == 1
+
+
+def test_questions_repeat_only_when_the_pool_is_smaller_than_the_batch():
+    pool = _older_pool_and_one_recent_question()
+    drawn = pool.sample_references(128, current_iteration=6)  # the GPU config's solver batch, 44 questions
+    counts = {question_id: sum(q.id == question_id for q in drawn) for question_id in {q.id for q in drawn}}
+    assert len(counts) == 44 and max(counts.values()) <= 3  # ceil(128 / 44): fresh rounds, no favourite

@@ -1,0 +1,89 @@
+"""Scoring one hand-built iteration: rewards per turn, GRPO groups per role, the proposer's reward from the solver's
+results, masking, and which roles enter the train batch. Every expected number is worked out in the comments."""
+
+import pytest
+
+from agents.parsing import FormatFailure, Parsed
+from agents.players import Turn
+from agents.roles import Role
+from rewards.scores import GradingMode, RewardSettings
+from rollout.records import Sample
+from selfplay.scoring import IterationTurns, SolveItem, build_train_batch, score_iteration
+
+SETTINGS = RewardSettings(quality_threshold=6, difficulty_variant="learnability", solver_judge_weight=0.8,
+                          judge_agreement_weight=0.5, grading_mode=GradingMode.MIX, grading_weight=0.5)
+
+
+def _turn(role: Role, value: str | int | None) -> Turn:
+    parsed = Parsed(value, None) if value is not None else Parsed(None, FormatFailure.MISSING_TAG)
+    return Turn(role, (1, 2), Sample(str(value), (3,), (-0.5,), "stop"), parsed, 1.0, 0)
+
+
+def _iteration() -> IterationTurns:
+    proposal, untagged_proposal = _turn(Role.PROPOSER, "What is 6 x 7?"), _turn(Role.PROPOSER, None)
+    right, unparsed, wrong = _turn(Role.SOLVER, "4"), _turn(Role.SOLVER, None), _turn(Role.SOLVER, "5")
+    first, second = _turn(Role.SOLVER, "42"), _turn(Role.SOLVER, "40")
+    return IterationTurns(
+        proposals=(proposal, untagged_proposal),
+        quality_verdicts=(_turn(Role.JUDGE, 10), None),
+        solve_items=(SolveItem("What is 2 + 2?", "seed-1", "4", None),
+                     SolveItem("What is 6 x 7?", "it1-q0", None, 0)),
+        attempts=((right, unparsed, wrong), (first, second)),
+        # the unparsed answer was never judged; the judge wrongly gives the wrong answer 9
+        answer_verdicts=((_turn(Role.JUDGE, 10), None, _turn(Role.JUDGE, 9)),
+                         (_turn(Role.JUDGE, 7), _turn(Role.JUDGE, 4))),
+        grades=((True, False, False), (None, None)))
+
+
+def _rewards(scores, role: Role) -> list[float | None]:
+    return [scored.reward for scored in scores.turns if scored.turn.role is role]
+
+
+def test_rewards_per_turn_are_the_hand_computed_ones():
+    scores = score_iteration(_iteration(), SETTINGS)
+    # right: judge 10 -> 1, grade 1, mix 1.0; 0.8 * 1 + 0.2 * 1 = 1.0. unparsed: 0 + 0.2 * 0 = 0.
+    # wrong: judge 9 -> 8/9, grade 0, mix 4/9; 0.8 * 4/9 + 0.2 = 0.5556.
+    # proposed question: judge 7 -> 6/9 and 4 -> 3/9 (no grade): 0.8 * 6/9 + 0.2 = 0.7333 and 0.4667.
+    assert _rewards(scores, Role.SOLVER) == pytest.approx([1.0, 0.0, 0.8 * 4 / 9 + 0.2, 0.8 * 6 / 9 + 0.2,
+                                                           0.8 * 3 / 9 + 0.2])
+    # judges of graded answers: 0.5 * format + 0.5 * (1 - |score - grade|): 10 vs right -> 1.0; 9 vs wrong ->
+    # 0.5 + 0.5 * (1 - 8/9) = 0.5556. Without a grade: the format score, 1.0 (also the quality verdict).
+    assert _rewards(scores, Role.JUDGE) == pytest.approx([1.0, 0.5 + 0.5 / 9, 1.0, 1.0, 1.0])
+    # proposal: quality 10 -> 1.0 >= threshold; its answers scored 6/9 and 3/9, mean 1/2, learnability
+    # 4 * 1/2 * 1/2 = 1.0; (1 + 1 + 1) / 3 = 1.0. The untagged proposal: 0.
+    assert _rewards(scores, Role.PROPOSER) == pytest.approx([1.0, 0.0])
+    assert scores.proposer_results[0].accepted and not scores.proposer_results[1].accepted
+    assert scores.answer_scores == (pytest.approx((1.0, 0.0, 4 / 9)), pytest.approx((6 / 9, 3 / 9)))
+    assert scores.metrics["proposer/learnability_mean"] == 1.0  # named for the variant in use
+    assert scores.metrics["judge/accuracy_vs_truth"] == 0.5  # 10 agrees with "right", 9 disagrees with "wrong"
+    assert scores.metrics["solver/verifiable_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_a_verdict_that_does_not_parse_masks_the_answer_without_a_grade():
+    turns = _iteration()
+    unparseable = _turn(Role.JUDGE, None)
+    turns = IterationTurns(turns.proposals, turns.quality_verdicts, turns.solve_items, turns.attempts,
+                           (turns.answer_verdicts[0], (unparseable, turns.answer_verdicts[1][1])), turns.grades)
+    scores = score_iteration(turns, SETTINGS)
+    assert _rewards(scores, Role.SOLVER)[3] is None  # masked, never a neutral 0.5
+    assert scores.metrics["solver/masked"] == 1.0
+
+
+def test_groups_per_role_and_a_frozen_judge_left_out_of_the_batch():
+    scores = score_iteration(_iteration(), SETTINGS)
+    batch, metrics = build_train_batch(scores, normalize_std=False)
+    by_role = {role: [sample.advantage for sample in batch.samples if sample.role == role]
+               for role in ("solver", "judge", "proposer")}
+    # solver group 0: mean (1 + 0 + 0.5556) / 3 = 0.5185; group 1: mean 0.6; proposer: mean 0.5
+    first_mean = (1.0 + 0.0 + 0.8 * 4 / 9 + 0.2) / 3
+    assert by_role["solver"] == pytest.approx([1.0 - first_mean, -first_mean, 0.8 * 4 / 9 + 0.2 - first_mean,
+                                               0.8 * 6 / 9 + 0.2 - 0.6, 0.8 * 3 / 9 + 0.2 - 0.6])
+    assert by_role["proposer"] == pytest.approx([0.5, -0.5])
+    judge_mean = (4.0 + 0.5 + 0.5 / 9) / 5
+    assert sorted(by_role["judge"]) == pytest.approx(sorted([1.0 - judge_mean] * 4 + [0.5 + 0.5 / 9 - judge_mean]))
+    assert metrics["learner/groups"] == 4.0 and metrics["learner/zero_variance_groups"] == 0.0
+
+    frozen_batch, frozen_metrics = build_train_batch(scores, normalize_std=False,
+                                                     trained_roles=("proposer", "solver"))
+    assert {sample.role for sample in frozen_batch.samples} == {"proposer", "solver"}
+    assert "learner/samples_judge" not in frozen_metrics and frozen_metrics["learner/samples"] == 7.0

@@ -1,0 +1,35 @@
+"""Several updates per batch: how a batch is split into PPO epochs and mini-batches, and how their metrics merge."""
+
+from learner.group import merge_update_metrics
+from learner.records import TrainBatch, TrainSample
+from learner.trainer import plan_updates
+
+
+def _batch(count: int) -> TrainBatch:
+    return TrainBatch(tuple(TrainSample((1,), (index,), (-1.0,), float(index)) for index in range(count)))
+
+
+def test_each_epoch_covers_every_sample_once_in_near_equal_shuffled_parts():
+    batch = _batch(5)
+    updates = plan_updates(batch, epochs=2, mini_batches=2, seed=3)
+    assert [len(update.samples) for update in updates] == [3, 2, 3, 2]
+    for epoch in (updates[:2], updates[2:]):
+        assert sorted(sample.response_token_ids for update in epoch for sample in update.samples) == [
+            (index,) for index in range(5)]
+    assert plan_updates(batch, epochs=2, mini_batches=2, seed=3) == updates  # reproducible
+    orders = {tuple(s.response_token_ids for u in plan_updates(batch, 1, 1, seed) for s in u.samples)
+              for seed in range(10)}
+    assert len(orders) > 1  # shuffled
+
+
+def test_more_mini_batches_than_samples_drops_the_empty_parts():
+    assert [len(update.samples) for update in plan_updates(_batch(2), epochs=1, mini_batches=4, seed=0)] == [1, 1]
+
+
+def test_update_metrics_are_means_except_maxima_totals_and_sums():
+    merged = merge_update_metrics([
+        {"learner/clip_fraction": 0.0, "learner/ratio_max": 1.0, "learner/skipped_total": 0.0, "learner/tokens": 10.0},
+        {"learner/clip_fraction": 0.5, "learner/ratio_max": 3.0, "learner/skipped_total": 1.0, "learner/tokens": 20.0},
+    ])
+    assert merged == {"learner/clip_fraction": 0.25, "learner/ratio_max": 3.0, "learner/skipped_total": 1.0,
+                      "learner/tokens": 30.0, "learner/updates": 2.0}
