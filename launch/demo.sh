@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"   # the job's `python` is whatever the Ray head's PATH resolves (FINDINGS.md)
 CONFIG="${CONFIG:-configs/tiny-cpu.yaml}"
+# Three iterations keep `make demo` on a fresh 2-core machine under 20 minutes, setup included (measured in the
+# README); `DEMO_ITERATIONS=5 make demo` runs more.
+ITERATIONS="run.iterations=${DEMO_ITERATIONS:-3}"
 OUTPUT_DIR="$PWD/runs"
 HEAD_DIR="$(mktemp -d /tmp/selfplay-demo-XXXXXX)"
 LOG="$(mktemp -t selfplay-demo-XXXXXX.log)"
@@ -26,7 +29,7 @@ trap 'echo "demo: interrupted; stopping the demo cluster" >&2; exit 130' INT TER
 echo "demo: preparing the embedded model (one-time download and conversion into ~/.cache/selfplay)"
 # progress bars and the "no accelerator" warning of a one-time conversion are not news to a user
 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 DS_ACCELERATOR=cpu python launch/prepare_model.py
-python launch/evolve.py --config "$CONFIG" --dry-run "run.output_dir=$OUTPUT_DIR" "$@" > /dev/null
+python launch/evolve.py --config "$CONFIG" --dry-run "$ITERATIONS" "run.output_dir=$OUTPUT_DIR" "$@" > /dev/null
 
 echo "demo: starting a private Ray head in $HEAD_DIR (token auth, free ports)"
 ADDRESS="$(python launch/ray_head.py start "$HEAD_DIR")"
@@ -35,7 +38,7 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$HEAD_DIR/auth_token" RAY_ADDRES
 echo "demo: submitting the job to $ADDRESS; its logs follow"
 ray job submit --no-wait --submission-id "$SUBMISSION_ID" --working-dir . \
   --runtime-env-json '{"excludes": [".venv", "runs", "wandb", ".git", "__pycache__", "*.egg-info", ".pytest_cache"]}' \
-  -- python launch/evolve.py --config "$CONFIG" "run.output_dir=$OUTPUT_DIR" "$@" > "$LOG" 2>&1 \
+  -- python launch/evolve.py --config "$CONFIG" "$ITERATIONS" "run.output_dir=$OUTPUT_DIR" "$@" > "$LOG" 2>&1 \
   || { cat "$LOG" >&2; echo "demo: ray job submit failed" >&2; exit 1; }
 # The follower runs in the background so that Ctrl-C or a TERM reaches the trap at once (bash runs a trap only
 # after the foreground command ends).

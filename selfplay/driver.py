@@ -64,15 +64,15 @@ def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """The runtime env for the run's actors: logs a user can act on (errors, not the libraries' start-up warnings
     and progress bars, repeated by every actor), no tokenizer threads.
 
-    Inside a Ray job, Ray merges it with the job's runtime env and refuses a key set in both, so a key the job
-    already sets is left to the job; the job's working directory is already on the workers' path there."""
+    A variable the user already set (in the driver's environment, or in the job's runtime env, which Ray merges
+    with this one and refuses a key set in both) stays the user's. Inside a job the job's working directory is
+    already on the workers' path."""
     defaults = {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR",
-                "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+                "TORCH_LOGS": "-torch", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
     job_config = environ.get(RAY_JOB_CONFIG_VARIABLE)
-    if not job_config:
-        return {"env_vars": defaults | {"PYTHONPATH": str(PROJECT_ROOT)}}
-    job_variables = (json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {}
-    return {"env_vars": {key: value for key, value in defaults.items() if key not in job_variables}}
+    job_variables = (json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {} if job_config else {}
+    chosen = {key: value for key, value in defaults.items() if key not in environ and key not in job_variables}
+    return {"env_vars": chosen if job_config else chosen | {"PYTHONPATH": str(PROJECT_ROOT)}}
 
 
 def connect_ray(config: Config) -> None:

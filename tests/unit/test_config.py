@@ -133,11 +133,12 @@ def test_relative_output_dir_inside_a_ray_job_copy_is_refused_in_one_line():
     assert "\n" not in message and "~/selfplay-runs" in message
 
 
-def test_actor_environment_leaves_keys_the_job_sets_to_the_job():
+def test_actor_environment_leaves_keys_the_user_or_the_job_sets_to_them():
     from selfplay.driver import PROJECT_ROOT, actor_environment
 
     local = actor_environment({})["env_vars"]
     assert local["VLLM_LOGGING_LEVEL"] == "ERROR" and local["PYTHONPATH"] == str(PROJECT_ROOT)
+    assert "VLLM_LOGGING_LEVEL" not in actor_environment({"VLLM_LOGGING_LEVEL": "INFO"})["env_vars"]
     job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
         {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"VLLM_LOGGING_LEVEL": "DEBUG"}}})}
     in_job = actor_environment(job)["env_vars"]
