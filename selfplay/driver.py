@@ -7,7 +7,6 @@ Only this module (and `launch/`) wires Ray, vLLM, DeepSpeed and W&B together; th
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ from selfplay.embedded_model import resolve_model_path
 from selfplay.evaluation import eval_metrics, evaluate, load_eval_questions, summarize
 from selfplay.iteration import Components, IterationResult, RunState, run_iteration, sync_weights
 from selfplay.pool import QuestionPool, load_seed_file
-from selfplay.preflight import RAY_JOB_CONFIG_VARIABLE, RESOLVED_CONFIG
+from selfplay.preflight import RESOLVED_CONFIG, ray_job_runtime_env
 from selfplay.samples import COLUMNS, exchanges, table_rows
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -69,10 +68,10 @@ def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     already on the workers' path."""
     defaults = {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR",
                 "TORCH_LOGS": "-torch", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-    job_config = environ.get(RAY_JOB_CONFIG_VARIABLE)
-    job_variables = (json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {} if job_config else {}
+    job_runtime_env = ray_job_runtime_env(environ)
+    job_variables = (job_runtime_env or {}).get("env_vars") or {}
     chosen = {key: value for key, value in defaults.items() if key not in environ and key not in job_variables}
-    return {"env_vars": chosen if job_config else chosen | {"PYTHONPATH": str(PROJECT_ROOT)}}
+    return {"env_vars": chosen if job_runtime_env is not None else chosen | {"PYTHONPATH": str(PROJECT_ROOT)}}
 
 
 def connect_ray(config: Config) -> None:

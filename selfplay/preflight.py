@@ -35,17 +35,22 @@ def load_run_config(config_path: str | None, overrides: list[str], resume_dir: s
     return resolve_output_dir(load_config(config_path, overrides), os.environ if environ is None else environ)
 
 
+def ray_job_runtime_env(environ: Mapping[str, str]) -> dict | None:
+    """The runtime env of the Ray job this process drives (from the variable Ray's job supervisor sets); None when
+    this process is not a job's driver."""
+    raw = environ.get(RAY_JOB_CONFIG_VARIABLE)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("runtime_env") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+
+
 def in_ray_job_working_copy(environ: Mapping[str, str]) -> bool:
     """Whether this process is the driver of a `ray job submit --working-dir` job: its working directory is then
     Ray's temporary copy of the user's directory, deleted with the job's files."""
-    raw = environ.get(RAY_JOB_CONFIG_VARIABLE)
-    if not raw:
-        return False
-    try:
-        runtime_env = json.loads(raw).get("runtime_env") or {}
-    except (json.JSONDecodeError, AttributeError):
-        return False
-    return bool(runtime_env.get("working_dir"))
+    return bool((ray_job_runtime_env(environ) or {}).get("working_dir"))
 
 
 def resolve_output_dir(config: Config, environ: Mapping[str, str]) -> Config:
