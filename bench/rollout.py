@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rollout.probe import SyncProbe  # noqa: E402
 from rollout.records import GenerationRequest, SamplingSpec, SyncMode  # noqa: E402
 
 TOPICS = ["the moon", "a lost key", "bread", "rivers", "prime numbers", "a lighthouse", "bees", "winter",
@@ -116,7 +117,8 @@ def bench_pool_mode(spec, learner, requests, export_dir: Path, probe: list[int],
                 if "lora_B" in name:
                     parameter.add_(torch.randn_like(parameter) * 0.01)
         started = time.perf_counter()  # the learner's new weights are ready from here
-        update = learner.export(version, spec.sync_mode, str(export_dir), probe, PROBE_TOLERANCE)
+        update = learner.export(version, spec.sync_mode, str(export_dir),
+                                SyncProbe(tuple(probe), (), tolerance=PROBE_TOLERANCE))
         exported = time.perf_counter()
         metrics = pool.apply_update(update)
         applied = time.perf_counter()

@@ -66,6 +66,7 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     from learner.trainer import Learner, LearnerSetup, plan_step
     from rollout.engine import Engine, EngineSpec
     from rollout.pool import bind_cpu_share
+    from rollout.probe import SyncProbe
     from rollout.records import GenerationRequest, SamplingSpec, SyncMode
     from selfplay.config import LearnerConfig
     from selfplay.driver import probe_token_ids
@@ -102,7 +103,7 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
             metrics = learner.train_step(plan[0], batch.response_tokens)
             trained = time.perf_counter()
             version += 1
-            update = learner.export(version, SyncMode.MERGED, str(export_dir), probe, tolerance=0.05)
+            update = learner.export(version, SyncMode.MERGED, str(export_dir), SyncProbe(tuple(probe), (), tolerance=0.05))
             sync = engine.apply_update(update)
             for old in export_dir.glob("merged-v*"):
                 if old.name != Path(update.path).name:

@@ -13,6 +13,7 @@ import ray
 
 from learner.records import TrainBatch
 from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_updates
+from rollout.probe import SyncProbe
 from rollout.records import SyncMode, WeightUpdate
 from selfplay.config import LearnerConfig
 
@@ -84,9 +85,8 @@ class LearnerGroup:
             per_update.append(merge_rank_metrics(per_rank) | {"learner/padding_fraction": padding})
         return merge_update_metrics(per_update)
 
-    def export(self, version: int, mode: SyncMode, directory: str, probe_token_ids: list[int],
-               tolerance: float) -> WeightUpdate:
-        return ray.get(self.workers[0].export.remote(version, mode, directory, probe_token_ids, tolerance))
+    def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
+        return ray.get(self.workers[0].export.remote(version, mode, directory, probe))
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return ray.get(self.workers[0].sequence_logprobs.remote(token_ids))

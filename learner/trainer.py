@@ -28,6 +28,7 @@ from learner.export import export_adapter, export_merged, peft_lora_config
 from learner.logprobs import token_logprobs
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
+from rollout.probe import SyncProbe
 from rollout.records import SyncMode, WeightUpdate
 from selfplay.config import LearnerConfig
 from selfplay.hardware import fast_dtype
@@ -297,18 +298,16 @@ class Learner:
         random.setstate(state["python_rng"])
 
     # -- export -------------------------------------------------------------------------------------------------
-    def export(self, version: int, mode: SyncMode, directory: str, probe_token_ids: list[int],
-               tolerance: float) -> WeightUpdate:
-        """Write weight version `version` for the engines, with the learner's probe logprobs to verify it."""
+    def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
+        """Write weight version `version` for the engines. With the previous version's `probe`, the update
+        carries it advanced to these weights, so each engine can verify what it serves."""
         target = Path(directory) / f"{mode.value}-v{version}"
         if mode is SyncMode.ADAPTER:
             export_adapter(self.model, target, DTYPES[self.setup.dtype])
         else:
             export_merged(self.model, target, DTYPES[self.setup.dtype])
-        probe = self.sequence_logprobs(probe_token_ids) if probe_token_ids else []
-        return WeightUpdate(version=version, mode=mode, path=str(target), probe_token_ids=tuple(probe_token_ids),
-                            probe_logprobs=tuple(probe), extra={"tolerance": tolerance})
-
+        advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
+        return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
 
 def plan_updates(batch: TrainBatch, epochs: int, mini_batches: int, seed: int) -> list[TrainBatch]:
     """The updates of one batch: `epochs` passes, each a fresh shuffle split into `mini_batches` near-equal parts

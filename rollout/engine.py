@@ -7,9 +7,11 @@ LoRA name and id (vLLM silently keeps serving an id it already holds), and older
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
+from rollout.probe import ProbeReading, SyncProbe, read_probe
 from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec, SyncMode,
                              WeightUpdate)
 
@@ -26,7 +28,11 @@ def lora_rank_cap(rank: int) -> int:
 
 
 class SyncError(RuntimeError):
-    """New weights did not take effect (probe logprobs disagree with the learner's)."""
+    """A weight update that cannot be applied (stale version, wrong mode, refused by vLLM)."""
+
+
+class ProbeMismatch(SyncError):
+    """The engine loaded an update but does not serve it: its probe logprobs disagree with the learner's."""
 
 
 @dataclass(frozen=True)
@@ -117,10 +123,14 @@ class Engine:
         else:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": update.path})
         self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
-        self.weight_version = update.version
         load_seconds = time.perf_counter() - started
-        gap = self.probe_gap(update)
-        return {"load_seconds": load_seconds, "probe_gap": gap, "version": float(update.version)}
+        reading = self.read_probe(update.probe) if update.probe else None
+        if reading is not None and reading.problem:
+            raise ProbeMismatch(f"weight version {update.version}: {reading.problem}")
+        self.weight_version = update.version
+        return {"load_seconds": load_seconds, "version": float(update.version),
+                "probe_gap": reading.gap if reading else math.nan,
+                "probe_position": reading.position if reading else math.nan}
 
     def _load_adapter(self, update: WeightUpdate) -> None:
         from vllm.lora.request import LoRARequest
@@ -134,17 +144,9 @@ class Engine:
             raise SyncError(f"vLLM refused adapter version {update.version} from {update.path}")
         self._lora_request = request
 
-    def probe_gap(self, update: WeightUpdate) -> float:
-        """Mean |engine - learner| logprob on the update's probe sequence; raise SyncError past tolerance."""
-        if not update.probe_token_ids:
-            return float("nan")
-        served = self.prompt_logprobs(list(update.probe_token_ids))
-        gap = sum(abs(a - b) for a, b in zip(served, update.probe_logprobs)) / max(len(served), 1)
-        tolerance = update.extra.get("tolerance", 0.05)
-        if gap > tolerance:
-            raise SyncError(f"weight version {update.version}: probe logprob gap {gap:.4f} exceeds tolerance "
-                            f"{tolerance} (the engine is not serving the learner's weights)")
-        return gap
+    def read_probe(self, probe: SyncProbe) -> ProbeReading:
+        """How the served weights compare with the learner's on `probe` (rollout.probe)."""
+        return read_probe(self.prompt_logprobs(list(probe.token_ids)), probe)
 
 
 def _sampling_params(factory, spec: SamplingSpec, room: int | None = None):

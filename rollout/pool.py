@@ -17,6 +17,7 @@ tensor parallelism, and CPU pinning across nodes (engines sharing a single CPU n
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -29,7 +30,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from rollout.engine import Engine, EngineSpec, SyncError
+from rollout.engine import Engine, EngineSpec, ProbeMismatch, SyncError
+from rollout.probe import ProbeReading, SyncProbe
 from rollout.records import Completion, GenerationRequest, SyncMode, WeightUpdate
 from selfplay.config import RolloutConfig
 from selfplay.hardware import fast_dtype
@@ -154,9 +156,9 @@ class EngineHost:
         with self._engine_lock:
             return self.engine.apply_update(update)
 
-    def probe_gap(self, update: WeightUpdate) -> float:
+    def read_probe(self, probe: SyncProbe) -> ProbeReading:
         with self._engine_lock:
-            return self.engine.probe_gap(update)
+            return self.engine.read_probe(probe)
 
 
 # -- the pool -----------------------------------------------------------------------------------------------------
@@ -193,6 +195,12 @@ def _cause(error: RayTaskError) -> BaseException:
     while isinstance(error, RayTaskError) and getattr(error, "cause", None) is not None:
         error = error.cause
     return error
+
+
+def _extreme(pick, engine_metrics: list[dict[str, float]], key: str) -> float:
+    """max or min of one sync metric over the engines that report it (nan where none does)."""
+    values = [metrics[key] for metrics in engine_metrics if not math.isnan(metrics.get(key, math.nan))]
+    return pick(values) if values else math.nan
 
 
 def _summary(error: BaseException) -> str:
@@ -348,7 +356,8 @@ class EnginePool:
             ray.kill(handle)
             with self._lock:
                 slot.state = SlotState.FAILED
-                self._failure = f"{self.name} engine {index} {cause}, and its restart failed: {_summary(error)}"
+                reason = _summary(_cause(error) if isinstance(error, RayTaskError) else error)
+                self._failure = f"{self.name} engine {index} {cause}, and its restart failed: {reason}"
                 self._lock.notify_all()
             raise RuntimeError(self._failure) from error
 
@@ -367,8 +376,9 @@ class EnginePool:
 
     # -- weight sync --------------------------------------------------------------------------------------------
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
-        """Serve `update` on every engine and check its probe there. Raises SyncError on a stale version, the
-        wrong mode, or a probe gap past tolerance."""
+        """Serve `update` on every engine and check its probe there. An engine that loads it but fails the probe
+        (it serves other weights, or still the previous version) is replaced and re-synced like a dead one; if
+        the replacement fails too, the pool fails naming it. Raises SyncError on a stale version or wrong mode."""
         if update.mode is not self.spec.sync_mode:
             raise SyncError(f"{self.name}: pool built for {self.spec.sync_mode.value} sync got a "
                             f"{update.mode.value} update")
@@ -389,21 +399,24 @@ class EnginePool:
                 except (RayActorError, GetTimeoutError) as error:  # the restart re-syncs it to `update`
                     self._replace(index, incarnation, f"failed during sync ({_summary(error)})")
                 except RayTaskError as error:
-                    raise _cause(error) from None
+                    cause = _cause(error)
+                    if not isinstance(cause, ProbeMismatch):
+                        raise cause from None
+                    self._replace(index, incarnation, f"failed the weight check ({cause})")
             seconds = time.perf_counter() - started
-        gaps = [metrics["probe_gap"] for metrics in engine_metrics if metrics["probe_gap"] == metrics["probe_gap"]]
-        return {"sync/seconds": seconds, "sync/probe_gap": max(gaps, default=float("nan")),
-                "sync/load_seconds": max((metrics["load_seconds"] for metrics in engine_metrics), default=0.0),
-                "sync/version": float(update.version)}
+        return {"sync/seconds": seconds, "sync/version": float(update.version),
+                "sync/probe_gap": _extreme(max, engine_metrics, "probe_gap"),
+                "sync/probe_position": _extreme(min, engine_metrics, "probe_position"),
+                "sync/load_seconds": _extreme(max, engine_metrics, "load_seconds")}
 
-    def probe_gap(self, update: WeightUpdate) -> float:
-        """Largest probe gap over the serving engines against `update`; raises SyncError past tolerance."""
+    def read_probe(self, probe: SyncProbe) -> list[ProbeReading]:
+        """Each serving engine's reading of `probe` (rollout.probe); nothing is raised on a mismatch."""
         with self._lock:
             handles = [slot.handle for slot in self._slots if slot.state is SlotState.SERVING]
         if not handles:
             raise RuntimeError(f"{self.name}: no engine is serving ({self._failure or 'all are restarting'})")
         try:
-            return max(ray.get([handle.probe_gap.remote(update) for handle in handles]))
+            return ray.get([handle.read_probe.remote(probe) for handle in handles])
         except RayTaskError as error:
             raise _cause(error) from None
 
@@ -514,8 +527,8 @@ class RemoteEnginePool:
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
         return _unwrapped(self.handle.apply_update.remote(update))
 
-    def probe_gap(self, update: WeightUpdate) -> float:
-        return _unwrapped(self.handle.probe_gap.remote(update))
+    def read_probe(self, probe: SyncProbe) -> list[ProbeReading]:
+        return _unwrapped(self.handle.read_probe.remote(probe))
 
     def metrics(self) -> dict[str, float]:
         return _unwrapped(self.handle.metrics.remote())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
+
+from rollout.probe import SyncProbe
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,4 @@ class WeightUpdate:
     version: int
     mode: SyncMode
     path: str
-    probe_token_ids: tuple[int, ...] = ()  # [P] fixed probe sequence
-    probe_logprobs: tuple[float, ...] = ()  # [P - 1] learner logprobs of probe tokens 1..P-1
-    extra: dict[str, float] = field(default_factory=dict)
+    probe: SyncProbe | None = None  # how each engine checks that it serves these weights (None: unchecked)

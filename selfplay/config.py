@@ -127,6 +127,14 @@ class RewardsConfig(Section):
         "seconds one grade may take; a slower one is killed and counted wrong (solver/grade_timeouts)"))
 
 
+class FilterGroupsConfig(Section):
+    enabled: bool = Field(False, description=(
+        "dynamic sampling (DAPO's filter_groups): solver groups whose answers are all right or all wrong (all-equal "
+        "rewards where a question has no reference answer) are left out of training, and more pool questions are "
+        "solved to refill them"))
+    max_rounds: int = Field(2, ge=1, description="extra solve rounds per iteration at most, to refill dropped groups")
+
+
 class PoolConfig(Section):
     seed_file: str = Field("configs/seeds/tiny-math.jsonl", description="JSONL with question and optional answer")
     capacity: int = Field(2000, ge=1)
@@ -169,6 +177,7 @@ class Config(Section):
     solver: SolverConfig = SolverConfig()
     judge: JudgeConfig = JudgeConfig()
     rewards: RewardsConfig = RewardsConfig()
+    filter_groups: FilterGroupsConfig = FilterGroupsConfig()
     pool: PoolConfig = PoolConfig()
     tracking: TrackingConfig = TrackingConfig()
     eval: EvalConfig = EvalConfig()

@@ -7,7 +7,6 @@ Only this module (and `launch/`) wires Ray, vLLM, DeepSpeed and W&B together; th
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import ray
 from agents.players import Judge, Proposer, Solver
 from rewards.grading_pool import GradingPool
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
+from rollout.probe import SyncProbe
 from selfplay.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from selfplay.config import Config, config_to_yaml
 from selfplay.embedded_model import resolve_model_path
@@ -126,27 +126,25 @@ def start_components(config: Config, export_dir: Path) -> tuple[Components, list
     components = Components(
         proposer=role_actor(Proposer).remote(pool), solver=role_actor(Solver).remote(pool),
         judge=role_actor(Judge).remote(judge_pool), learner=learner, grader=grader, pools=pools,
-        sync_mode=sync_mode, export_dir=export_dir, probe_token_ids=probe_token_ids(model_path),
-        probe_tolerance=math.inf)
-    components.probe_tolerance = calibrate_probe(config, components)
+        sync_mode=sync_mode, export_dir=export_dir, probe=SyncProbe(tuple(probe_token_ids(model_path)), ()))
+    components.probe = calibrate_probe(config, components)
     engine_pools = pools + ([judge_pool] if judge_pool is not pool else [])
     return components, engine_pools
 
 
-def calibrate_probe(config: Config, components: Components) -> float:
-    """The probe's noise floor: learner and engines hold the same weights at start-up (adapter still zero), so
-    their gap is pure kernel and precision difference (about 0.001 for the tiny test model, 0.06 for SmolLM2-135M
-    in bf16 on CPU). The sync tolerance is the configured one or twice that floor, whichever is larger."""
-    from rollout.records import WeightUpdate
-
-    update = WeightUpdate(version=0, mode=components.sync_mode, path="",
-                          probe_token_ids=tuple(components.probe_token_ids),
-                          probe_logprobs=tuple(components.learner.probe_logprobs(components.probe_token_ids)),
-                          extra={"tolerance": math.inf})
-    floor = max(pool.probe_gap(update) for pool in components.pools)
+def calibrate_probe(config: Config, components: Components) -> SyncProbe:
+    """The probe's noise: learner and engines hold the same weights at start-up (adapter still zero), so their
+    difference is pure kernel and precision difference (a mean 0.00002 for SmolLM2-135M in float32 on CPU, 0.06 in
+    bf16 on CPU). The gap tolerance is the configured one or twice that mean, whichever is larger; the noise norm
+    sets how large an update must be before the sync check tells it from the version before (rollout.probe)."""
+    token_ids = components.probe.token_ids
+    probe = SyncProbe(token_ids, tuple(components.learner.probe_logprobs(list(token_ids))))
+    readings = [reading for pool in components.pools for reading in pool.read_probe(probe)]
+    floor, noise = max(r.gap for r in readings), max(r.distance for r in readings)
     tolerance = max(config.rollout.sync_tolerance, 2 * floor)
-    log(f"weight-sync probe: noise floor {floor:.4f} with identical weights, tolerance {tolerance:.4f}")
-    return tolerance
+    log(f"weight-sync probe: noise with identical weights {floor:.2g} mean, {noise:.2g} norm; gap tolerance "
+        f"{tolerance:.4f}")
+    return SyncProbe(token_ids, probe.expected, (), tolerance, noise)
 
 
 def initial_state(config: Config) -> RunState:
@@ -189,7 +187,7 @@ def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> 
             f"judge {value('judge/format_failure_rate', 2)}. Pool {value('pool/size', 0)} questions "
             f"(+{value('pool/accepted', 0)}). Generation {value('rollout/tokens_per_second', 0)} tokens/s; "
             f"loss {value('learner/loss', 4)}, weight version {value('sync/version', 0)}, "
-            f"probe gap {value('sync/probe_gap', 4)}.")
+            f"probe gap {value('sync/probe_gap', 4)}, position {value('sync/probe_position', 2)}.")
 
 
 def held_out_eval(config: Config, components: Components, questions: list) -> dict[str, float]:

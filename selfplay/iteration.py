@@ -9,6 +9,7 @@ actor handles in production; the driver owns logging and checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from agents.players import AnswerToJudge, Turn
 from rewards.grading_pool import Grade, Grader
 from rewards.rubric import Rubric
 from rewards.scores import RewardSettings
+from rollout.probe import SyncProbe
 from rollout.records import SamplingSpec, SyncMode
 from selfplay.config import Config
 from selfplay.pool import AddOutcome, PoolQuestion, QuestionPool, QuestionSource
@@ -40,8 +42,7 @@ class Components:
     pools: list[Any]  # engine pools that follow the learner's weights (rollout.pool.RemoteEnginePool)
     sync_mode: SyncMode
     export_dir: Path
-    probe_token_ids: list[int]
-    probe_tolerance: float  # see selfplay.driver.calibrate_probe
+    probe: SyncProbe  # the weights the engines serve, as the learner computes them (driver.calibrate_probe)
 
 
 @dataclass
@@ -173,6 +174,45 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         grade_timeouts=sum(grade.timed_out for grade in grades))
 
 
+def refill_groups(config: Config, components: Components, state: RunState, turns: IterationTurns,
+                  timer: PhaseTimer) -> tuple[IterationTurns, dict[str, float]]:
+    """Dynamic sampling (`filter_groups`): while fewer solver groups carry signal (not all-equal, see
+    selfplay.scoring) than the rollout solved questions, solve that many more pool questions not yet drawn this
+    iteration, for at most `max_rounds` rounds."""
+    settings, specs = reward_settings(config), sampling_specs(config, state.iteration)
+    target, rounds, added = len(turns.solve_items), 0, 0
+    while True:
+        all_equal = score_iteration(turns, settings).all_equal_groups
+        with_signal = sum(f"solver:{index}" not in all_equal for index in range(len(turns.solve_items)))
+        used = frozenset(item.question_id for item in turns.solve_items)
+        available = sum(question.id not in used for question in state.pool.questions())
+        count = min(target - with_signal, available)
+        if rounds == config.filter_groups.max_rounds or count <= 0:
+            break
+        rounds += 1
+        with timer("refill"):
+            items = [SolveItem(q.text, q.id, q.answer, None)
+                     for q in state.pool.sample_references(count, state.iteration, exclude=used)]
+            attempts = ray.get(components.solver.solve.remote([item.question for item in items], specs["solver"]))
+            check_served_version(state.weight_version, *attempts)
+            grading = components.grader.submit(_grading_pairs(items, attempts))
+            verdicts = ray.get([components.judge.judge_answers.remote(state.rubric, _answers_to_judge(item, row),
+                                                                      specs["judge"])
+                                for item, row in zip(items, attempts)])
+            grades = grading.result()
+        added += len(items)
+        turns = dataclasses.replace(
+            turns, solve_items=turns.solve_items + tuple(items),
+            attempts=turns.attempts + tuple(tuple(row) for row in attempts),
+            answer_verdicts=turns.answer_verdicts + tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
+            grades=turns.grades + tuple(_place_grades(items, attempts, grades)),
+            grade_timeouts=turns.grade_timeouts + sum(grade.timed_out for grade in grades))
+    timer.progress(f"  dynamic sampling: {with_signal} of {target} solver groups carry signal after {rounds} refill "
+                   f"round(s) ({added} more questions)")
+    return turns, {"filter/refill_rounds": float(rounds), "filter/refill_questions": float(added),
+                   "filter/solver_groups_with_signal": float(with_signal), "filter/solver_groups_target": float(target)}
+
+
 def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
     """Every sample must come from the weights the learner last synced: never silent staleness."""
     for turns in turn_lists:
@@ -211,15 +251,17 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
 
 
 def sync_weights(config: Config, components: Components, state: RunState) -> dict[str, float]:
-    """Export the learner's weights as the next version and make every following pool serve them."""
+    """Export the learner's weights as the next version and make every following pool serve them, verified on
+    the probe against this version and the one before (rollout.probe)."""
     version = state.weight_version + 1
-    update = components.learner.export(version, components.sync_mode, str(components.export_dir),
-                                       components.probe_token_ids, components.probe_tolerance)
+    update = components.learner.export(version, components.sync_mode, str(components.export_dir), components.probe)
     metrics: dict[str, float] = {}
     for pool in components.pools:
         metrics = pool.apply_update(update)
     state.weight_version = version
-    metrics["sync/probe_tolerance"] = components.probe_tolerance
+    components.probe = update.probe
+    metrics["sync/probe_tolerance"] = update.probe.tolerance
+    metrics["sync/probe_separation"] = update.probe.separation()
     for old in components.export_dir.glob(f"{components.sync_mode.value}-v*"):
         if old.name != Path(update.path).name:
             shutil.rmtree(old, ignore_errors=True)
@@ -241,11 +283,15 @@ def run_iteration(config: Config, components: Components, state: RunState,
     timer = PhaseTimer(progress)
     started = time.perf_counter()
     turns = roll_out(config, components, state, timer)
+    refill_metrics: dict[str, float] = {}
+    if config.filter_groups.enabled:
+        turns, refill_metrics = refill_groups(config, components, state, turns, timer)
     timer.progress(_rollout_counts(turns))
     with timer("score"):
         scores = score_iteration(turns, reward_settings(config))
         accepted, pool_metrics = update_pool(state, turns, scores)
-        batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config))
+        batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config),
+                                                 drop_all_equal=config.filter_groups.enabled)
     with timer("train"):
         learner_metrics = components.learner.train(batch)
     with timer("sync"):
@@ -257,5 +303,6 @@ def run_iteration(config: Config, components: Components, state: RunState,
     times = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
     times["time/iteration"] = wall
     times["time/other"] = max(wall - sum(timer.seconds.values()), 0.0)
-    metrics = scores.metrics | pool_metrics | batch_metrics | learner_metrics | sync_metrics | rollout_metrics | times
+    metrics = (scores.metrics | refill_metrics | pool_metrics | batch_metrics | learner_metrics | sync_metrics
+               | rollout_metrics | times)
     return IterationResult(metrics=metrics, turns=turns, scores=scores, accepted_questions=accepted)

@@ -298,13 +298,15 @@ class QuestionPool:
         record.recent_scores = (record.recent_scores + [mean_score])[-self._solved_min_attempts :]
         return True
 
-    def sample_references(self, count: int, current_iteration: int) -> list[PoolQuestion]:
+    def sample_references(self, count: int, current_iteration: int,
+                          exclude: frozenset[str] = frozenset()) -> list[PoolQuestion]:
         """Draw `count` distinct reference questions: a `replay_ratio` share from older questions, the rest recent.
 
         Recent means added at or after `current_iteration - RECENT_ITERATIONS`. A side with too few questions
         leaves its share to the other, so one recent question is drawn once, not for most of the batch; a question
-        repeats only when the whole pool holds fewer than `count` (then in fresh rounds over the pool). Counts each
-        draw as served.
+        repeats only when the whole pool holds fewer than `count` (then in fresh rounds over the pool). Questions
+        whose ids are in `exclude` are never drawn (an empty list when nothing else is left). Counts each draw as
+        served.
         """
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
@@ -313,7 +315,9 @@ class QuestionPool:
         if not self._questions:
             raise ValueError("cannot sample references from an empty question pool")
         cutoff = current_iteration - RECENT_ITERATIONS
-        everything = list(self._questions.values())
+        everything = [question for question in self._questions.values() if question.id not in exclude]
+        if not everything:
+            return []
         recent = self._random.sample(everything, len(everything))  # one shuffle, split by age
         older = [question for question in recent if question.added_iteration < cutoff]
         recent = [question for question in recent if question.added_iteration >= cutoff]

@@ -3,6 +3,10 @@
 Groups (Multi-Agent Evolve): the N solver answers to one question form a group; all proposer turns form one
 group and all judge turns another (per-role baselines). A turn whose reward is None (the judge's verdict did not
 parse and no verifiable grade stands in) is masked: counted, never trained on, never a neutral 0.5.
+
+A group whose raw outcome is the same for every sample teaches nothing about what works: a solver group whose
+answers are all right or all wrong (graded against a reference answer) can still differ in shaped reward, by
+format and judge score alone. Those groups are counted per role, and dynamic sampling leaves them out.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class IterationScores:
     proposer_results: tuple[ProposerReward, ...]  # per proposal
     answer_scores: tuple[tuple[float | None, ...], ...]  # [question][N]
     metrics: dict[str, float]
+    all_equal_groups: frozenset[str] = frozenset()  # groups whose raw outcome (group_outcomes) is one value or none
 
 
 def _score_of(verdict: Turn | None) -> int | None:
@@ -93,8 +98,28 @@ def score_iteration(turns: IterationTurns, settings: RewardSettings) -> Iteratio
         if verdict is not None:
             scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), None,
                                                            settings), "judge"))
-    metrics = _metrics(turns, scored, proposer_results, settings.difficulty_variant)
-    return IterationScores(tuple(scored), tuple(proposer_results), tuple(answer_scores), metrics)
+    all_equal = frozenset(group for group, outcomes in group_outcomes(turns, scored).items()
+                          if len(set(outcomes)) <= 1)
+    metrics = _metrics(turns, scored, proposer_results, settings.difficulty_variant, all_equal)
+    return IterationScores(tuple(scored), tuple(proposer_results), tuple(answer_scores), metrics, all_equal)
+
+
+def group_outcomes(turns: IterationTurns, scored: list[ScoredTurn]) -> dict[str, tuple]:
+    """Each group's raw outcomes: a solver group's grades where its question has a reference answer (an answer
+    that did not parse is wrong), otherwise the rewards of its unmasked samples."""
+    outcomes: dict[str, list] = {}
+    for turn in scored:
+        outcomes.setdefault(turn.group, [])
+        if turn.reward is not None:
+            outcomes[turn.group].append(turn.reward)
+    for index, (item, grades) in enumerate(zip(turns.solve_items, turns.grades)):
+        if item.reference_answer is not None:
+            outcomes[f"solver:{index}"] = list(grades)
+    return {group: tuple(values) for group, values in outcomes.items()}
+
+
+def role_of_group(group: str) -> str:
+    return group.partition(":")[0]
 
 
 def _rate_metrics(prefix: str, turns: list[Turn]) -> dict[str, float]:
@@ -112,9 +137,14 @@ def _rate_metrics(prefix: str, turns: list[Turn]) -> dict[str, float]:
 
 
 def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: list[ProposerReward],
-             challenge_name: str) -> dict:
+             challenge_name: str, all_equal: frozenset[str]) -> dict:
     metrics: dict[str, float] = {}
+    groups = dict.fromkeys(s.group for s in scored)
     for role in Role:
+        role_groups = [group for group in groups if role_of_group(group) == role.value]
+        if role_groups:
+            metrics[f"{role.value}/all_equal_group_share"] = (sum(group in all_equal for group in role_groups)
+                                                              / len(role_groups))
         role_turns = [s for s in scored if s.turn.role is role]
         rewards = [s.reward for s in role_turns if s.reward is not None]
         metrics[f"{role.value}/samples"] = float(len(role_turns))
@@ -146,12 +176,18 @@ def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: 
 
 
 def build_train_batch(scores: IterationScores, normalize_std: bool,
-                      trained_roles: tuple[str, ...] = ("proposer", "solver", "judge")) -> tuple[TrainBatch, dict]:
+                      trained_roles: tuple[str, ...] = ("proposer", "solver", "judge"),
+                      drop_all_equal: bool = False) -> tuple[TrainBatch, dict]:
     """Advantages per group; zero-variance groups contribute nothing (counted) and are left out of the batch, and
-    so are roles outside `trained_roles` (a frozen judge's verdicts come from another model)."""
-    trainable = [s for s in scores.turns if s.reward is not None and s.turn.role.value in trained_roles]
+    so are roles outside `trained_roles` (a frozen judge's verdicts come from another model) and, with
+    `drop_all_equal` (dynamic sampling), every group whose raw outcome is all-equal."""
+    dropped = frozenset(group for group in scores.all_equal_groups
+                        if drop_all_equal and role_of_group(group) in trained_roles)
+    trainable = [s for s in scores.turns if s.reward is not None and s.turn.role.value in trained_roles
+                 and s.group not in dropped]
     if not trainable:
-        return TrainBatch(()), {"learner/zero_variance_groups": 0.0, "learner/samples": 0.0}
+        return TrainBatch(()), {"learner/zero_variance_groups": 0.0, "learner/samples": 0.0,
+                                "learner/dropped_all_equal_groups": float(len(dropped))}
     group_index = {name: index for index, name in enumerate(dict.fromkeys(s.group for s in trainable))}
     advantages, stats = group_advantages(torch.tensor([s.reward for s in trainable], dtype=torch.float64),
                                          torch.tensor([group_index[s.group] for s in trainable]),
@@ -164,7 +200,8 @@ def build_train_batch(scores: IterationScores, normalize_std: bool,
         if advantage != 0.0 and s.turn.sample.token_ids)
     per_role = Counter(sample.role for sample in samples)
     metrics = {"learner/zero_variance_groups": float(stats.zero_variance_groups),
-               "learner/groups": float(stats.group_count), "learner/samples": float(len(samples))}
+               "learner/groups": float(stats.group_count), "learner/samples": float(len(samples)),
+               "learner/dropped_all_equal_groups": float(len(dropped))}
     metrics |= {f"learner/samples_{role}": float(count) for role, count in per_role.items()}
     return TrainBatch(samples), metrics
 

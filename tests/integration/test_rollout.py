@@ -6,6 +6,7 @@ slow part on CPU)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import sys
@@ -19,7 +20,8 @@ ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
 from rollout.engine import EngineSpec, SyncError  # noqa: E402
-from rollout.pool import EnginePool, EngineStatus, RemoteEnginePool  # noqa: E402
+from rollout.pool import EngineHost, EnginePool, EngineStatus, RemoteEnginePool  # noqa: E402
+from rollout.probe import SyncProbe  # noqa: E402
 from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec,  # noqa: E402
                              SyncMode, WeightUpdate)
 from selfplay.config import RolloutConfig  # noqa: E402
@@ -73,10 +75,7 @@ class FakeHost:
 
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
         self.version = update.version
-        return {"load_seconds": 0.0, "probe_gap": 0.0, "version": float(update.version)}
-
-    def probe_gap(self, update: WeightUpdate) -> float:
-        return 0.0
+        return {"load_seconds": 0.0, "version": float(update.version)}
 
 
 def fake_pool(state: Path, **rollout) -> EnginePool:
@@ -152,7 +151,8 @@ class PoolSession:
     """One learner and one engine pool at a time; versions only increase across pools."""
 
     def __init__(self, learner, model_dir: Path, export_dir: Path, probe: list[int]) -> None:
-        self.learner, self.model_dir, self.export_dir, self.probe = learner, model_dir, export_dir, probe
+        self.learner, self.model_dir, self.export_dir = learner, model_dir, export_dir
+        self.probe = SyncProbe(tuple(probe), (), tolerance=TOLERANCE)  # advanced by every export
         self.pool: RemoteEnginePool | None = None
         self.mode: SyncMode | None = None
         self.version = 0
@@ -169,7 +169,9 @@ class PoolSession:
     def export(self, seed: int) -> WeightUpdate:
         perturb(self.learner, seed)
         self.version += 1
-        return self.learner.export(self.version, self.mode, str(self.export_dir), self.probe, TOLERANCE)
+        update = self.learner.export(self.version, self.mode, str(self.export_dir), self.probe)
+        self.probe = update.probe
+        return update
 
     def close(self) -> None:
         if self.pool is not None:
@@ -195,7 +197,9 @@ def session(ray_session, tiny_model_dir, tokenizer, tmp_path_factory):
     from selfplay.config import LearnerConfig
 
     os.environ.setdefault("MASTER_PORT", str(free_port()))
-    learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(tiny_model_dir), max_model_len=1024))
+    # float32 like the driver on this CPU: a bf16 export would round away a real step at the default lr
+    learner = Learner(LearnerConfig(),
+                      LearnerSetup(model_path=str(tiny_model_dir), dtype="float32", max_model_len=1024))
     probe = rendered(tokenizer, chat("What is 2 + 3?")) + tokenizer.encode("The answer is 5.")
     session = PoolSession(learner, tiny_model_dir, tmp_path_factory.mktemp("exports"), probe)
     yield session
@@ -288,7 +292,14 @@ def test_killed_engine_is_restarted_resynced_and_retried(session):
     assert pool.engine_handles()[0]._actor_id != victim._actor_id
     assert {completion.weight_version for completion in completions} == {update.version}
     assert pool.status()[0].weight_version == update.version
-    assert pool.probe_gap(update) < SYNCED_GAP  # the new engine serves the learner's weights, not the base model
+    assert served_gap(pool, update) < SYNCED_GAP  # the new engine serves the learner's weights, not the base model
+
+
+def served_gap(pool, update: WeightUpdate) -> float:
+    """Largest probe gap over the pool's engines; fails the test if any engine does not serve `update`."""
+    readings = pool.read_probe(update.probe)
+    assert [reading.problem for reading in readings] == [""] * len(readings)
+    return max(reading.gap for reading in readings)
 
 
 def learner_response_logprobs(learner, completion: Completion, sample: Sample) -> list[float]:
@@ -304,8 +315,8 @@ def mean_gap(first, second) -> float:
 def test_weight_sync_round_trip(session, mode):
     pool = session.pool_for(mode)
     first = session.export(seed=1)
-    with pytest.raises(SyncError, match="probe logprob gap"):
-        pool.probe_gap(first)  # a skipped sync is caught: the engines still serve older weights
+    # a skipped sync is caught: the engines still serve older weights
+    assert all(reading.problem for reading in pool.read_probe(first.probe))
 
     metrics = pool.apply_update(first)
     assert metrics["sync/version"] == first.version
@@ -313,9 +324,9 @@ def test_weight_sync_round_trip(session, mode):
     assert metrics["sync/seconds"] > 0
 
     second = session.export(seed=2)  # exported, not applied
-    assert mean_gap(first.probe_logprobs, second.probe_logprobs) > 4 * TOLERANCE  # the oracle can tell them apart
-    with pytest.raises(SyncError, match="probe logprob gap"):
-        pool.probe_gap(second)  # serving the wrong version is caught
+    assert mean_gap(first.probe.expected, second.probe.expected) > 4 * TOLERANCE  # the oracle can tell them apart
+    # serving the previous version is caught
+    assert all("still serves the previous version" in reading.problem for reading in pool.read_probe(second.probe))
     with pytest.raises(SyncError, match="not newer"):
         pool.apply_update(first)
     with pytest.raises(SyncError, match="not newer"):
@@ -337,3 +348,87 @@ def test_weight_sync_round_trip(session, mode):
                 base += learner_response_logprobs(session.learner, completion, sample)
     assert mean_gap(engine, learner) < TOLERANCE  # generation uses the synced weights
     assert mean_gap(engine, base) > 2 * TOLERANCE  # ... which differ clearly from the base model's
+
+
+# -- an engine left behind after one real training step -------------------------------------------------------------
+class LaggingHost(EngineHost):
+    """A real engine whose next `times` loads, while a 'lag' file names its index, silently load the weights at
+    `path` (the previous version) instead of the update's: what a sync that did not take effect looks like."""
+
+    def __init__(self, spec: EngineSpec, cpu_share=None) -> None:
+        super().__init__(spec, cpu_share)
+        self.index = cpu_share[0] if cpu_share else 0
+        self.lag_file = Path(spec.model_path).parent / f"lag-{self.index}.json"
+
+    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        if self.lag_file.exists():
+            lag = json.loads(self.lag_file.read_text())
+            if lag["times"] > 0:
+                self.lag_file.write_text(json.dumps({**lag, "times": lag["times"] - 1}))
+                update = dataclasses.replace(update, path=lag["path"])
+        return super().apply_update(update)
+
+
+def one_grpo_step(learner, pool, tokenizer) -> None:
+    """One real optimizer step at the learner's own (default) learning rate on the pool's samples."""
+    from learner.grpo import group_advantages
+    from learner.records import TrainBatch, TrainSample
+    from learner.trainer import plan_step
+
+    requests = [GenerationRequest(chat(text), SamplingSpec(n=4, max_tokens=24, seed=index))
+                for index, text in enumerate(("What is 7 * 8?", "Name a prime above 20.", "What is 15 - 9?"))]
+    samples, rewards, groups = [], [], []
+    for group, completion in enumerate(pool.generate(requests)):
+        for rank, sample in enumerate(completion.samples):
+            samples.append(TrainSample(completion.prompt_token_ids, sample.token_ids, sample.logprobs, 0.0))
+            rewards.append(float(rank % 2))
+            groups.append(group)
+    advantages, _ = group_advantages(torch.tensor(rewards), torch.tensor(groups))
+    batch = TrainBatch(tuple(dataclasses.replace(sample, advantage=float(advantage))
+                             for sample, advantage in zip(samples, advantages)))
+    plan, _ = plan_step(batch, learner.config.micro_batch_tokens, world_size=1)
+    metrics = learner.train_step(plan[0], batch.response_tokens)
+    assert metrics["learner/skipped_nonfinite"] == 0.0
+
+
+def test_an_engine_left_on_the_previous_version_is_found_and_replaced(session, tokenizer, tiny_model_dir, tmp_path):
+    """float32 engines as the driver runs them on this CPU; the learner's default lr (1e-5); two engines."""
+    session.close()
+    learner = session.learner
+    assert learner.config.lr == 1e-5
+    model_dir = tmp_path / "model"
+    model_dir.symlink_to(tiny_model_dir, target_is_directory=True)  # lag files go beside it, in tmp_path
+    spec = EngineSpec(model_path=str(model_dir), dtype="float32", max_model_len=1024, kv_cache_gb=0.25,
+                      sync_mode=SyncMode.MERGED, seed=0)
+    pool = EnginePool(spec, RolloutConfig(num_engines=2, max_restarts=2, request_timeout_s=600),
+                      host_class=LaggingHost)
+    try:
+        with learner.model.disable_adapter():  # the engines serve the base model: calibrate on it
+            base = SyncProbe(session.probe.token_ids, tuple(learner.sequence_logprobs(list(session.probe.token_ids))),
+                             tolerance=TOLERANCE)
+        noise = max(reading.distance for reading in pool.read_probe(base))
+        current = learner.export(session.version + 1, SyncMode.MERGED, str(tmp_path),
+                                 dataclasses.replace(base, noise=noise))
+        pool.apply_update(current)  # both engines serve the learner's weights before the step
+
+        one_grpo_step(learner, pool, tokenizer)
+        update = learner.export(current.version + 1, SyncMode.MERGED, str(tmp_path), current.probe)
+        # The step is far below what the gap tolerance could see, yet many noise norms wide:
+        assert mean_gap(update.probe.expected, update.probe.previous) < TOLERANCE / 10
+        assert update.probe.separation() > 10
+        (tmp_path / "lag-1.json").write_text(json.dumps({"path": current.path, "times": 1}))
+        metrics = pool.apply_update(update)  # engine 1 loads the previous weights, fails the check, is replaced
+        assert pool.metrics()["rollout/engine_restarts"] == 1
+        assert metrics["sync/probe_position"] == pytest.approx(1.0, abs=0.1)
+        readings = pool.read_probe(update.probe)
+        assert [reading.problem for reading in readings] == ["", ""]
+        assert all(reading.position == pytest.approx(1.0, abs=0.1) for reading in readings)
+
+        one_grpo_step(learner, pool, tokenizer)
+        stuck = learner.export(update.version + 1, SyncMode.MERGED, str(tmp_path), update.probe)
+        (tmp_path / "lag-1.json").write_text(json.dumps({"path": update.path, "times": 2}))  # the repair lags too
+        with pytest.raises(RuntimeError, match=r"rollout engine 1 failed the weight check .*still serves the "
+                                               r"previous version.*and its restart failed: ProbeMismatch"):
+            pool.apply_update(stuck)
+    finally:
+        pool.shutdown()

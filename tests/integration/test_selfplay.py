@@ -50,8 +50,10 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     held_out.write_text("".join(json.dumps({"question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n"
                                 for i in range(4)))
     evaluation = ["eval.every=2", f"eval.data={held_out}", "eval.limit=4", "eval.max_tokens=16"]
+    # dynamic sampling: the random tiny model answers every pool question wrong, so each iteration refills once
+    refill = ["filter_groups.enabled=true", "filter_groups.max_rounds=1"]
     process = _evolve(first_log, "--config", "configs/tiny-cpu.yaml",
-                      *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation)
+                      *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation, *refill)
     checkpoint_pointer = None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None:
@@ -86,8 +88,11 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     assert set(read_offline_run_ids(run_dir)) == {read_saved_run_id(run_dir)}
     last = next(row for row in history if row["_step"] == 3 and "solver/samples" in row)
     for key in ("proposer/samples", "solver/samples", "solver/format_failure_rate", "pool/size", "sync/version",
-                "sync/probe_gap", "time/wave1_propose_solve", "rollout/tokens_per_second"):
+                "sync/probe_gap", "sync/probe_separation", "time/wave1_propose_solve", "rollout/tokens_per_second",
+                "solver/all_equal_group_share", "proposer/all_equal_group_share", "time/refill"):
         assert key in last, key
+    assert last["filter/refill_rounds"] == 1.0 and last["filter/refill_questions"] >= 1.0
+    assert last["solver/samples"] >= 4 * (4 + last["filter/refill_questions"])  # 4 answers per question
     assert last["sync/version"] == 4.0  # versions 1, 2, then 3 to re-sync the fresh engines on resume, 4 after it
     assert any("samples" in row for row in history), "no sample table in the W&B run"
     # Pool state continued: the resumed iteration did not restart from the seed file.

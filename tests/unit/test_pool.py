@@ -222,6 +222,15 @@ def test_sample_references_reuses_questions_only_when_short() -> None:
         _pool().sample_references(1, current_iteration=0)
 
 
+def test_sample_references_never_draws_excluded_questions() -> None:
+    pool = _mixed_pool()
+    used = frozenset(question.id for question in pool.sample_references(15, current_iteration=5))
+    rest = pool.sample_references(5, current_iteration=5, exclude=used)
+    assert len(rest) == 5 and not used & {question.id for question in rest}
+    everything = frozenset(question.id for question in pool.questions())
+    assert pool.sample_references(3, current_iteration=5, exclude=everything) == []
+
+
 def test_sampling_is_deterministic_given_the_seed() -> None:
     first = [question.id for question in _mixed_pool(seed=3).sample_references(12, current_iteration=5)]
     second = [question.id for question in _mixed_pool(seed=3).sample_references(12, current_iteration=5)]

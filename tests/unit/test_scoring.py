@@ -87,3 +87,37 @@ def test_groups_per_role_and_a_frozen_judge_left_out_of_the_batch():
                                                      trained_roles=("proposer", "solver"))
     assert {sample.role for sample in frozen_batch.samples} == {"proposer", "solver"}
     assert "learner/samples_judge" not in frozen_metrics and frozen_metrics["learner/samples"] == 7.0
+
+
+def _all_wrong_iteration() -> IterationTurns:
+    """Question 0 has a reference answer and every answer is wrong, though the judge scores them apart; question 1
+    (proposed, no reference) has two answers the judge scores 7 and 4."""
+    turns = _iteration()
+    wrong, unparsed, also_wrong = _turn(Role.SOLVER, "5"), _turn(Role.SOLVER, None), _turn(Role.SOLVER, "3")
+    return IterationTurns(turns.proposals, turns.quality_verdicts, turns.solve_items,
+                          ((wrong, unparsed, also_wrong), turns.attempts[1]),
+                          ((_turn(Role.JUDGE, 9), None, _turn(Role.JUDGE, 2)), turns.answer_verdicts[1]),
+                          ((False, False, False), (None, None)))
+
+
+def test_all_equal_groups_are_found_on_the_raw_outcome_and_counted_per_role():
+    scores = score_iteration(_all_wrong_iteration(), SETTINGS)
+    # question 0: shaped rewards 0.8 * 4/9 + 0.2, 0 and 0.8 * 1/9 * 0.5 + 0.2 differ, yet every grade is False
+    assert len(set(_rewards(scores, Role.SOLVER)[:3])) == 3
+    assert scores.all_equal_groups == {"solver:0"}
+    assert scores.metrics["solver/all_equal_group_share"] == 0.5  # 1 of 2 questions
+    assert scores.metrics["proposer/all_equal_group_share"] == 0.0  # rewards 1.0 and 0.0
+    assert scores.metrics["judge/all_equal_group_share"] == 0.0
+    # the first iteration: question 0 has one right answer, so no group is all-equal
+    assert score_iteration(_iteration(), SETTINGS).all_equal_groups == frozenset()
+
+
+def test_dynamic_sampling_leaves_all_equal_groups_out_of_the_batch():
+    scores = score_iteration(_all_wrong_iteration(), SETTINGS)
+    kept, kept_metrics = build_train_batch(scores, normalize_std=False)
+    assert sum(sample.role == "solver" for sample in kept.samples) == 5  # shaped differences train by default
+    filtered, metrics = build_train_batch(scores, normalize_std=False, drop_all_equal=True)
+    # only question 1's two answers remain: advantages 0.7333 - 0.6 and 0.4667 - 0.6
+    assert [s.advantage for s in filtered.samples if s.role == "solver"] == pytest.approx([2 / 15, -2 / 15])
+    assert metrics["learner/dropped_all_equal_groups"] == 1.0 and kept_metrics["learner/dropped_all_equal_groups"] == 0
+    assert metrics["learner/samples_proposer"] == kept_metrics["learner/samples_proposer"] == 2.0

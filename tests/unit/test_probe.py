@@ -1,0 +1,77 @@
+"""The weight-sync probe decides 'serves version k' against 'serves version k-1' (hand-computed cases)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rollout.probe import SEPARATION, SyncProbe, read_probe
+
+PREVIOUS = (-1.1, -2.1, -3.1, -4.1)
+EXPECTED = (-1.0, -2.0, -3.0, -4.0)  # one update moved every position by +0.1: |d| = 0.2
+
+
+def probe(noise: float = 0.01, tolerance: float = 0.05, previous=PREVIOUS) -> SyncProbe:
+    return SyncProbe(token_ids=(7, 8, 9, 10, 11), expected=EXPECTED, previous=previous, tolerance=tolerance,
+                     noise=noise)
+
+
+def shifted(values, delta: float) -> list[float]:
+    return [v + delta for v in values]
+
+
+def test_an_engine_serving_this_version_passes():
+    reading = read_probe(list(EXPECTED), probe())
+    assert (reading.gap, reading.distance, reading.position, reading.problem) == (0.0, 0.0, 1.0, "")
+
+
+def test_an_engine_left_on_the_previous_version_fails_within_the_gap_tolerance():
+    reading = read_probe(list(PREVIOUS), probe(tolerance=0.5))  # gap 0.1 is well inside the tolerance
+    assert reading.gap == pytest.approx(0.1)
+    assert reading.position == pytest.approx(0.0)
+    assert "still serves the previous version" in reading.problem
+
+
+def test_the_position_is_the_projection_on_the_update():
+    # served = previous + 0.3 d with d = (0.1, 0.1, 0.1, 0.1): position 0.3, so the previous version is closer
+    served = shifted(PREVIOUS, 0.03)
+    assert read_probe(served, probe()).position == pytest.approx(0.3)
+    assert "previous version" in read_probe(served, probe()).problem
+    # noise orthogonal to d (+e, -e, +e, -e) does not move the position
+    noisy = [value + sign * 0.02 for value, sign in zip(EXPECTED, (1, -1, 1, -1))]
+    reading = read_probe(noisy, probe())
+    assert reading.position == pytest.approx(1.0)
+    assert reading.gap == pytest.approx(0.02) and reading.distance == pytest.approx(0.04)
+    assert reading.problem == ""
+
+
+def test_an_update_within_the_noise_is_not_version_tested():
+    # |d| = 0.2 and noise 0.1: separation 2 < 4, so the previous weights cannot be told apart and are not refused
+    weak = probe(noise=0.1, tolerance=0.5)
+    assert weak.separation() == pytest.approx(2.0) and weak.separation() < SEPARATION
+    reading = read_probe(list(PREVIOUS), weak)
+    assert math.isnan(reading.position) and reading.problem == ""
+
+
+def test_wrong_weights_fail_the_gap_test():
+    reading = read_probe(shifted(EXPECTED, -0.3), probe(previous=()))
+    assert reading.gap == pytest.approx(0.3) and math.isnan(reading.position)
+    assert "gap 0.3000 exceeds tolerance 0.0500" in reading.problem
+
+
+def test_separation_in_noise_norms_with_a_floor_for_zero_noise():
+    assert probe(noise=0.01).separation() == pytest.approx(20.0)
+    assert probe(noise=0.0).separation() == pytest.approx(0.2 / 1e-6)
+    assert math.isnan(probe(previous=()).separation())
+
+
+def test_advanced_moves_this_version_to_previous():
+    following = probe().advanced((-0.9, -1.9, -2.9, -3.9))
+    assert following.previous == EXPECTED and following.expected == (-0.9, -1.9, -2.9, -3.9)
+    assert (following.token_ids, following.tolerance, following.noise) == ((7, 8, 9, 10, 11), 0.05, 0.01)
+
+
+def test_a_reading_of_the_wrong_length_is_refused():
+    with pytest.raises(ValueError, match="3 logprobs for 4 positions"):
+        read_probe([-1.0, -2.0, -3.0], probe())
