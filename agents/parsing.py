@@ -56,13 +56,26 @@ class FormatFailure(Enum):
     TOO_LONG = "too_long"
     NOT_AN_INTEGER = "not_an_integer"
     OUT_OF_RANGE = "out_of_range"
+    UNCHECKABLE = "uncheckable"  # a grounded proposal whose checkable form does not compute or fit its question
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A proposed question and, for a grounded task family, the answer its checkable form computes."""
+
+    text: str
+    reference: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
 class Parsed:
-    """One parse: exactly one of `value` (str for a question or answer, int 1-10 for a score) and `failure`."""
+    """One parse: exactly one of `value` (a Proposal for the proposer, str for an answer, int 1-10 for a score)
+    and `failure`."""
 
-    value: str | int | None
+    value: Proposal | str | int | None
     failure: FormatFailure | None
 
     def __post_init__(self) -> None:
@@ -79,12 +92,12 @@ class Parsed:
 
 def parse_question(response: str) -> Parsed:
     """The question inside the response's one `<question>` tag; an answer or score tag anywhere fails it."""
-    return _tagged_content(response, QUESTION_TAG, MAX_QUESTION_CHARS, foreign=(ANSWER_TAG, SCORE_TAG))
+    return tagged_content(response, QUESTION_TAG, MAX_QUESTION_CHARS, foreign=(ANSWER_TAG, SCORE_TAG))
 
 
 def parse_answer(response: str) -> Parsed:
     """The final answer inside the response's one `<answer>` tag; a question or score tag anywhere fails it."""
-    return _tagged_content(response, ANSWER_TAG, MAX_ANSWER_CHARS, foreign=(QUESTION_TAG, SCORE_TAG))
+    return tagged_content(response, ANSWER_TAG, MAX_ANSWER_CHARS, foreign=(QUESTION_TAG, SCORE_TAG))
 
 
 def neutralise_tags(text: str) -> str:
@@ -95,7 +108,7 @@ def neutralise_tags(text: str) -> str:
 
 def parse_score(response: str) -> Parsed:
     """The integer 1-10 inside the response's one `<score>` tag; "7.5", "seven", "７" fail, "0" and "11" too."""
-    parsed = _tagged_content(response, SCORE_TAG, MAX_SCORE_CHARS)
+    parsed = tagged_content(response, SCORE_TAG, MAX_SCORE_CHARS)
     if parsed.failure is not None:
         return parsed
     text = str(parsed.value)
@@ -116,7 +129,8 @@ def failure_counts(parses: Iterable[Parsed]) -> dict[FormatFailure, int]:
     return counts
 
 
-def _tagged_content(response: str, tag: str, max_chars: int, foreign: tuple[str, ...] = ()) -> Parsed:
+def tagged_content(response: str, tag: str, max_chars: int, foreign: tuple[str, ...] = ()) -> Parsed:
+    """The stripped text inside the response's one `<tag>`, or why there is none (the rules at the top)."""
     if len(response) > MAX_RESPONSE_CHARS:
         return Parsed(None, FormatFailure.TOO_LONG)
     opening, closing = f"<{tag}>", f"</{tag}>"

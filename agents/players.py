@@ -9,17 +9,14 @@ compute rewards and never import Ray.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol, Sequence
+from typing import Sequence
 
-from agents.parsing import Parsed, parse_answer, parse_question, parse_score
+from agents.parsing import Parsed, parse_answer, parse_score
 from agents.prompts import judge_answer_messages, judge_question_messages, proposer_messages, solver_messages
 from agents.roles import Role
+from agents.tasks import task_family
 from rewards.rubric import Rubric
-from rollout.records import Completion, GenerationRequest, Sample, SamplingSpec
-
-
-class Generator(Protocol):
-    def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
+from rollout.records import GenerationRequest, Generator, Sample, SamplingSpec
 
 
 @dataclass(frozen=True)
@@ -58,13 +55,16 @@ def _turns(generator: Generator, role: Role, requests: list[GenerationRequest], 
 
 
 class Proposer:
-    def __init__(self, generator: Generator) -> None:
-        self.generator = generator
+    def __init__(self, generator: Generator, family: str = "math") -> None:
+        self.generator, self.family = generator, task_family(family)
 
     def propose(self, references: Sequence[str | None], sampling: SamplingSpec) -> list[Turn]:
-        """One question per entry: a harder rewrite of the reference, or from scratch where it is None."""
-        requests = [GenerationRequest(tuple(proposer_messages(reference)), sampling) for reference in references]
-        return [turns[0] for turns in _turns(self.generator, Role.PROPOSER, requests, parse_question,
+        """One question per entry: a harder rewrite of the reference, or from scratch where it is None, in the task
+        family's format; each parses to a Proposal (agents.tasks)."""
+        requests = [GenerationRequest(tuple(proposer_messages(reference, self.family.proposer_system,
+                                                              self.family.proposer_demonstration)), sampling)
+                    for reference in references]
+        return [turns[0] for turns in _turns(self.generator, Role.PROPOSER, requests, self.family.parse_proposal,
                                              sampling.temperature)]
 
 

@@ -18,11 +18,6 @@ class ChatMessage(TypedDict):
     content: str
 
 
-PROPOSER_SYSTEM = (
-    "You write one new question for a student. The question must be clear, self-contained (give every fact "
-    "needed), solvable, and have one short final answer. Write only the question, inside <question></question> "
-    "tags. Do not answer it."
-)
 PROPOSER_FROM_SCRATCH = "Write a new question that takes a few steps of reasoning to solve."
 PROPOSER_REWRITE = (
     "Reference question:\n{reference_question}\n\n"
@@ -41,10 +36,6 @@ JUDGE_SYSTEM = (
 # One worked exchange per role, shown before the real request. Small models copy a demonstrated format far more
 # often than a described one: on SmolLM2-135M-Instruct (temperature 1.0) tagged responses went from 0 of 16 to
 # about 2-3 of 8 per role with these, enough reward variance for GRPO to learn the format from.
-PROPOSER_DEMONSTRATION = (
-    "Write a new question that takes a few steps of reasoning to solve.",
-    "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>",
-)
 SOLVER_DEMONSTRATION = (
     "Tom has 5 apples and buys 3 more. How many apples does he have?",
     "Tom starts with 5 apples and buys 3 more, so 5 + 3 = 8.\n<answer>8</answer>",
@@ -61,13 +52,15 @@ def _demonstrated(system: str, demonstration: tuple[str, str], request: str) -> 
             _message("user", request)]
 
 
-def proposer_messages(reference_question: str | None) -> list[ChatMessage]:
-    """Ask for a new question from scratch (`reference_question` None) or a harder rewrite of the reference."""
+def proposer_messages(reference_question: str | None, system: str,
+                      demonstration: tuple[str, str]) -> list[ChatMessage]:
+    """Ask for a new question from scratch (`reference_question` None) or a harder rewrite of the reference, in the
+    output format a task family's `system` message and `demonstration` (request, response) set."""
     if reference_question is None:
         request = PROPOSER_FROM_SCRATCH
     else:
         request = PROPOSER_REWRITE.format(reference_question=reference_question)
-    return _demonstrated(PROPOSER_SYSTEM, PROPOSER_DEMONSTRATION, request)
+    return _demonstrated(system, demonstration, request)
 
 
 def solver_messages(question: str) -> list[ChatMessage]:

@@ -71,12 +71,12 @@ def tree_cpu_seconds() -> float:
 
 def resolve_dtype(name: str) -> str:
     """'auto': bfloat16 where it runs natively (a GPU, or a CPU with AVX-512 BF16 / AMX), else float32, the same
-    rule as the product (selfplay.hardware.fast_dtype). On an AVX2-only CPU PyTorch's bf16 matmul falls back to a
+    rule as the product (learner.hardware.fast_dtype). On an AVX2-only CPU PyTorch's bf16 matmul falls back to a
     scalar loop, measured 0.1-0.3 GFLOP/s against 21-26 GFLOP/s in float32 (1024^3, 2 cores), which would turn these
     benchmarks into a bf16 emulation test."""
     import torch
 
-    from selfplay.hardware import fast_dtype
+    from learner.hardware import fast_dtype
 
     return fast_dtype("bfloat16", torch.cuda.is_available()) if name == "auto" else name
 
@@ -199,8 +199,8 @@ def timed_summary(steps: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
 # -- TRL --------------------------------------------------------------------------------------------------------------
 def peft_lora_config():
     """Our learner's LoRA settings (selfplay.config.LoRAConfig defaults) as a PEFT config for TRL."""
+    from learner.config import LoRAConfig
     from learner.export import peft_lora_config as from_section
-    from selfplay.config import LoRAConfig
 
     return from_section(LoRAConfig())
 
@@ -244,7 +244,7 @@ def trl_grpo_config(output_dir: str, dtype: str, **values):
     both sides do the same arithmetic; pass gradient_checkpointing=True for TRL's default."""
     from trl import GRPOConfig
 
-    from selfplay.config import LearnerConfig
+    from learner.config import LearnerConfig
 
     learner = LearnerConfig()
     settings = dict(output_dir=output_dir, bf16=dtype == "bfloat16", use_cpu=True, report_to=[], save_strategy="no",
@@ -254,3 +254,15 @@ def trl_grpo_config(output_dir: str, dtype: str, **values):
                     dataloader_num_workers=0, disable_tqdm=True, logging_steps=1, seed=0)
     settings.update(values)
     return GRPOConfig(**settings)
+
+
+def side_setup(threads: int, reply_fd: int) -> tuple[str, Controller]:
+    """A side's process: offline, `threads` torch threads (0: torch's default), the embedded model, its reply pipe."""
+    import torch
+
+    from selfplay.embedded_model import prepare_embedded_model
+
+    offline()
+    if threads:
+        torch.set_num_threads(threads)
+    return str(prepare_embedded_model("smollm2-135m")), Controller(reply_fd)

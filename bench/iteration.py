@@ -51,4 +51,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from rollout.exit_cleanup import no_orphans
+
+    with no_orphans():
+        main()

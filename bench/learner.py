@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (Controller, load_average, log, mean, offline, peft_lora_config,  # noqa: E402
-                          resolve_dtype, run_lockstep, timed_summary, trl_grpo_config, trl_lockstep_callback)
+from bench.common import (Controller, load_average, log, peft_lora_config, resolve_dtype, run_lockstep,  # noqa: E402
+                          side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
 
 GROUP_SIZE = 4  # answers per question: TRL's num_generations (it only groups rewards, which are not computed here)
 
@@ -69,9 +69,9 @@ def vocab_size(model_path: str) -> int:
 
 # -- ours -----------------------------------------------------------------------------------------------------------
 def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) -> None:
+    from learner.config import LearnerConfig
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
-    from selfplay.config import LearnerConfig
 
     rows = random_batch(args, vocab_size(model_path))
     learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype,
@@ -164,15 +164,7 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller, g
 
 # -- driver ---------------------------------------------------------------------------------------------------------
 def side_main(args: argparse.Namespace) -> None:
-    import torch
-
-    from selfplay.embedded_model import prepare_embedded_model
-
-    offline()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model_path = str(prepare_embedded_model("smollm2-135m"))
-    controller = Controller(args.reply_fd)
+    model_path, controller = side_setup(args.threads, args.reply_fd)
     if args.side == "ours":
         run_ours(args, model_path, controller)
     else:
@@ -248,4 +240,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from rollout.exit_cleanup import no_orphans
+
+    with no_orphans():
+        main()

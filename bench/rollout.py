@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rollout.probe import SyncProbe  # noqa: E402
-from rollout.records import GenerationRequest, SamplingSpec, SyncMode  # noqa: E402
+from learner.weights import SyncMode, SyncProbe, scratch_dir  # noqa: E402
+from rollout.records import GenerationRequest, SamplingSpec  # noqa: E402
 
 TOPICS = ["the moon", "a lost key", "bread", "rivers", "prime numbers", "a lighthouse", "bees", "winter",
           "a robot", "the ocean", "chess", "volcanoes", "a library", "trains", "clouds", "a garden"]
@@ -76,7 +75,7 @@ def bench_raw_vllm(spec, requests: list[GenerationRequest]) -> float:
     from vllm import SamplingParams, TokensPrompt
 
     from rollout.engine import Engine, _sampling_params
-    from rollout.pool import bind_cpu_share
+    from rollout.host import bind_cpu_share
 
     bind_cpu_share(0, 1)  # the cores a lone engine of the pool gets (EngineHost does the same)
     engine = Engine(spec)
@@ -105,8 +104,8 @@ def bench_pool_mode(spec, learner, requests, export_dir: Path, probe: list[int],
     """Base throughput, sync time (export + apply) and post-sync throughput for one sync mode."""
     import torch
 
-    from rollout.pool import RemoteEnginePool
-    from selfplay.config import RolloutConfig
+    from rollout.config import RolloutConfig
+    from rollout.engine_pool import RemoteEnginePool
 
     pool = RemoteEnginePool.launch(spec, RolloutConfig(kv_cache_gb=spec.kv_cache_gb))
     try:
@@ -138,12 +137,6 @@ def probe_token_ids(model_dir: Path, request: GenerationRequest) -> list[int]:
     return tokenizer.encode(prompt + "Once upon a time", add_special_tokens=False)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
@@ -158,10 +151,11 @@ def main() -> None:
 
     import ray
 
+    from learner.config import LearnerConfig
     from learner.trainer import Learner, LearnerSetup
+    from rollout.config import RolloutConfig
     from rollout.engine import EngineSpec
-    from rollout.pool import resolve_engine_dtype, resolve_sync_mode
-    from selfplay.config import LearnerConfig, RolloutConfig
+    from rollout.config import resolve_engine_dtype, resolve_sync_mode
     from selfplay.embedded_model import prepare_embedded_model
 
     model_dir = prepare_embedded_model("smollm2-135m")
@@ -177,11 +171,10 @@ def main() -> None:
     raw = bench_raw_vllm(spec, requests)
     print(f"raw vllm: {raw:.1f} tok/s", file=sys.stderr, flush=True)
 
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
     learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(model_dir), dtype=engine_dtype,
                                                     max_model_len=args.max_model_len))
     probe_ids = probe_token_ids(model_dir, requests[0])
-    export_dir = Path("/dev/shm" if Path("/dev/shm").is_dir() else "/tmp") / f"bench-rollout-{os.getpid()}"
+    export_dir = scratch_dir("bench-rollout-")
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     modes = {}
     try:
@@ -218,4 +211,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from rollout.exit_cleanup import no_orphans
+
+    with no_orphans():
+        main()

@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (Controller, load_average, log, mean, offline, peft_lora_config,  # noqa: E402
-                          resolve_dtype, run_lockstep, timed_summary, trl_grpo_config, trl_lockstep_callback)
+from bench.common import (Controller, load_average, log, mean, peft_lora_config, resolve_dtype,  # noqa: E402
+                          run_lockstep, side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "configs" / "seeds" / "tiny-math.jsonl"
 
@@ -61,15 +61,15 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     import torch
 
     from agents.prompts import solver_messages
+    from learner.config import LearnerConfig
     from learner.grpo import group_advantages
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
+    from learner.weights import SyncMode, SyncProbe, prune_exports, scratch_dir
     from rollout.engine import Engine, EngineSpec
-    from rollout.pool import bind_cpu_share
-    from rollout.probe import SyncProbe
-    from rollout.records import GenerationRequest, SamplingSpec, SyncMode
-    from selfplay.config import LearnerConfig
-    from selfplay.driver import probe_token_ids
+    from rollout.host import bind_cpu_share
+    from rollout.records import GenerationRequest, SamplingSpec
+    from selfplay.wiring import probe_token_ids
 
     bind_cpu_share(0, 1)  # the cores the product's lone CPU engine gets (EngineHost does the same)
     engine = Engine(EngineSpec(model_path=model_path, dtype=args.dtype, max_model_len=args.max_model_len,
@@ -79,8 +79,7 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     probe = probe_token_ids(model_path)
     sampling = SamplingSpec(n=args.answers, max_tokens=args.max_tokens, temperature=1.0, ignore_eos=args.ignore_eos)
     requests = [GenerationRequest(tuple(solver_messages(question)), sampling) for question in questions(args.questions)]
-    export_root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    export_dir = Path(tempfile.mkdtemp(prefix="bench-vs-trl-", dir=export_root))
+    export_dir = scratch_dir("bench-vs-trl-")
     controller.ready()
     version = 0
     try:
@@ -103,11 +102,10 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
             metrics = learner.train_step(plan[0], batch.response_tokens)
             trained = time.perf_counter()
             version += 1
-            update = learner.export(version, SyncMode.MERGED, str(export_dir), SyncProbe(tuple(probe), (), tolerance=0.05))
+            update = learner.export(version, SyncMode.MERGED, str(export_dir),
+                                    SyncProbe(tuple(probe), (), tolerance=0.05))
             sync = engine.apply_update(update)
-            for old in export_dir.glob("merged-v*"):
-                if old.name != Path(update.path).name:
-                    shutil.rmtree(old, ignore_errors=True)
+            prune_exports(update)
             finished = time.perf_counter()
             lengths = [len(sample.token_ids) for _, sample in samples]
             reply = {"seconds": finished - started, "load": load_average(),
@@ -176,15 +174,7 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller) -
 
 # -- driver ---------------------------------------------------------------------------------------------------------
 def side_main(args: argparse.Namespace) -> None:
-    import torch
-
-    from selfplay.embedded_model import prepare_embedded_model
-
-    offline()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model_path = str(prepare_embedded_model("smollm2-135m"))
-    controller = Controller(args.reply_fd)
+    model_path, controller = side_setup(args.threads, args.reply_fd)
     if args.side == "ours":
         run_ours(args, model_path, controller)
     else:
@@ -257,4 +247,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from rollout.exit_cleanup import no_orphans
+
+    with no_orphans():
+        main()

@@ -31,13 +31,14 @@ import _bootstrap  # noqa: F401
 
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the result line
 
+from learner.config import LoRAConfig  # noqa: E402
 from rewards.grading_pool import GradingPool  # noqa: E402
 from selfplay.checkpoint import latest_checkpoint  # noqa: E402
-from selfplay.config import Config, ConfigError, LoRAConfig, load_config  # noqa: E402
-from selfplay.embedded_model import EMBEDDED_MODELS, EMBEDDED_PREFIX, resolve_model_path  # noqa: E402
+from selfplay.config import Config, ConfigError, load_config  # noqa: E402
+from selfplay.embedded_model import resolve_model_path  # noqa: E402
 from selfplay.evaluation import EvalDataError, EvalResult, evaluate, load_eval_questions, summarize  # noqa: E402
-from selfplay.pool import PoolQuestion, SeedFileError  # noqa: E402
-from selfplay.preflight import RESOLVED_CONFIG, load_run_config  # noqa: E402
+from selfplay.preflight import RESOLVED_CONFIG, PreflightError, check_model_path, load_run_config  # noqa: E402
+from selfplay.question_pool import PoolQuestion, SeedFileError  # noqa: E402
 
 ADAPTER_CONFIG = "adapter_config.json"
 # Learner.save_checkpoint writes DeepSpeed's checkpoint into ITER/learner with tag "learner"; with
@@ -61,7 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML run config (a run's own RUN_DIR/config.yaml works)")
     parser.add_argument("--data", help="JSONL with question and answer (GSM8K '#### N' or plain); default eval.data")
     parser.add_argument("--adapter", help="PEFT adapter dir, run checkpoint RUN_DIR/checkpoints/iter-N, or RUN_DIR")
-    parser.add_argument("--limit", type=positive_int, help="first N questions (default eval.limit)")
+    parser.add_argument("--limit", type=positive_int, help=(
+        "first N questions (default: the whole --data file; eval.limit when the file comes from eval.data)"))
     parser.add_argument("--output", help="per-example JSONL (default next to the adapter, or in run.output_dir)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.max_tokens=512 model.path=...")
     return parser.parse_args(argv)
@@ -159,7 +161,7 @@ def merge_adapter(config: Config, base_path: str, adapter: Path, target: Path) -
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from learner.export import export_merged, peft_lora_config
-    from rollout.pool import resolve_engine_dtype
+    from rollout.config import resolve_engine_dtype
 
     if adapter.name == LEARNER_STATES.name:
         check_run_lora(adapter, config.learner.lora)
@@ -180,17 +182,10 @@ def merge_adapter(config: Config, base_path: str, adapter: Path, target: Path) -
 
 
 # -- the run ---------------------------------------------------------------------------------------------------------
-def check_model_path(spec: str) -> None:
-    if spec.startswith(EMBEDDED_PREFIX) and spec.removeprefix(EMBEDDED_PREFIX) not in EMBEDDED_MODELS:
-        raise ConfigError(f"model.path: unknown embedded model {spec!r} (known: {', '.join(EMBEDDED_MODELS)})")
-    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
-        raise ConfigError(f"model.path: directory {spec!r} not found")
-
-
 def generate_and_grade(config: Config, model_path: str, questions: list[PoolQuestion]) -> list[EvalResult]:
+    from learner.weights import SyncMode
     from rollout.engine import Engine
-    from rollout.pool import engine_spec_from_config, resolve_engine_dtype
-    from rollout.records import SyncMode
+    from rollout.config import engine_spec_from_config, resolve_engine_dtype
 
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
     spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
@@ -203,8 +198,9 @@ def generate_and_grade(config: Config, model_path: str, questions: list[PoolQues
         engine.shutdown()
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuestion], Path | None]:
-    """Config, data path, questions and resolved adapter; raises the one-line errors main() reports."""
+def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuestion], int, Path | None]:
+    """Config, data path, questions and resolved adapter; raises the one-line errors main() reports. A file named
+    with --data is evaluated whole unless --limit says otherwise; eval.data keeps the config's eval.limit."""
     config = load_run_config(args.config, args.overrides, resume_dir=None)
     check_model_path(config.model.path)
     data = args.data or config.eval.data
@@ -212,9 +208,10 @@ def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuesti
         raise EvalDataError("no data: pass --data FILE.jsonl or set eval.data in the config")
     if not Path(data).is_file():
         raise EvalDataError(f"{data}: file not found")
-    questions = load_eval_questions(data, args.limit or config.eval.limit)
+    questions = load_eval_questions(data)
+    limit = args.limit or (None if args.data else config.eval.limit)
     adapter = resolve_adapter(Path(args.adapter)) if args.adapter else None
-    return config, Path(data), questions, adapter
+    return config, Path(data), questions if limit is None else questions[:limit], len(questions), adapter
 
 
 def brief(error: Exception) -> str:
@@ -231,13 +228,15 @@ def fail(kind: str, error: Exception | str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        config, data, questions, adapter = load_inputs(args)
-    except ConfigError as error:
+        config, data, questions, in_file, adapter = load_inputs(args)
+    except (ConfigError, PreflightError) as error:
         return fail("config", error)
     except (SeedFileError, EvalDataError) as error:
         return fail("data", error)
     except AdapterError as error:
         return fail("adapter", error)
+    limited_by = " (--limit)" if args.limit else " (eval.limit)" if len(questions) < in_file else ""
+    print(f"eval: {in_file} questions in {data}, evaluating {len(questions)}{limited_by}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     output = Path(args.output) if args.output else default_output(config, adapter)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 return fail("adapter", f"{adapter}: {brief(error)}")
         results = generate_and_grade(config, model_path, questions)
     output.write_text("".join(json.dumps(result.to_row()) + "\n" for result in results))
-    summary = summarize(results) | {"data": str(data), "model": config.model.path,
+    summary = summarize(results) | {"data": str(data), "questions_in_file": in_file, "model": config.model.path,
                                     "adapter": str(adapter) if adapter else None, "output": str(output),
                                     "max_tokens": config.eval.max_tokens, "seconds": time.perf_counter() - started}
     print(json.dumps(summary), flush=True)
@@ -261,4 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # vLLM spawns worker processes that re-import this file
-    sys.exit(main())
+    from rollout.exit_cleanup import no_orphans
+
+    with no_orphans():
+        sys.exit(main())

@@ -12,7 +12,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from selfplay.config import ConfigError, config_to_yaml, load_config
+from selfplay.config import ConfigError, config_to_yaml
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,4 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rollout.exit_cleanup import no_orphans
+
+    with no_orphans():
+        sys.exit(main())

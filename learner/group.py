@@ -11,17 +11,16 @@ from dataclasses import replace
 
 import ray
 
+from learner.config import LearnerConfig
 from learner.records import TrainBatch
 from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_updates
-from rollout.probe import SyncProbe
-from rollout.records import SyncMode, WeightUpdate
-from selfplay.config import LearnerConfig
+from learner.weights import SyncMode, SyncProbe, WeightUpdate
 
 
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """Loss-like metrics are each rank's share of the global token mean, so they add up; `*_max` take the max;
     the rest (grad norm, lr, skip counters: identical on every rank after the all-reduce) come from rank 0."""
-    additive = ("loss", "clip_fraction", "importance_logprob_diff_mean", "importance_weight_mean",
+    additive = ("loss", "clip_fraction", "approx_kl", "importance_logprob_diff_mean", "importance_weight_mean",
                 "importance_capped_fraction", "kl", "tokens")
     merged = dict(per_rank[0])
     for key in merged:

@@ -33,9 +33,6 @@ class AdvantageStats:
     group_count: int
     zero_variance_groups: int
     """Groups whose rewards are all equal (singletons included): their advantages are 0."""
-    reward_mean: float
-    reward_std: float
-    """Population std of all rewards in the call."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +125,6 @@ def group_advantages(
     stats = AdvantageStats(
         group_count=group_count,
         zero_variance_groups=int(constant.sum()),
-        reward_mean=float(values.mean()),
-        reward_std=float(values.std(unbiased=False)),
     )
     return advantages.to(rewards.dtype), stats
 

@@ -24,14 +24,13 @@ from pathlib import Path
 import torch
 
 from learner import grpo
+from learner.config import LearnerConfig
 from learner.export import export_adapter, export_merged, peft_lora_config
+from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
-from rollout.probe import SyncProbe
-from rollout.records import SyncMode, WeightUpdate
-from selfplay.config import LearnerConfig
-from selfplay.hardware import fast_dtype
+from learner.weights import SyncMode, SyncProbe, WeightUpdate
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -230,6 +229,7 @@ class Learner:
             clip_range=grpo.ClipRange(self.config.clip_low, self.config.clip_high), importance_weights=weights)
         metrics = {"learner/policy_loss": loss.item(),
                    "learner/clip_fraction": (policy.clip_low_fraction + policy.clip_high_fraction).item(),
+                   "learner/approx_kl": policy.approx_kl.item(), "learner/ratio_max": policy.ratio_max.item(),
                    "learner/importance_logprob_diff_mean": importance.logprob_diff_mean.item(),
                    "learner/importance_logprob_diff_max": importance.logprob_diff_max.item(),
                    "learner/importance_weight_mean": importance.weight_mean.item(),

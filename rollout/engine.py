@@ -1,6 +1,6 @@
 """One vLLM engine: batched chat generation with per-request sampling, and in-place weight updates.
 
-Plain class (usable in-process); `rollout.pool` wraps it in Ray actors. The same code runs the CPU build of vLLM
+Plain class (usable in-process); `rollout.host` wraps it in a Ray actor. The same code runs the CPU build of vLLM
 and CUDA vLLM; only `EngineSpec` values differ. Weight versions only ever increase: an adapter version gets a fresh
 LoRA name and id (vLLM silently keeps serving an id it already holds), and older adapters are evicted.
 """
@@ -11,9 +11,9 @@ import math
 import time
 from dataclasses import dataclass
 
-from rollout.probe import ProbeReading, SyncProbe, read_probe
-from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec, SyncMode,
-                             WeightUpdate)
+from learner.weights import SyncMode, SyncProbe, WeightUpdate
+from rollout.probe import ProbeReading, read_probe
+from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec
 
 GIB = 1 << 30
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank

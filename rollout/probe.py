@@ -21,29 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from learner.weights import SyncProbe, l2_norm
+
 SEPARATION = 4.0  # |expected - previous| in units of the noise norm needed before the version test is made
-MIN_NOISE = 1e-6  # a noise norm measured as 0 (bit-identical kernels) still admits rounding differences later
-
-
-@dataclass(frozen=True)
-class SyncProbe:
-    """What the learner expects an engine to compute on a fixed token sequence after a sync."""
-
-    token_ids: tuple[int, ...]  # [P]
-    expected: tuple[float, ...]  # [P - 1] learner logprob of tokens 1..P-1 under this version
-    previous: tuple[float, ...] = ()  # [P - 1] the same under the version before; () skips the version test
-    tolerance: float = math.inf  # max mean |served - expected|
-    noise: float = 0.0  # |served - expected| (L2) measured with identical weights; see selfplay.driver
-
-    def advanced(self, expected: tuple[float, ...]) -> SyncProbe:
-        """The probe of the next version: the learner's new logprobs, with these as the previous ones."""
-        return SyncProbe(self.token_ids, tuple(expected), self.expected, self.tolerance, self.noise)
-
-    def separation(self) -> float:
-        """How far this version moved the probe from the previous one, in noise norms (nan: no previous)."""
-        if not self.previous:
-            return math.nan
-        return _norm([a - b for a, b in zip(self.expected, self.previous)]) / max(self.noise, MIN_NOISE)
 
 
 @dataclass(frozen=True)
@@ -69,8 +49,5 @@ def read_probe(served: list[float], probe: SyncProbe) -> ProbeReading:
     if gap > probe.tolerance:
         problem = problem or (f"probe logprob gap {gap:.4f} exceeds tolerance {probe.tolerance:.4f} (the engine is "
                               f"not serving the learner's weights)")
-    return ProbeReading(gap=gap, distance=_norm(residual), position=position, problem=problem)
+    return ProbeReading(gap=gap, distance=l2_norm(residual), position=position, problem=problem)
 
-
-def _norm(values: list[float]) -> float:
-    return math.sqrt(sum(v * v for v in values))

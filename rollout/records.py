@@ -1,11 +1,10 @@
-"""Records that cross the rollout boundary: what to generate, what came back, what weights to serve."""
+"""Records that cross the rollout boundary: what to generate and what came back (the weights to serve are the
+learner's records: learner.weights)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-
-from rollout.probe import SyncProbe
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -51,16 +50,7 @@ class Completion:
     weight_version: int
 
 
-class SyncMode(str, Enum):
-    ADAPTER = "adapter"  # load the LoRA as a new immutable adapter version
-    MERGED = "merged"  # push LoRA-merged full weights into the running engine
+class Generator(Protocol):
+    """Anything that answers generation requests in order: an engine pool, or one in-process engine."""
 
-
-@dataclass(frozen=True)
-class WeightUpdate:
-    """New weights ready for the engines: a PEFT adapter directory or a merged model directory."""
-
-    version: int
-    mode: SyncMode
-    path: str
-    probe: SyncProbe | None = None  # how each engine checks that it serves these weights (None: unchecked)
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from learner.config import LearnerConfig, Section
+from rollout.config import RolloutConfig
 
 
 class ConfigError(ValueError):
     """A config problem, worded as one line that names the file and the key."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class ModelConfig(Section):
@@ -28,66 +27,6 @@ class ModelConfig(Section):
     dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="weights dtype everywhere")
     max_model_len: int = Field(2048, ge=128, description="context length for engines and the learner")
     cache_dir: str | None = Field(None, description="where embedded models are converted; default ~/.cache/selfplay")
-
-
-class RolloutConfig(Section):
-    num_engines: int = Field(1, ge=1, description="vLLM engine actors shared by all roles")
-    cpus_per_engine: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
-    gpus_per_engine: float = Field(0.0, ge=0, description="Ray GPUs reserved per engine (0 on CPU)")
-    tensor_parallel_size: int = Field(1, ge=1)
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description=(
-        "engine precision (the learner exports in it); auto = model.dtype on GPUs and on CPUs with native bf16 "
-        "matmuls, float32 on other CPUs (bf16 decoding measured 4.6x slower there)"))
-    kv_cache_gb: float = Field(2.0, gt=0, description="KV cache size (CPU: VLLM_CPU_KVCACHE_SPACE)")
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="GPU only: vLLM memory fraction")
-    enforce_eager: bool = Field(True, description="skip graph compilation (fast start, slower decode)")
-    max_num_seqs: int = Field(256, ge=1, description="vLLM batch size cap per engine")
-    sync_mode: Literal["auto", "adapter", "merged"] = Field("auto", description=(
-        "how new weights reach the engines: a new LoRA version or merged weights; auto = merged on CPU, "
-        "adapter on GPU (bench/rollout.py measures both)"))
-    sync_tolerance: float = Field(0.05, gt=0, description="max mean |logprob| gap on the probe after a sync")
-    request_timeout_s: float = Field(900.0, gt=0, description="a generate call slower than this marks the engine hung")
-    max_restarts: int = Field(3, ge=0, description="engine restarts allowed per run before giving up")
-    judge_model: str | None = Field(None, description=(
-        "give the judge its own frozen engine with this model ('same' = the base model, never synced)"))
-
-
-class LoRAConfig(Section):
-    rank: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: tuple[str, ...] = Field(
-        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), min_length=1)
-
-
-class LearnerConfig(Section):
-    num_workers: int = Field(1, ge=1, description="data-parallel learner ranks (gloo on CPU, nccl on GPU)")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    lr: float = Field(1e-5, gt=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    zero_stage: Literal[0, 1, 2] = Field(2, description=(
-        "DeepSpeed ZeRO stage; 3 is not supported (the rank-0 weight export needs the LoRA weights gathered)"))
-    compute_dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description=(
-        "training precision; auto = the model dtype on GPUs and on CPUs with native bf16 matmuls, float32 on "
-        "other CPUs (there bf16 matmuls fall back to slow reference kernels: 50-90x slower backward measured)"))
-    grad_clip: float = Field(1.0, gt=0)
-    micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
-    logits_chunk_tokens: int = Field(1024, ge=16, description=(
-        "positions per output-layer chunk when computing logprobs: bounds the [tokens, vocab] logits in memory"))
-    ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")
-    mini_batches: int = Field(1, ge=1, description=(
-        "optimizer steps per pass: the batch shuffled and split into this many parts. With more than one update "
-        "per batch (ppo_epochs * mini_batches > 1) the old logprobs are taken before the first, so the clip acts "
-        "from the second update on"))
-    clip_low: float = Field(0.2, ge=0, lt=1, description=(
-        "PPO clip below 1 - clip_low for negative advantages; inactive with one update per batch (ratio 1)"))
-    clip_high: float = Field(0.28, ge=0, description="PPO clip above 1 + clip_high for positive advantages (DAPO)")
-    kl_coef: float = Field(0.0, ge=0, description="KL to the base model (LoRA disabled); 0 skips the extra pass")
-    importance_cap: float = Field(2.0, ge=1, description="truncation of learner/engine importance weights")
-    normalize_std: bool = Field(True, description="divide group advantages by the group std")
-    lora: LoRAConfig = LoRAConfig()
 
 
 class ProposerConfig(Section):
@@ -99,7 +38,8 @@ class ProposerConfig(Section):
 
 
 class SolverConfig(Section):
-    batch_size: int = Field(8, ge=1, description="questions solved per iteration (proposed + pool)")
+    batch_size: int = Field(8, ge=1, description=(
+        "pool questions solved per iteration; the questions proposed in it are solved on top"))
     num_answers: int = Field(4, ge=2, description="N answers per question, one GRPO group")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -133,6 +73,20 @@ class FilterGroupsConfig(Section):
         "rewards where a question has no reference answer) are left out of training, and more pool questions are "
         "solved to refill them"))
     max_rounds: int = Field(2, ge=1, description="extra solve rounds per iteration at most, to refill dropped groups")
+
+
+class TaskConfig(Section):
+    family: str = Field("math", description=(
+        "what the proposer writes and how it is checked (agents/tasks): math (judge-scored, as published) or "
+        "arithmetic (grounded: a safe evaluator computes each proposed question's answer)"))
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, name: str) -> str:
+        from agents.tasks import task_family
+
+        task_family(name)
+        return name
 
 
 class PoolConfig(Section):
@@ -178,14 +132,13 @@ class Config(Section):
     judge: JudgeConfig = JudgeConfig()
     rewards: RewardsConfig = RewardsConfig()
     filter_groups: FilterGroupsConfig = FilterGroupsConfig()
+    task: TaskConfig = TaskConfig()
     pool: PoolConfig = PoolConfig()
     tracking: TrackingConfig = TrackingConfig()
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        if self.learner.lora.alpha < 1:
-            raise ValueError("learner.lora.alpha must be >= 1")
         if self.eval.every and not self.eval.data:
             raise ValueError("eval.data: required when eval.every > 0")
         return self
@@ -217,7 +170,7 @@ def _apply_override(tree: dict[str, Any], path: list[str], value: Any, source: s
 
 def _format_error(error: dict[str, Any], source: str) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif "input" in error and not isinstance(error["input"], dict):
@@ -246,7 +199,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         return Config.model_validate(tree)
     except ValidationError as error:
         first = error.errors()[0]
-        if first["type"] == "value_error":  # model-level checks already name their key
+        if first["type"] == "value_error" and not first["loc"]:  # model-level checks already name their key
             raise ConfigError(f"{source}: {first['msg'].removeprefix('Value error, ')}") from None
         raise ConfigError(_format_error(first, source)) from None
 

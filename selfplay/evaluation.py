@@ -3,9 +3,9 @@
 The same code serves `launch/eval.py` (an in-process engine) and the training loop (the engine pool): both hand
 `evaluate` any object with `generate(requests) -> completions`. One answer per question at temperature 0, parsed
 strictly (agents/parsing.py) and graded with math-verify (rewards/grading.py); a response without a well-formed
-answer tag is a format failure and counts as incorrect. Data files are read by `selfplay.pool.load_seed_file`, so
-GSM8K's `#### N` solutions and plain `answer` fields both work. Leaves out building engines and loading weights
-(launch/eval.py) and logging (the driver logs what `eval_metrics` returns).
+answer tag is a format failure and counts as incorrect. Data files are read by
+`selfplay.question_pool.load_seed_file`, so GSM8K's `#### N` solutions and plain `answer` fields both work. Leaves
+out building engines and loading weights (launch/eval.py) and logging (the driver logs what `eval_metrics` returns).
 """
 
 from __future__ import annotations
@@ -14,23 +14,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agents.parsing import FormatFailure, Parsed, failure_counts, parse_answer
 from agents.prompts import solver_messages
 from rewards.grading_pool import Grader
-from rollout.records import Completion, GenerationRequest, SamplingSpec
-from selfplay.pool import PoolQuestion, load_seed_file
+from rollout.records import GenerationRequest, Generator, SamplingSpec
+from selfplay.question_pool import PoolQuestion, load_seed_file
 
 Z_95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval
 
 
 class EvalDataError(ValueError):
     """Evaluation data that cannot be graded (a question without a reference answer); names the file and line."""
-
-
-class Generator(Protocol):
-    def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
 
 
 @dataclass(frozen=True)

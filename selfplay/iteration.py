@@ -3,46 +3,32 @@ sync, with each phase timed.
 
 Generation calls that do not depend on each other run at the same time on the engine pool (proposals and the
 pool questions' answers first; then question judging, answers to new questions, and judging of pool answers),
-so no engine idles while the driver waits on one role. The components come in through `Components`: Ray
-actor handles in production; the driver owns logging and checkpoints.
+so no engine idles while the driver waits on one role. The components come in through the Protocols of
+`selfplay.components` (Ray actors behind them in production, plain objects in a unit test); the driver owns
+logging and checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from statistics import fmean
-from typing import Any, Callable, Iterator
-
-import ray
+from typing import Callable, Iterator
 
 from agents.players import AnswerToJudge, Turn
-from rewards.grading_pool import Grade, Grader
+from learner.weights import prune_exports
+from rewards.grading_pool import Grade
 from rewards.rubric import Rubric
 from rewards.scores import RewardSettings
-from rollout.probe import SyncProbe
-from rollout.records import SamplingSpec, SyncMode
+from rollout.records import SamplingSpec
+from selfplay.components import Components, JudgeRole
 from selfplay.config import Config
-from selfplay.pool import AddOutcome, PoolQuestion, QuestionPool, QuestionSource
 from selfplay.preflight import trained_roles
+from selfplay.question_pool import AddOutcome, PoolQuestion, QuestionPool, QuestionSource
 from selfplay.scoring import IterationScores, IterationTurns, SolveItem, build_train_batch, score_iteration
-
-
-@dataclass
-class Components:
-    proposer: Any  # Ray actor handles of agents.players.Proposer / Solver / Judge
-    solver: Any
-    judge: Any
-    learner: Any  # learner.group.LearnerGroup
-    grader: Grader  # rewards.grading_pool.GradingPool: bounded grading off the driver's thread
-    pools: list[Any]  # engine pools that follow the learner's weights (rollout.pool.RemoteEnginePool)
-    sync_mode: SyncMode
-    export_dir: Path
-    probe: SyncProbe  # the weights the engines serve, as the learner computes them (driver.calibrate_probe)
 
 
 @dataclass
@@ -51,7 +37,7 @@ class RunState:
 
     iteration: int
     weight_version: int
-    pool: QuestionPool
+    questions: QuestionPool
     rubric: Rubric
 
 
@@ -60,7 +46,6 @@ class IterationResult:
     metrics: dict[str, float]
     turns: IterationTurns
     scores: IterationScores
-    accepted_questions: list[str] = field(default_factory=list)
 
 
 class PhaseTimer:
@@ -104,9 +89,12 @@ def reward_settings(config: Config) -> RewardSettings:
                           grading_weight=config.solver.verifiable_weight)
 
 
-def _answers_to_judge(item: SolveItem, attempts: list[Turn]) -> list[AnswerToJudge]:
-    return [AnswerToJudge(item.question, attempt.sample.text, item.reference_answer)
-            for attempt in attempts if attempt.parsed.failure is None]
+def judge_each(judge: JudgeRole, rubric: Rubric, items: list[SolveItem], attempts: list[list[Turn]],
+               sampling: SamplingSpec) -> list[Future[list[Turn]]]:
+    """One judge call per question over its parsed answers (verdicts are aligned back by `_align_verdicts`)."""
+    return [judge.judge_answers(rubric, [AnswerToJudge(item.question, attempt.sample.text, item.reference_answer)
+                                         for attempt in row if attempt.parsed.failure is None], sampling)
+            for item, row in zip(items, attempts)]
 
 
 def _align_verdicts(attempts: list[Turn], verdicts: list[Turn]) -> tuple[Turn | None, ...]:
@@ -135,33 +123,30 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
     """All generation of one iteration, overlapped in two waves."""
     specs = sampling_specs(config, state.iteration)
     rewrite_count = round(config.proposer.batch_size * config.proposer.rewrite_ratio)
-    references = [q.text for q in state.pool.sample_references(rewrite_count, state.iteration)]
+    references = [q.text for q in state.questions.sample_references(rewrite_count, state.iteration)]
     references += [None] * (config.proposer.batch_size - len(references))
     pool_items = [SolveItem(q.text, q.id, q.answer, None)
-                  for q in state.pool.sample_references(config.solver.batch_size, state.iteration)]
+                  for q in state.questions.sample_references(config.solver.batch_size, state.iteration)]
     with timer("wave1_propose_solve"):  # proposals, and answers to pool questions
-        proposals_ref = components.proposer.propose.remote(references, specs["proposer"])
-        pool_attempts_ref = components.solver.solve.remote([item.question for item in pool_items], specs["solver"])
-        proposals: list[Turn] = ray.get(proposals_ref)
-        new_items = [SolveItem(str(p.parsed.value), f"it{state.iteration}-q{i}", None, i)
+        proposing = components.proposer.propose(references, specs["proposer"])
+        pool_solving = components.solver.solve([item.question for item in pool_items], specs["solver"])
+        proposals = proposing.result()
+        new_items = [SolveItem(p.parsed.value.text, f"it{state.iteration}-q{i}", p.parsed.value.reference, i)
                      for i, p in enumerate(proposals) if p.parsed.failure is None]
-        quality_ref = components.judge.judge_questions.remote(state.rubric, [item.question for item in new_items],
-                                                              specs["judge"])
-        new_attempts_ref = components.solver.solve.remote([item.question for item in new_items], specs["solver"])
-        pool_attempts = ray.get(pool_attempts_ref)
+        quality_judging = components.judge.judge_questions(state.rubric, [item.question for item in new_items],
+                                                           specs["judge"])
+        new_solving = components.solver.solve([item.question for item in new_items], specs["solver"])
+        pool_attempts = pool_solving.result()
         grading = components.grader.submit(_grading_pairs(pool_items, pool_attempts))  # runs while judges work
     with timer("wave2_judge_solve"):  # judging of questions and answers, and answers to the new questions
-        pool_verdicts_ref = [components.judge.judge_answers.remote(state.rubric, _answers_to_judge(item, attempts),
-                                                                   specs["judge"])
-                             for item, attempts in zip(pool_items, pool_attempts)]
-        new_attempts = ray.get(new_attempts_ref)
-        new_verdicts_ref = [components.judge.judge_answers.remote(state.rubric, _answers_to_judge(item, attempts),
-                                                                  specs["judge"])
-                            for item, attempts in zip(new_items, new_attempts)]
-        quality_verdicts = iter(ray.get(quality_ref))
-        verdicts = ray.get(pool_verdicts_ref + new_verdicts_ref)
+        pool_judging = judge_each(components.judge, state.rubric, pool_items, pool_attempts, specs["judge"])
+        new_attempts = new_solving.result()
+        new_grading = components.grader.submit(_grading_pairs(new_items, new_attempts))  # grounded proposals
+        new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts, specs["judge"])
+        quality_verdicts = iter(quality_judging.result())
+        verdicts = [judging.result() for judging in pool_judging + new_judging]
     with timer("grade_wait"):  # grading ran during wave 2: only what that did not hide
-        grades = grading.result()
+        grades = grading.result() + new_grading.result()
     items, attempts = pool_items + new_items, pool_attempts + new_attempts
     check_served_version(state.weight_version, proposals, *attempts)
     return IterationTurns(
@@ -170,7 +155,7 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         solve_items=tuple(items),
         attempts=tuple(tuple(a) for a in attempts),
         answer_verdicts=tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
-        grades=tuple(_place_grades(items, attempts, grades)),  # proposed questions have no reference answer
+        grades=tuple(_place_grades(items, attempts, grades)),  # None where a question has no reference
         grade_timeouts=sum(grade.timed_out for grade in grades))
 
 
@@ -185,20 +170,19 @@ def refill_groups(config: Config, components: Components, state: RunState, turns
         all_equal = score_iteration(turns, settings).all_equal_groups
         with_signal = sum(f"solver:{index}" not in all_equal for index in range(len(turns.solve_items)))
         used = frozenset(item.question_id for item in turns.solve_items)
-        available = sum(question.id not in used for question in state.pool.questions())
+        available = sum(question.id not in used for question in state.questions.questions())
         count = min(target - with_signal, available)
         if rounds == config.filter_groups.max_rounds or count <= 0:
             break
         rounds += 1
         with timer("refill"):
             items = [SolveItem(q.text, q.id, q.answer, None)
-                     for q in state.pool.sample_references(count, state.iteration, exclude=used)]
-            attempts = ray.get(components.solver.solve.remote([item.question for item in items], specs["solver"]))
+                     for q in state.questions.sample_references(count, state.iteration, exclude=used)]
+            attempts = components.solver.solve([item.question for item in items], specs["solver"]).result()
             check_served_version(state.weight_version, *attempts)
             grading = components.grader.submit(_grading_pairs(items, attempts))
-            verdicts = ray.get([components.judge.judge_answers.remote(state.rubric, _answers_to_judge(item, row),
-                                                                      specs["judge"])
-                                for item, row in zip(items, attempts)])
+            verdicts = [judging.result()
+                        for judging in judge_each(components.judge, state.rubric, items, attempts, specs["judge"])]
             grades = grading.result()
         added += len(items)
         turns = dataclasses.replace(
@@ -222,15 +206,16 @@ def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
                                    f"{turn.weight_version}, but version {expected} is current")
 
 
-def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores) -> tuple[list[str], dict]:
+def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores) -> dict[str, float]:
     """Accepted proposals join the pool; pool questions record how well they were solved."""
     accepted, duplicates = [], 0
     for index, (proposal, result) in enumerate(zip(turns.proposals, scores.proposer_results)):
         if not result.accepted:
             continue
-        question = PoolQuestion(id=f"it{state.iteration}-q{index}", text=str(proposal.parsed.value), answer=None,
+        question = PoolQuestion(id=f"it{state.iteration}-q{index}", text=proposal.parsed.value.text,
+                                answer=proposal.parsed.value.reference,
                                 source=QuestionSource.PROPOSED, added_iteration=state.iteration)
-        outcome = state.pool.add(question).outcome
+        outcome = state.questions.add(question).outcome
         if outcome is AddOutcome.ACCEPTED:
             accepted.append(question.text)
         else:
@@ -238,9 +223,9 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
     for item, answer_scores in zip(turns.solve_items, scores.answer_scores):
         scored = [score for score in answer_scores if score is not None]
         if item.proposal_index is None and scored:
-            state.pool.record_solve(item.question_id, fmean(scored))
-    counters = state.pool.counters
-    return accepted, {"pool/size": float(len(state.pool)), "pool/accepted": float(len(accepted)),
+            state.questions.record_solve(item.question_id, fmean(scored))
+    counters = state.questions.counters
+    return {"pool/size": float(len(state.questions)), "pool/accepted": float(len(accepted)),
                       "pool/rejected_duplicate_this_iteration": float(duplicates),
                       "pool/accepted_total": float(counters.accepted),
                       "pool/rejected_duplicate_total": float(counters.rejected_duplicate),
@@ -256,15 +241,13 @@ def sync_weights(config: Config, components: Components, state: RunState) -> dic
     version = state.weight_version + 1
     update = components.learner.export(version, components.sync_mode, str(components.export_dir), components.probe)
     metrics: dict[str, float] = {}
-    for pool in components.pools:
-        metrics = pool.apply_update(update)
+    for engines in components.engine_pools:
+        metrics = engines.apply_update(update)
     state.weight_version = version
     components.probe = update.probe
     metrics["sync/probe_tolerance"] = update.probe.tolerance
     metrics["sync/probe_separation"] = update.probe.separation()
-    for old in components.export_dir.glob(f"{components.sync_mode.value}-v*"):
-        if old.name != Path(update.path).name:
-            shutil.rmtree(old, ignore_errors=True)
+    prune_exports(update)
     return metrics
 
 
@@ -289,14 +272,14 @@ def run_iteration(config: Config, components: Components, state: RunState,
     timer.progress(_rollout_counts(turns))
     with timer("score"):
         scores = score_iteration(turns, reward_settings(config))
-        accepted, pool_metrics = update_pool(state, turns, scores)
+        pool_metrics = update_pool(state, turns, scores)
         batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config),
                                                  drop_all_equal=config.filter_groups.enabled)
     with timer("train"):
         learner_metrics = components.learner.train(batch)
     with timer("sync"):
         sync_metrics = sync_weights(config, components, state)
-    rollout_metrics = components.pools[0].metrics() if components.pools else {}
+    rollout_metrics = components.engine_pools[0].metrics() if components.engine_pools else {}
     timer.progress(f"  generation: {rollout_metrics.get('rollout/tokens_per_second', 0.0):.0f} tokens/s; "
                    f"trained {learner_metrics.get('learner/tokens', 0.0):.0f} tokens")
     wall = time.perf_counter() - started
@@ -305,4 +288,4 @@ def run_iteration(config: Config, components: Components, state: RunState,
     times["time/other"] = max(wall - sum(timer.seconds.values()), 0.0)
     metrics = (scores.metrics | refill_metrics | pool_metrics | batch_metrics | learner_metrics | sync_metrics
                | rollout_metrics | times)
-    return IterationResult(metrics=metrics, turns=turns, scores=scores, accepted_questions=accepted)
+    return IterationResult(metrics=metrics, turns=turns, scores=scores)

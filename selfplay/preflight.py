@@ -68,7 +68,8 @@ def resolve_output_dir(config: Config, environ: Mapping[str, str]) -> Config:
     return config.model_copy(update={"run": config.run.model_copy(update={"output_dir": str(absolute)})})
 
 
-def _check_model(spec: str) -> None:
+def check_model_path(spec: str) -> None:
+    """An embedded model name must exist and a local path must be a directory (hub ids are checked on load)."""
     if spec.startswith(EMBEDDED_PREFIX):
         name = spec.removeprefix(EMBEDDED_PREFIX)
         if name not in EMBEDDED_MODELS:
@@ -96,9 +97,9 @@ def _check_sampling(config: Config) -> None:
 
 
 def _check_lora_rank(config: Config) -> None:
+    from learner.weights import SyncMode
+    from rollout.config import resolve_sync_mode
     from rollout.engine import lora_rank_cap
-    from rollout.pool import resolve_sync_mode
-    from rollout.records import SyncMode
 
     uses_gpu = config.rollout.gpus_per_engine > 0
     if resolve_sync_mode(config.rollout.sync_mode, uses_gpu=uses_gpu) is SyncMode.ADAPTER:
@@ -112,13 +113,13 @@ def preflight(config: Config) -> None:
     """Raise PreflightError (one line) for the first problem found."""
     from rewards.rubric import RubricError, load_rubric
     from selfplay.evaluation import EvalDataError, load_eval_questions
-    from selfplay.pool import SeedFileError, load_seed_file
+    from selfplay.question_pool import SeedFileError, load_seed_file
 
     _check_sampling(config)
     _check_lora_rank(config)
-    _check_model(config.model.path)
+    check_model_path(config.model.path)
     if config.rollout.judge_model not in (None, "same"):
-        _check_model(config.rollout.judge_model)
+        check_model_path(config.rollout.judge_model)
     try:
         load_rubric(config.judge.rubric, config.judge.rubric_dir)
     except RubricError as error:

@@ -39,7 +39,8 @@ def test_eval_prints_summary_last_and_writes_rows(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert SUMMARY_KEYS <= summary.keys()
-    assert summary["n"] == 4
+    assert summary["n"] == 4 and summary["questions_in_file"] == 43
+    assert "eval: 43 questions in configs/seeds/tiny-math.jsonl, evaluating 4 (--limit)" in result.stderr
     assert 0.0 <= summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1] <= 1.0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 4
@@ -48,6 +49,19 @@ def test_eval_prints_summary_last_and_writes_rows(tiny_model_dir, tmp_path):
     assert all(0 < row["response_tokens"] <= 12 for row in rows)
     assert sum(row["correct"] for row in rows) == summary["correct"]
     assert sum(row["failure"] is not None for row in rows) == summary["format_failures"]
+
+
+def test_a_data_file_is_evaluated_whole_unless_limited():
+    module = _launch_eval_module()
+    whole = module.load_inputs(module.parse_args(["--config", "configs/tiny-cpu.yaml", "--data",
+                                                  "configs/seeds/tiny-math.jsonl"]))
+    assert (len(whole[2]), whole[3]) == (43, 43)  # not eval.limit (64 by default; 2 below)
+    limited = module.load_inputs(module.parse_args(["--config", "configs/tiny-cpu.yaml", "--data",
+                                                    "configs/seeds/tiny-math.jsonl", "--limit", "5"]))
+    assert (len(limited[2]), limited[3]) == (5, 43)
+    from_config = module.load_inputs(module.parse_args(["--config", "configs/tiny-cpu.yaml",
+                                                        "eval.data=configs/seeds/tiny-math.jsonl", "eval.limit=2"]))
+    assert (len(from_config[2]), from_config[3]) == (2, 43)
 
 
 def test_malformed_data_line_exits_2_with_one_line(tmp_path):
@@ -77,12 +91,13 @@ def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp
     import torch
     from safetensors.torch import load_file
 
+    from learner.config import LearnerConfig
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
-    from rollout.pool import resolve_engine_dtype
-    from rollout.records import SyncMode
+    from learner.weights import SyncMode
+    from rollout.config import resolve_engine_dtype
     from selfplay.checkpoint import save_checkpoint
-    from selfplay.config import LearnerConfig, config_to_yaml, load_config
+    from selfplay.config import config_to_yaml, load_config
 
     config = load_config(None, [f"model.path={tiny_model_dir}", "learner.lora.rank=4", "learner.lora.alpha=8"])
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)  # what the driver gives the learner
@@ -98,9 +113,9 @@ def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(config_to_yaml(config))
     save_checkpoint(run_dir, 1, learner.save_checkpoint, {"iteration": 1})
-    reference = load_file(learner.export(1, SyncMode.MERGED, str(tmp_path / "export"), [], 0.05).path
+    reference = load_file(learner.export(1, SyncMode.MERGED, str(tmp_path / "export")).path
                           + "/model.safetensors")
-    adapter_dir = Path(learner.export(2, SyncMode.ADAPTER, str(tmp_path / "export"), [], 0.05).path)
+    adapter_dir = Path(learner.export(2, SyncMode.ADAPTER, str(tmp_path / "export")).path)
 
     launch_eval = _launch_eval_module()
     merged = launch_eval.merge_adapter(config, str(tiny_model_dir), launch_eval.resolve_adapter(run_dir),

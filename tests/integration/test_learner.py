@@ -9,10 +9,10 @@ import tempfile
 import pytest
 import torch
 
+from learner.config import LearnerConfig
 from learner.grpo import group_advantages
 from learner.records import TrainBatch, TrainSample
 from learner.trainer import BatchError, Learner, LearnerSetup, plan_step
-from selfplay.config import LearnerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -108,8 +108,9 @@ def _target_tokens(learner: Learner, count: int = 1000) -> set[int]:
 
 def test_grpo_with_real_engine_raises_verifiable_reward(tiny_model_dir):
     """Generate with vLLM, reward the share of target tokens, update with DeepSpeed, sync merged weights."""
+    from learner.weights import SyncMode
     from rollout.engine import Engine, EngineSpec
-    from rollout.records import GenerationRequest, SamplingSpec, SyncMode
+    from rollout.records import GenerationRequest, SamplingSpec
 
     engine = Engine(EngineSpec(model_path=str(tiny_model_dir), kv_cache_gb=0.25, max_model_len=MAX_LEN,
                                sync_mode=SyncMode.MERGED))

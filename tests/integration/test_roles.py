@@ -11,11 +11,13 @@ import ray
 
 from agents.players import AnswerToJudge, Judge, Proposer, Solver
 from agents.roles import Role
+from learner.weights import SyncMode
 from rewards.rubric import load_rubric
-from rollout.pool import RemoteEnginePool, engine_spec_from_config
-from rollout.records import SamplingSpec, SyncMode
-from selfplay.config import RolloutConfig
-from selfplay.driver import PROJECT_ROOT, ROLE_ACTOR_OPTIONS
+from rollout.config import RolloutConfig
+from rollout.config import engine_spec_from_config
+from rollout.engine_pool import RemoteEnginePool
+from rollout.records import SamplingSpec
+from selfplay.wiring import PROJECT_ROOT, ROLE_ACTOR_OPTIONS
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -19,12 +18,12 @@ import pytest
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
+from learner.weights import SyncMode, SyncProbe, WeightUpdate  # noqa: E402
+from rollout.config import RolloutConfig  # noqa: E402
 from rollout.engine import EngineSpec, SyncError  # noqa: E402
-from rollout.pool import EngineHost, EnginePool, EngineStatus, RemoteEnginePool  # noqa: E402
-from rollout.probe import SyncProbe  # noqa: E402
-from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec,  # noqa: E402
-                             SyncMode, WeightUpdate)
-from selfplay.config import RolloutConfig  # noqa: E402
+from rollout.engine_pool import EnginePool, RemoteEnginePool  # noqa: E402
+from rollout.host import EngineHost, EngineStatus  # noqa: E402
+from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -132,12 +131,6 @@ def test_fake_pool_gives_up_after_max_restarts_naming_the_engine(ray_session, tm
 
 
 # -- real vLLM engines on the tiny model ----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def perturb(learner, seed: int, scale: float = 0.1) -> None:
     """Set the LoRA B matrices to seeded noise, so each seed is one clearly different set of weights."""
     generator = torch.Generator().manual_seed(seed)
@@ -193,10 +186,9 @@ def rendered(tokenizer, messages) -> list[int]:
 
 @pytest.fixture(scope="module")
 def session(ray_session, tiny_model_dir, tokenizer, tmp_path_factory):
+    from learner.config import LearnerConfig
     from learner.trainer import Learner, LearnerSetup
-    from selfplay.config import LearnerConfig
 
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
     # float32 like the driver on this CPU: a bf16 export would round away a real step at the default lr
     learner = Learner(LearnerConfig(),
                       LearnerSetup(model_path=str(tiny_model_dir), dtype="float32", max_model_len=1024))

@@ -134,7 +134,7 @@ def test_relative_output_dir_inside_a_ray_job_copy_is_refused_in_one_line():
 
 
 def test_actor_environment_leaves_keys_the_user_or_the_job_sets_to_them():
-    from selfplay.driver import PROJECT_ROOT, actor_environment
+    from selfplay.wiring import PROJECT_ROOT, actor_environment
 
     local = actor_environment({})["env_vars"]
     assert local["VLLM_LOGGING_LEVEL"] == "ERROR" and local["PYTHONPATH"] == str(PROJECT_ROOT)

@@ -24,7 +24,7 @@ def test_transformers_llama_imports_beside_torch():
 def test_pure_packages_do_not_import_heavy_backends():
     """Algorithm code stays importable without Ray, vLLM, DeepSpeed or W&B (DESIGN.md boundaries)."""
     code = ("import sys; import agents.parsing, agents.prompts, rewards.scores, rewards.rubric, learner.grpo, "
-            "learner.packing, selfplay.pool, selfplay.config, selfplay.evaluation, selfplay.scoring; "
+            "learner.packing, selfplay.question_pool, selfplay.config, selfplay.evaluation, selfplay.scoring; "
             "bad = [m for m in ('ray', 'vllm', 'deepspeed', 'wandb') if m in sys.modules]; print(bad)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -20,7 +20,7 @@ from selfplay.evaluation import (
     summarize,
     wilson_interval,
 )
-from selfplay.pool import PoolQuestion, QuestionSource, SeedFileError
+from selfplay.question_pool import PoolQuestion, QuestionSource, SeedFileError
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 import torch
 
-from rollout.pool import resolve_engine_dtype, resolve_sync_mode
-from rollout.records import SyncMode
-from selfplay.config import RolloutConfig
-from selfplay.hardware import fast_dtype
+from learner.hardware import fast_dtype
+from learner.weights import SyncMode
+from rollout.config import RolloutConfig
+from rollout.config import resolve_engine_dtype, resolve_sync_mode
 
 
 def test_gpu_and_float32_models_keep_their_dtype():

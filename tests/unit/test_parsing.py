@@ -17,6 +17,7 @@ from agents.parsing import (
     parse_question,
     parse_score,
 )
+from agents.tasks import task_family  # noqa: E402
 from agents.prompts import judge_answer_messages, judge_question_messages, proposer_messages, solver_messages
 from rewards.rubric import load_rubric
 
@@ -108,8 +109,9 @@ def test_failure_counts_name_every_reason() -> None:
 
 
 def test_role_prompts_are_chat_messages_asking_for_their_tag() -> None:
-    from_scratch = proposer_messages(None)
-    rewrite = proposer_messages("Natalia sold 48 clips.")
+    family = task_family("math")
+    from_scratch = proposer_messages(None, family.proposer_system, family.proposer_demonstration)
+    rewrite = proposer_messages("Natalia sold 48 clips.", family.proposer_system, family.proposer_demonstration)
     solver = solver_messages("What is 5 + 7?")
     for messages in (from_scratch, rewrite, solver):
         # system, one demonstrated exchange, then the real request

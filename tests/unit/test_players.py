@@ -26,4 +26,4 @@ def test_from_scratch_proposals_are_sampled_with_different_seeds():
     turns = Proposer(generator).propose([None, None, None], SamplingSpec(seed=7, max_tokens=16))
     assert [request.sampling.seed for request in generator.requests] == [7, 8, 9]
     assert all(request.messages == generator.requests[0].messages for request in generator.requests)
-    assert [turn.parsed.value for turn in turns] == ["Q?"] * 3
+    assert [turn.parsed.value.text for turn in turns] == ["Q?"] * 3

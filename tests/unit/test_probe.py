@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from rollout.probe import SEPARATION, SyncProbe, read_probe
+from learner.weights import SyncProbe
+from rollout.probe import SEPARATION, read_probe
 
 PREVIOUS = (-1.1, -2.1, -3.1, -4.1)
 EXPECTED = (-1.0, -2.0, -3.0, -4.0)  # one update moved every position by +0.1: |d| = 0.2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from selfplay.pool import (
+from selfplay.question_pool import (
     AddOutcome,
     PoolCounters,
     PoolQuestion,

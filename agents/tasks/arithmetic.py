@@ -1,0 +1,53 @@
+"""The `arithmetic` family, grounded: the proposer writes a word problem together with the arithmetic expression
+that solves it, and a safe evaluator (rewards.arithmetic) computes the true answer. Model text is never executed.
+
+A proposal is UNCHECKABLE (format 0, counted) when its expression is refused (not arithmetic, too large, division
+by zero) or does not fit its question: every number in the expression must appear in the question's text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from agents.parsing import FormatFailure, Parsed, Proposal, parse_question, tagged_content
+from rewards.arithmetic import MAX_CHARS, ArithmeticRefused, as_answer, evaluate
+
+EXPRESSION_TAG = "expression"
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _numbers(text: str) -> set[str]:
+    return {number.rstrip("0").rstrip(".") if "." in number else number for number in NUMBER.findall(text)}
+
+
+@dataclass(frozen=True)
+class ArithmeticFamily:
+    name: str = "arithmetic"
+    proposer_system: str = (
+        "You write one new arithmetic word problem for a student: clear, self-contained, with one whole-number "
+        "answer. Write the problem inside <question></question> tags, then the arithmetic expression that solves "
+        "it, using only the problem's numbers, + - * / and parentheses, inside <expression></expression> tags. Do "
+        "not write the answer.")
+    proposer_demonstration: tuple[str, str] = (
+        "Write a new question that takes a few steps of reasoning to solve.",
+        "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>\n"
+        "<expression>24 - 3 * 6</expression>")
+
+    def parse_proposal(self, response: str) -> Parsed:
+        question = parse_question(response)
+        if question.failure is not None:
+            return question
+        expression = tagged_content(response, EXPRESSION_TAG, MAX_CHARS)
+        if expression.failure is not None:
+            return expression
+        try:
+            value = evaluate(str(expression.value))
+        except ArithmeticRefused:
+            return Parsed(None, FormatFailure.UNCHECKABLE)
+        if not _numbers(str(expression.value)) <= _numbers(str(question.value)):
+            return Parsed(None, FormatFailure.UNCHECKABLE)
+        return Parsed(Proposal(str(question.value), as_answer(value)), None)
+
+
+FAMILY = ArithmeticFamily()

@@ -1,0 +1,50 @@
+"""The learner's config section: LoRA shape, optimizer, precision and GRPO loss knobs (selfplay.config composes it
+into the run config; `Section` is the frozen, strict base every section uses)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class LoRAConfig(Section):
+    rank: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), min_length=1)
+
+
+class LearnerConfig(Section):
+    num_workers: int = Field(1, ge=1, description="data-parallel learner ranks (gloo on CPU, nccl on GPU)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    lr: float = Field(1e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    zero_stage: Literal[0, 1, 2] = Field(2, description=(
+        "DeepSpeed ZeRO stage; 3 is not supported (the rank-0 weight export needs the LoRA weights gathered)"))
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description=(
+        "training precision; auto = the model dtype on GPUs and on CPUs with native bf16 matmuls, float32 on "
+        "other CPUs (there bf16 matmuls fall back to slow reference kernels: 50-90x slower backward measured)"))
+    grad_clip: float = Field(1.0, gt=0)
+    micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
+    logits_chunk_tokens: int = Field(1024, ge=16, description=(
+        "positions per output-layer chunk when computing logprobs: bounds the [tokens, vocab] logits in memory"))
+    ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")
+    mini_batches: int = Field(1, ge=1, description=(
+        "optimizer steps per pass: the batch shuffled and split into this many parts. With more than one update "
+        "per batch (ppo_epochs * mini_batches > 1) the old logprobs are taken before the first, so the clip acts "
+        "from the second update on"))
+    clip_low: float = Field(0.2, ge=0, lt=1, description=(
+        "PPO clip below 1 - clip_low for negative advantages; inactive with one update per batch (ratio 1)"))
+    clip_high: float = Field(0.28, ge=0, description="PPO clip above 1 + clip_high for positive advantages (DAPO)")
+    kl_coef: float = Field(0.0, ge=0, description="KL to the base model (LoRA disabled); 0 skips the extra pass")
+    importance_cap: float = Field(2.0, ge=1, description="truncation of learner/engine importance weights")
+    normalize_std: bool = Field(True, description="divide group advantages by the group std")
+    lora: LoRAConfig = LoRAConfig()

@@ -1,0 +1,67 @@
+"""What the learner hands the engines after an update: where the weights are, in which form, and how an engine
+checks that it serves them (a probe sequence with the learner's logprobs; the check itself is rollout.probe)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+MIN_NOISE = 1e-6  # a noise norm measured as 0 (bit-identical kernels) still admits rounding differences later
+
+
+class SyncMode(str, Enum):
+    ADAPTER = "adapter"  # load the LoRA as a new immutable adapter version
+    MERGED = "merged"  # push LoRA-merged full weights into the running engine
+
+
+@dataclass(frozen=True)
+class SyncProbe:
+    """What the learner expects an engine to compute on a fixed token sequence after a sync."""
+
+    token_ids: tuple[int, ...]  # [P]
+    expected: tuple[float, ...]  # [P - 1] learner logprob of tokens 1..P-1 under this version
+    previous: tuple[float, ...] = ()  # [P - 1] the same under the version before; () skips the version test
+    tolerance: float = math.inf  # max mean |served - expected|
+    noise: float = 0.0  # |served - expected| (L2) measured with identical weights; see selfplay.wiring
+
+    def advanced(self, expected: tuple[float, ...]) -> SyncProbe:
+        """The probe of the next version: the learner's new logprobs, with these as the previous ones."""
+        return SyncProbe(self.token_ids, tuple(expected), self.expected, self.tolerance, self.noise)
+
+    def separation(self) -> float:
+        """How far this version moved the probe from the previous one, in noise norms (nan: no previous)."""
+        if not self.previous:
+            return math.nan
+        return l2_norm([a - b for a, b in zip(self.expected, self.previous)]) / max(self.noise, MIN_NOISE)
+
+
+@dataclass(frozen=True)
+class WeightUpdate:
+    """New weights ready for the engines: a PEFT adapter directory or a merged model directory."""
+
+    version: int
+    mode: SyncMode
+    path: str
+    probe: SyncProbe | None = None  # how each engine checks that it serves these weights (None: unchecked)
+
+
+def l2_norm(values: list[float]) -> float:
+    return math.sqrt(sum(v * v for v in values))
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory for weight exports: in /dev/shm where there is one (the engines reload from memory)."""
+    root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def prune_exports(update: WeightUpdate) -> None:
+    """Delete the exports beside `update` of its mode but other versions (engines hold only the latest)."""
+    target = Path(update.path)
+    for old in target.parent.glob(f"{update.mode.value}-v*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""One engine actor's body: a threaded Ray actor around `rollout.engine.Engine`.
+
+vLLM's `LLM` is not thread-safe, so generate calls run one batch at a time; calls that arrive while a batch runs
+are merged into the next batch (one large batch decodes faster than several small ones), and `status` answers
+meanwhile. Engines sharing one CPU node get disjoint cores.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from learner.weights import SyncProbe, WeightUpdate
+from rollout.engine import Engine, EngineSpec
+from rollout.probe import ProbeReading
+from rollout.records import Completion, GenerationRequest
+
+HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What an engine host reports while it may be busy."""
+
+    weight_version: int
+    busy: bool  # a vLLM batch is running
+    queued_requests: int  # requests waiting for the next batch
+
+
+class _Call:
+    """One generate call waiting in a host's queue; filled in by whichever thread runs its batch."""
+
+    def __init__(self, requests: list[GenerationRequest]) -> None:
+        self.requests = requests
+        self.completions: list[Completion] = []
+        self.error: BaseException | None = None
+        self.finished = False
+
+
+def bind_cpu_share(index: int, count: int) -> None:
+    """Give this engine the index-th of `count` equal slices of the cores (unless the user set a binding)."""
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = len(cpus) // count
+    if share >= 1:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(cpu) for cpu in cpus[index * share:(index + 1) * share])
+
+
+class EngineHost:
+    def __init__(self, spec: EngineSpec, cpu_share: tuple[int, int] | None = None) -> None:
+        if cpu_share is not None:
+            bind_cpu_share(*cpu_share)
+        self.engine = Engine(spec)
+        self._engine_lock = threading.Lock()  # one vLLM call at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Call] = []
+        self._busy = False
+
+    def ready(self) -> int:
+        return self.engine.weight_version
+
+    def status(self) -> EngineStatus:
+        with self._queue_lock:
+            queued = sum(len(call.requests) for call in self._queue)
+        return EngineStatus(self.engine.weight_version, self._busy, queued)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        call = _Call(list(requests))
+        with self._queue_lock:
+            self._queue.append(call)
+        with self._engine_lock:
+            if not call.finished:  # else an earlier thread ran it in its batch
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run(batch)
+        if call.error is not None:
+            raise call.error
+        return call.completions
+
+    def _run(self, batch: list[_Call]) -> None:
+        self._busy = True
+        try:
+            completions = self.engine.generate([request for call in batch for request in call.requests])
+        except Exception as error:  # handed to every merged caller, which re-raises it
+            for call in batch:
+                call.error, call.finished = error, True
+            return
+        finally:
+            self._busy = False
+        offset = 0
+        for call in batch:
+            call.completions = completions[offset:offset + len(call.requests)]
+            call.finished = True
+            offset += len(call.requests)
+
+    def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        with self._engine_lock:
+            return self.engine.apply_update(update)
+
+    def read_probe(self, probe: SyncProbe) -> ProbeReading:
+        with self._engine_lock:
+            return self.engine.read_probe(probe)

@@ -1,0 +1,151 @@
+"""Ray at the edge: connect to the cluster, start engines, learner, role actors and grader, and hand them to the
+iteration as `selfplay.components` Protocols; calibrate the weight-sync probe on them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from agents.players import Judge, Proposer, Solver
+from learner.weights import SyncProbe
+from rewards.grading_pool import GradingPool
+from rollout.exit_cleanup import claim_signals
+from selfplay.components import Components
+from selfplay.config import Config
+from selfplay.console import log
+from selfplay.embedded_model import resolve_model_path
+from selfplay.preflight import ray_job_runtime_env
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROBE_MESSAGES = [{"role": "user", "content": "What is 12 + 30? Put the answer in <answer></answer> tags."}]
+PROBE_RESPONSE = "12 + 30 = 42, so the answer is <answer>42</answer>."
+ROLE_ACTOR_OPTIONS = {"num_cpus": 0, "max_concurrency": 16, "max_restarts": 3, "max_task_retries": 3}
+
+
+class ActorCalls:
+    """A Ray actor handle whose method calls return concurrent futures: `calls.solve(...)` runs
+    `handle.solve.remote(...)` (the role Protocols of selfplay.components)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._handle, name)
+        return lambda *args: method.remote(*args).future()
+
+
+@dataclass
+class Started:
+    """What the wiring started: the iteration's components, the learner group itself (checkpoints, probes), and
+    every engine pool (a frozen judge's too) to shut down at the end."""
+
+    components: Components
+    learner: Any  # learner.group.LearnerGroup
+    engine_pools: list[Any]  # rollout.engine_pool.RemoteEnginePool
+
+    def shutdown(self) -> None:
+        """Engines, learner and grader, then this process's Ray connection (a local Ray instance ends with it)."""
+        try:
+            for pool in self.engine_pools:
+                pool.shutdown()
+            self.learner.shutdown()
+            self.components.grader.close()
+        finally:
+            ray.shutdown()
+
+
+def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The runtime env for the run's actors: logs a user can act on (errors, not the libraries' start-up warnings
+    and progress bars, repeated by every actor), no tokenizer threads.
+
+    A variable the user already set (in the driver's environment, or in the job's runtime env, which Ray merges
+    with this one and refuses a key set in both) stays the user's. Inside a job the job's working directory is
+    already on the workers' path."""
+    defaults = {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR",
+                "TORCH_LOGS": "-torch", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    job_runtime_env = ray_job_runtime_env(environ)
+    job_variables = (job_runtime_env or {}).get("env_vars") or {}
+    chosen = {key: value for key, value in defaults.items() if key not in environ and key not in job_variables}
+    return {"env_vars": chosen if job_runtime_env is not None else chosen | {"PYTHONPATH": str(PROJECT_ROOT)}}
+
+
+def connect_ray(config: Config) -> None:
+    """Inside `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray instance."""
+    if ray.is_initialized():
+        return
+    environment = actor_environment(os.environ)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=environment, logging_level="WARNING")
+    else:
+        needed = (config.rollout.num_engines * config.rollout.cpus_per_engine
+                  * (2 if config.rollout.judge_model else 1) + config.learner.num_workers * config.learner.cpus_per_worker)
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
+                 runtime_env=environment, logging_level="WARNING")
+    claim_signals()  # ray.init replaced the entry point's SIGTERM handler (rollout.exit_cleanup)
+
+
+def probe_token_ids(model_path: str) -> list[int]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    prompt = tokenizer.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True, tokenize=False)
+    return tokenizer(prompt + PROBE_RESPONSE, add_special_tokens=False)["input_ids"]
+
+
+def start_components(config: Config, export_dir: Path) -> Started:
+    from learner.group import LearnerGroup
+    from learner.trainer import LearnerSetup
+    from rollout.config import engine_spec_from_config, resolve_engine_dtype, resolve_sync_mode
+    from rollout.engine_pool import RemoteEnginePool
+
+    model_path = resolve_model_path(config.model.path, config.model.cache_dir)
+    sync_mode = resolve_sync_mode(config.rollout.sync_mode, uses_gpu=config.rollout.gpus_per_engine > 0)
+    engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
+    spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
+                                   sync_mode, config.learner.lora.rank, config.run.seed)
+    log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} ({engine_dtype}, "
+        f"weight sync: {sync_mode.value})")
+    pool = RemoteEnginePool.launch(spec, config.rollout, name="rollout")
+    judge_pool = pool
+    if config.rollout.judge_model:
+        judge_path = model_path if config.rollout.judge_model == "same" else resolve_model_path(
+            config.rollout.judge_model, config.model.cache_dir)
+        log(f"starting the frozen judge's engine(s) for {judge_path}")
+        judge_spec = engine_spec_from_config(judge_path, engine_dtype, config.model.max_model_len,
+                                             config.rollout, sync_mode, config.learner.lora.rank, config.run.seed)
+        judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout")
+    log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")
+    learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=engine_dtype,
+                                                        max_model_len=config.model.max_model_len,
+                                                        seed=config.run.seed))
+    def role(cls: type, *arguments: Any) -> ActorCalls:
+        return ActorCalls(ray.remote(**ROLE_ACTOR_OPTIONS)(cls).remote(*arguments))
+
+    grader = GradingPool(config.rewards.grading_workers, config.rewards.grading_timeout_s)
+    components = Components(
+        proposer=role(Proposer, pool, config.task.family), solver=role(Solver, pool), judge=role(Judge, judge_pool),
+        learner=learner,
+        grader=grader, engine_pools=[pool], sync_mode=sync_mode, export_dir=export_dir,
+        probe=calibrate_probe(config, learner, [pool], probe_token_ids(model_path)))
+    return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []))
+
+
+def calibrate_probe(config: Config, learner: Any, engine_pools: list[Any], token_ids: list[int]) -> SyncProbe:
+    """The probe's noise: learner and engines hold the same weights at start-up (adapter still zero), so their
+    difference is pure kernel and precision difference (a mean 0.00002 for SmolLM2-135M in float32 on CPU, 0.06 in
+    bf16 on CPU). The gap tolerance is the configured one or twice that mean, whichever is larger; the noise norm
+    sets how large an update must be before the sync check tells it from the version before (rollout.probe)."""
+    probe = SyncProbe(tuple(token_ids), tuple(learner.probe_logprobs(token_ids)))
+    readings = [reading for pool in engine_pools for reading in pool.read_probe(probe)]
+    floor, noise = max(r.gap for r in readings), max(r.distance for r in readings)
+    tolerance = max(config.rollout.sync_tolerance, 2 * floor)
+    log(f"weight-sync probe: noise with identical weights {floor:.2g} mean, {noise:.2g} norm; gap tolerance "
+        f"{tolerance:.4f}")
+    return SyncProbe(probe.token_ids, probe.expected, (), tolerance, noise)
+
+

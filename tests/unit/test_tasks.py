@@ -1,0 +1,57 @@
+"""Task families: the registry and config, and the arithmetic family's checked proposals."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.parsing import FormatFailure, Proposal
+from agents.tasks import FAMILIES, task_family
+from selfplay.config import ConfigError, load_config
+
+ARITHMETIC = task_family("arithmetic")
+
+
+def test_the_registry_names_each_family_by_its_config_value():
+    assert sorted(FAMILIES) == ["arithmetic", "math"]
+    assert load_config(None, ["task.family=arithmetic"]).task.family == "arithmetic"
+    with pytest.raises(ConfigError, match=r"^defaults: task.family: unknown task family 'algebra' \(known: "
+                                          r"arithmetic, math\) \(got 'algebra'\)$"):
+        load_config(None, ["task.family=algebra"])
+
+
+def test_math_proposals_carry_no_reference():
+    parsed = task_family("math").parse_proposal("<question>Why is the sky blue?</question>")
+    assert parsed.value == Proposal("Why is the sky blue?") and parsed.value.reference is None
+
+
+@pytest.mark.parametrize("response, proposal", [
+    ("<question>A baker has 24 muffins and sells 3 boxes of 6. How many are left?</question>\n"
+     "<expression>24 - 3 * 6</expression>", Proposal("A baker has 24 muffins and sells 3 boxes of 6. How many are left?",
+                                                      "6")),
+    ("<question>Split 7 pizzas among 2 friends. How much each?</question><expression>7 / 2</expression>",
+     Proposal("Split 7 pizzas among 2 friends. How much each?", "3.5")),
+    ("<question>A ticket costs 2.50 and Ann buys 4.</question><expression>2.5 * 4</expression>",
+     Proposal("A ticket costs 2.50 and Ann buys 4.", "10")),
+])
+def test_an_arithmetic_proposal_carries_the_value_of_its_expression(response, proposal):
+    assert ARITHMETIC.parse_proposal(response).value == proposal
+
+
+@pytest.mark.parametrize("response, failure", [
+    ("<question>How many legs do 3 cats have?</question>", FormatFailure.MISSING_TAG),  # no expression
+    ("<question>3 cats</question><expression>3 * 4</expression>", FormatFailure.UNCHECKABLE),  # 4 is not in it
+    ("<question>3 cats and 0 dogs</question><expression>3 / 0</expression>", FormatFailure.UNCHECKABLE),
+    ("<question>9 and 99</question><expression>9 ** 99</expression>", FormatFailure.UNCHECKABLE),
+    ("<question>2 apples</question><expression>__import__('os').system('x')</expression>",
+     FormatFailure.UNCHECKABLE),
+    ("<question>2 and 2</question><expression>2 + 2</expression><answer>4</answer>", FormatFailure.FOREIGN_TAG),
+    ("No tags, 2 + 2.", FormatFailure.MISSING_TAG),
+])
+def test_an_unchecked_or_unfitting_expression_fails_the_proposal(response, failure):
+    parsed = ARITHMETIC.parse_proposal(response)
+    assert parsed.failure is failure and parsed.format_score == 0.0
+
+
+def test_the_demonstration_obeys_its_own_format():
+    for family in FAMILIES.values():
+        assert family.parse_proposal(family.proposer_demonstration[1]).failure is None
