@@ -36,7 +36,8 @@ from rewards.grading_pool import GradingPool  # noqa: E402
 from selfplay.checkpoint import latest_checkpoint  # noqa: E402
 from selfplay.config import Config, ConfigError, load_config  # noqa: E402
 from selfplay.embedded_model import resolve_model_path  # noqa: E402
-from selfplay.evaluation import EvalDataError, EvalResult, evaluate, load_eval_questions, summarize  # noqa: E402
+from selfplay.evaluation import (EvalDataError, EvalResult, evaluate, load_eval_questions,  # noqa: E402
+                                 paired_comparison, summarize)
 from selfplay.preflight import RESOLVED_CONFIG, PreflightError, check_model_path, load_run_config  # noqa: E402
 from selfplay.question_pool import PoolQuestion, SeedFileError  # noqa: E402
 
@@ -65,6 +66,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--limit", type=positive_int, help=(
         "first N questions (default: the whole --data file; eval.limit when the file comes from eval.data)"))
     parser.add_argument("--output", help="per-example JSONL (default next to the adapter, or in run.output_dir)")
+    parser.add_argument("--baseline", help=(
+        "another evaluation's per-example JSONL of the same questions: adds the paired accuracy difference "
+        "(95 %% interval, exact McNemar p), strict and lenient"))
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.max_tokens=512 model.path=...")
     return parser.parse_args(argv)
 
@@ -214,6 +218,29 @@ def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuesti
     return config, Path(data), questions if limit is None else questions[:limit], len(questions), adapter
 
 
+def read_baseline(path: Path, question_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """A previous evaluation's rows by question id; every question evaluated now must be among them."""
+    try:
+        rows = {row["id"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EvalDataError(f"--baseline {path}: not an evaluation's rows ({brief(error)})") from None
+    missing = [question_id for question_id in question_ids if question_id not in rows]
+    if missing:
+        raise EvalDataError(f"--baseline {path}: {len(missing)} of the {len(question_ids)} questions are not in it "
+                            f"(first: {missing[0]}); compare evaluations of the same file")
+    return rows
+
+
+def baseline_comparison(results: list[EvalResult], baseline_path: Path,
+                        rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Strict and lenient paired comparisons against a previous evaluation's rows, matched by question id."""
+    before = [rows[result.example.id] for result in results]
+    return {"baseline": str(baseline_path),
+            "strict": paired_comparison([r.correct for r in results], [bool(row["correct"]) for row in before]),
+            "lenient": paired_comparison([r.lenient_correct for r in results],
+                                         [bool(row.get("lenient_correct", False)) for row in before])}
+
+
 def brief(error: Exception) -> str:
     """One line from a library's multi-line message (torch's state-dict errors say what broke on line 2)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -229,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config, data, questions, in_file, adapter = load_inputs(args)
+        baseline = read_baseline(Path(args.baseline), [q.id for q in questions]) if args.baseline else {}
     except (ConfigError, PreflightError) as error:
         return fail("config", error)
     except (SeedFileError, EvalDataError) as error:
@@ -252,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                 return fail("adapter", f"{adapter}: {brief(error)}")
         results = generate_and_grade(config, model_path, questions)
     output.write_text("".join(json.dumps(result.to_row()) + "\n" for result in results))
+    paired = {"vs_baseline": baseline_comparison(results, Path(args.baseline), baseline)} if args.baseline else {}
     summary = summarize(results) | {"data": str(data), "questions_in_file": in_file, "model": config.model.path,
                                     "adapter": str(adapter) if adapter else None, "output": str(output),
                                     "max_tokens": config.eval.max_tokens, "seconds": time.perf_counter() - started}
+    summary |= paired
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from selfplay.driver import run
 
-    run_dir = run(config, resume_dir=args.resume)
+    try:
+        run_dir = run(config, resume_dir=args.resume)
+    except PreflightError as error:  # what only the connected cluster can tell (its resources)
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     print(f"run directory: {run_dir}")
     return 0
 

@@ -33,6 +33,9 @@ class LearnerConfig(Section):
         "training precision; auto = the model dtype on GPUs and on CPUs with native bf16 matmuls, float32 on "
         "other CPUs (there bf16 matmuls fall back to slow reference kernels: 50-90x slower backward measured)"))
     grad_clip: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = Field(False, description=(
+        "recompute activations in the backward pass: far less memory for long micro-batches, about a third more "
+        "compute"))
     micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
     logits_chunk_tokens: int = Field(1024, ge=16, description=(
         "positions per output-layer chunk when computing logprobs: bounds the [tokens, vocab] logits in memory"))

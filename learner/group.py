@@ -12,10 +12,12 @@ from dataclasses import replace
 import ray
 
 from learner.config import LearnerConfig
-from learner.records import TrainBatch
+from learner.records import TrainBatch, TrainSample
 from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_updates
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 
+
+START_TIMEOUT_S = 600.0  # loading a large model takes minutes; a rank that cannot be placed never starts
 
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """Loss-like metrics are each rank's share of the global token mean, so they add up; `*_max` take the max;
@@ -60,7 +62,14 @@ class LearnerGroup:
                 model_path=setup.model_path, dtype=setup.dtype, max_model_len=setup.max_model_len,
                 seed=setup.seed, rank=rank, world_size=config.num_workers, master_port=port))
             for rank in range(config.num_workers)]
-        ray.get([w.__ray_ready__.remote() for w in self.workers])
+        try:
+            ray.get([w.__ray_ready__.remote() for w in self.workers], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            for worker in self.workers:
+                ray.kill(worker)
+            raise RuntimeError(f"the learner's {config.num_workers} rank(s) did not start within {START_TIMEOUT_S:g} s "
+                               f"(each asks for {config.cpus_per_worker:g} CPUs and {config.gpus_per_worker:g} GPUs "
+                               f"on one node; is there a node with that much free?)") from None
 
     def train(self, batch: TrainBatch) -> dict[str, float]:
         """The GRPO updates of one global batch of all roles: `ppo_epochs` passes of `mini_batches` optimizer
@@ -86,6 +95,10 @@ class LearnerGroup:
 
     def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
         return ray.get(self.workers[0].export.remote(version, mode, directory, probe))
+
+    def policy_logprobs(self, samples: list[TrainSample]) -> list[tuple[float, ...]]:
+        """Each sample's response logprobs under the current weights ([R] each)."""
+        return ray.get(self.workers[0].policy_logprobs.remote(list(samples)))
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return ray.get(self.workers[0].sequence_logprobs.remote(token_ids))

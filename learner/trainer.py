@@ -120,6 +120,9 @@ class Learner:
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype, setup.dtype)
         base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[self.compute_dtype])
         base.config.use_cache = False
+        if config.gradient_checkpointing:  # recompute each layer's activations in the backward pass
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.enable_input_require_grads()  # the frozen embeddings would otherwise cut the LoRA gradients
         model = get_peft_model(base, peft_lora_config(config.lora))
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable,

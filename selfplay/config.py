@@ -75,6 +75,13 @@ class FilterGroupsConfig(Section):
     max_rounds: int = Field(2, ge=1, description="extra solve rounds per iteration at most, to refill dropped groups")
 
 
+class SFTConfig(Section):
+    steps: int = Field(0, ge=0, description=(
+        "SFT cold start: optimizer steps on the seed file's answers in the roles' formats before iteration 1 "
+        "(0 = off)"))
+    batch_size: int = Field(8, ge=1, description="examples per SFT step")
+
+
 class TaskConfig(Section):
     family: str = Field("math", description=(
         "what the proposer writes and how it is checked (agents/tasks): math (judge-scored, as published) or "
@@ -133,6 +140,7 @@ class Config(Section):
     rewards: RewardsConfig = RewardsConfig()
     filter_groups: FilterGroupsConfig = FilterGroupsConfig()
     task: TaskConfig = TaskConfig()
+    sft: SFTConfig = SFTConfig()
     pool: PoolConfig = PoolConfig()
     tracking: TrackingConfig = TrackingConfig()
     eval: EvalConfig = EvalConfig()

@@ -57,6 +57,24 @@ def restore_state(config: Config, run_dir: Path, started: Started) -> RunState |
     return state
 
 
+def cold_start(config: Config, started: Started, state: RunState, run_dir: Path) -> dict[str, float]:
+    """The SFT cold start (selfplay.sft), synced to the engines and checkpointed as iteration 0, so a crash after
+    it resumes at iteration 1 without repeating it."""
+    from transformers import AutoTokenizer
+
+    from agents.tasks import task_family
+    from selfplay.sft import run_sft, sft_examples
+
+    examples = sft_examples(load_seed_file(config.pool.seed_file), task_family(config.task.family))
+    log(f"SFT cold start: {config.sft.steps} steps of {config.sft.batch_size} on {len(examples)} seed examples")
+    began = time.perf_counter()
+    metrics = run_sft(started.learner, AutoTokenizer.from_pretrained(started.model_path), examples,
+                      config.sft.steps, config.sft.batch_size, log)
+    metrics |= sync_weights(config, started.components, state) | {"time/sft": time.perf_counter() - began}
+    save_checkpoint(run_dir, 0, started.learner.save_checkpoint, checkpoint_state(state) | {"iteration": 0})
+    return {key: value for key, value in metrics.items() if key.startswith(("sft/", "time/sft"))}
+
+
 def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> str:
     def value(key: str, digits: int = 3) -> str:
         return f"{metrics[key]:.{digits}f}" if key in metrics else "n/a"
@@ -81,7 +99,8 @@ def held_out_eval(config: Config, started: Started, questions: list) -> dict[str
                                  started.components.grader))
     metrics = eval_metrics(summary) | {"time/eval": time.perf_counter() - began}
     log(f"  eval: accuracy {summary['accuracy']:.3f} on {summary['n']} held-out questions "
-        f"(95% CI {summary['ci95'][0]:.3f}-{summary['ci95'][1]:.3f})")
+        f"(95% CI {summary['ci95'][0]:.3f}-{summary['ci95'][1]:.3f}), lenient (last number) "
+        f"{summary['lenient_accuracy']:.3f}")
     return metrics
 
 
@@ -111,9 +130,9 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     from selfplay.plots import write_plots
     from selfplay.tracking import build_tracker
 
+    connect_ray(config)  # first: a cluster without the resources asked for fails here, before any run directory
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(config)
     log(f"run directory: {run_dir}")
-    connect_ray(config)
     started = start_components(config, scratch_dir("selfplay-weights-"))
     components = started.components
     try:
@@ -127,10 +146,13 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
         if config.eval.every and state.iteration == 1:
             log("held-out evaluation of the base model (step 0)")
             tracker.log(held_out_eval(config, started, eval_questions), step=0)
+        sft_metrics = cold_start(config, started, state, run_dir) if config.sft.steps and not resume_dir else {}
         while state.iteration <= config.run.iterations:
             rubric_changed = refresh_rubric(state, tracker)
             log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
             result = run_iteration(config, components, state, progress=log)
+            result.metrics |= sft_metrics  # logged with the first iteration
+            sft_metrics = {}
             if config.eval.every and state.iteration % config.eval.every == 0:
                 result.metrics |= held_out_eval(config, started, eval_questions)
             began = time.perf_counter()

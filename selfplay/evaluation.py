@@ -11,6 +11,7 @@ out building engines and loading weights (launch/eval.py) and logging (the drive
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from rollout.records import GenerationRequest, Generator, SamplingSpec
 from selfplay.question_pool import PoolQuestion, load_seed_file
 
 Z_95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+MAX_LENIENT_CHARS = 4_000  # the lenient reading looks at the end of a response only
 
 
 class EvalDataError(ValueError):
@@ -46,16 +49,18 @@ class EvalResult:
     response: str
     answer: str | None  # the content of the answer tag; None on a format failure
     failure: FormatFailure | None  # why no answer was parsed
-    correct: bool  # False on a format failure
+    correct: bool  # strict: the answer tag's content is right; False on a format failure
     response_tokens: int
     finish_reason: str  # "stop", or "length" when max_tokens cut the response
+    lenient_correct: bool = False  # the response's last number is right, tag or not (skill apart from format)
 
     def to_row(self) -> dict[str, Any]:
         """One flat JSON-able row of the per-example output file."""
         return {"id": self.example.id, "question": self.example.question, "reference": self.example.reference,
                 "response": self.response, "answer": self.answer,
                 "failure": self.failure.value if self.failure else None, "correct": self.correct,
-                "response_tokens": self.response_tokens, "finish_reason": self.finish_reason}
+                "lenient_correct": self.lenient_correct, "response_tokens": self.response_tokens,
+                "finish_reason": self.finish_reason}
 
 
 # -- pure: statistics ------------------------------------------------------------------------------------------------
@@ -75,13 +80,38 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, center - half_width), min(1.0, center + half_width)
 
 
-def summarize(results: Sequence[EvalResult]) -> dict[str, Any]:
-    """Accuracy with its 95 % Wilson interval, format failures (total and per reason), truncations.
+def final_number(text: str) -> str | None:
+    """The last number in a response (commas in it dropped), or None: the lenient reading of an answer."""
+    numbers = NUMBER.findall(text[-MAX_LENIENT_CHARS:])
+    return numbers[-1].replace(",", "") if numbers else None
 
-    Format failures count as incorrect. No results give accuracy 0.0 and ci95 [0.0, 1.0].
+
+def paired_comparison(current: Sequence[bool], baseline: Sequence[bool], z: float = Z_95) -> dict[str, Any]:
+    """Two evaluations of the same questions, as paired data: the accuracy difference (current - baseline) with a
+    Wald interval on the paired differences, and the exact two-sided McNemar p-value from the discordant pairs
+    (only-current right: `gained`, only-baseline right: `lost`)."""
+    if len(current) != len(baseline):
+        raise ValueError(f"paired comparison needs the same questions, got {len(current)} and {len(baseline)}")
+    n = len(current)
+    gained = sum(now and not before for now, before in zip(current, baseline))
+    lost = sum(before and not now for now, before in zip(current, baseline))
+    difference = (gained - lost) / n if n else 0.0
+    half_width = z * math.sqrt(max(gained + lost - (gained - lost) ** 2 / n, 0.0)) / n if n else 1.0
+    discordant = gained + lost
+    tail = sum(math.comb(discordant, k) for k in range(min(gained, lost) + 1)) / 2 ** discordant
+    return {"n": n, "difference": difference, "ci95": [difference - half_width, difference + half_width],
+            "gained": gained, "lost": lost, "mcnemar_p": min(1.0, 2 * tail)}
+
+
+def summarize(results: Sequence[EvalResult]) -> dict[str, Any]:
+    """Strict accuracy (the answer tag) and lenient accuracy (the last number), each with its 95 % Wilson
+    interval, format failures (total and per reason), truncations.
+
+    Format failures count as incorrect (strictly). No results give accuracy 0.0 and ci95 [0.0, 1.0].
     """
     n = len(results)
     correct = sum(result.correct for result in results)
+    lenient = sum(result.lenient_correct for result in results)
     by_reason = failure_counts(Parsed(None, result.failure) for result in results if result.failure is not None)
     format_failures = sum(by_reason.values())
     low, high = wilson_interval(correct, n)
@@ -90,6 +120,9 @@ def summarize(results: Sequence[EvalResult]) -> dict[str, Any]:
         "n": n,
         "correct": correct,
         "ci95": [low, high],
+        "lenient_accuracy": lenient / n if n else 0.0,
+        "lenient_correct": lenient,
+        "lenient_ci95": list(wilson_interval(lenient, n)),
         "format_failures": format_failures,
         "format_failure_rate": format_failures / n if n else 0.0,
         "failures": {reason.value: count for reason, count in by_reason.items()},
@@ -103,6 +136,7 @@ def eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
     n = summary["n"]
     return {
         "eval/accuracy": float(summary["accuracy"]),
+        "eval/lenient_accuracy": float(summary["lenient_accuracy"]),
         "eval/ci95_low": float(summary["ci95"][0]),
         "eval/ci95_high": float(summary["ci95"][1]),
         "eval/format_failure_rate": float(summary["format_failure_rate"]),
@@ -154,12 +188,16 @@ def evaluate(generator: Generator, questions: Sequence[PoolQuestion], max_tokens
     if len(completions) != len(requests):
         raise RuntimeError(f"generator returned {len(completions)} completions for {len(requests)} requests")
     parses = [parse_answer(completion.samples[0].text) for completion in completions]
-    pairs = [(str(parsed.value), example.reference) for example, parsed in zip(examples, parses)
-             if parsed.failure is None]
-    grades = iter(grader.submit(pairs).result())
+    numbers = [final_number(completion.samples[0].text) for completion in completions]
+    strict = grader.submit([(str(parsed.value), example.reference) for example, parsed in zip(examples, parses)
+                            if parsed.failure is None])
+    lenient = grader.submit([(number, example.reference) for example, number in zip(examples, numbers)
+                             if number is not None])
+    strict_grades, lenient_grades = iter(strict.result()), iter(lenient.result())
     return [EvalResult(example=example, response=completion.samples[0].text,
                        answer=None if parsed.value is None else str(parsed.value), failure=parsed.failure,
-                       correct=parsed.failure is None and next(grades).correct,
+                       correct=parsed.failure is None and next(strict_grades).correct,
                        response_tokens=len(completion.samples[0].token_ids),
-                       finish_reason=completion.samples[0].finish_reason)
-            for example, completion, parsed in zip(examples, completions, parses)]
+                       finish_reason=completion.samples[0].finish_reason,
+                       lenient_correct=number is not None and next(lenient_grades).correct)
+            for example, completion, parsed, number in zip(examples, completions, parses, numbers)]

@@ -109,6 +109,24 @@ def _check_lora_rank(config: Config) -> None:
             raise PreflightError(f"learner.lora.rank: {error}; lower it or use rollout.sync_mode=merged") from None
 
 
+def resources_needed(config: Config) -> dict[str, float]:
+    """The Ray resources the run's actors reserve: engines (twice with a frozen judge's own engines) and learner
+    ranks. Role actors reserve none."""
+    engine_sets = 2 if config.rollout.judge_model else 1
+    engines, workers = config.rollout.num_engines * engine_sets, config.learner.num_workers
+    return {"CPU": engines * config.rollout.cpus_per_engine + workers * config.learner.cpus_per_worker,
+            "GPU": engines * config.rollout.gpus_per_engine + workers * config.learner.gpus_per_worker}
+
+
+def check_cluster_resources(needed: dict[str, float], available: dict[str, float]) -> None:
+    """One line naming every resource the Ray cluster lacks; actors asking for it would wait forever."""
+    short = [f"{amount:g} {name}s (the cluster has {available.get(name, 0.0):g})"
+             for name, amount in needed.items() if amount > available.get(name, 0.0) + 1e-9]
+    if short:
+        raise PreflightError(f"rollout/learner: the run needs {' and '.join(short)}; lower rollout.num_engines, "
+                             f"*_per_engine, learner.num_workers or *_per_worker, or add nodes")
+
+
 def preflight(config: Config) -> None:
     """Raise PreflightError (one line) for the first problem found."""
     from rewards.rubric import RubricError, load_rubric

@@ -19,7 +19,7 @@ from selfplay.components import Components
 from selfplay.config import Config
 from selfplay.console import log
 from selfplay.embedded_model import resolve_model_path
-from selfplay.preflight import ray_job_runtime_env
+from selfplay.preflight import PreflightError, check_cluster_resources, ray_job_runtime_env, resources_needed
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROBE_MESSAGES = [{"role": "user", "content": "What is 12 + 30? Put the answer in <answer></answer> tags."}]
@@ -47,6 +47,7 @@ class Started:
     components: Components
     learner: Any  # learner.group.LearnerGroup
     engine_pools: list[Any]  # rollout.engine_pool.RemoteEnginePool
+    model_path: str  # the base model's local directory
 
     def shutdown(self) -> None:
         """Engines, learner and grader, then this process's Ray connection (a local Ray instance ends with it)."""
@@ -82,11 +83,15 @@ def connect_ray(config: Config) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=environment, logging_level="WARNING")
     else:
-        needed = (config.rollout.num_engines * config.rollout.cpus_per_engine
-                  * (2 if config.rollout.judge_model else 1) + config.learner.num_workers * config.learner.cpus_per_worker)
+        needed = resources_needed(config)["CPU"]  # logical CPUs: engines and learner take turns on the cores
         ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
                  runtime_env=environment, logging_level="WARNING")
     claim_signals()  # ray.init replaced the entry point's SIGTERM handler (rollout.exit_cleanup)
+    try:
+        check_cluster_resources(resources_needed(config), ray.cluster_resources())
+    except PreflightError:
+        ray.shutdown()
+        raise
 
 
 def probe_token_ids(model_path: str) -> list[int]:
@@ -132,7 +137,7 @@ def start_components(config: Config, export_dir: Path) -> Started:
         learner=learner,
         grader=grader, engine_pools=[pool], sync_mode=sync_mode, export_dir=export_dir,
         probe=calibrate_probe(config, learner, [pool], probe_token_ids(model_path)))
-    return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []))
+    return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []), model_path)
 
 
 def calibrate_probe(config: Config, learner: Any, engine_pools: list[Any], token_ids: list[int]) -> SyncProbe:

@@ -25,6 +25,11 @@ class TaskFamily(Protocol):
         """A Proposal as the value, or the format failure (UNCHECKABLE where the outside check refuses it)."""
         ...
 
+    def proposal_text(self, question: str) -> str | None:
+        """A seed question written as this family's proposer writes it (for the SFT cold start), or None where
+        a seed lacks what the format needs."""
+        ...
+
 
 FAMILIES: dict[str, TaskFamily] = {family.name: family for family in (math.FAMILY, arithmetic.FAMILY)}
 

@@ -34,6 +34,9 @@ class ArithmeticFamily:
         "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>\n"
         "<expression>24 - 3 * 6</expression>")
 
+    def proposal_text(self, question: str) -> str | None:
+        return None  # seed files hold no expressions
+
     def parse_proposal(self, response: str) -> Parsed:
         question = parse_question(response)
         if question.failure is not None:

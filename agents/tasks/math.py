@@ -20,6 +20,9 @@ class MathFamily:
         "Write a new question that takes a few steps of reasoning to solve.",
         "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>")
 
+    def proposal_text(self, question: str) -> str | None:
+        return f"<question>{question}</question>"
+
     def parse_proposal(self, response: str) -> Parsed:
         parsed = parse_question(response)
         return parsed if parsed.failure is not None else Parsed(Proposal(str(parsed.value)), None)

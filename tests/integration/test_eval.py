@@ -64,6 +64,27 @@ def test_a_data_file_is_evaluated_whole_unless_limited():
     assert (len(from_config[2]), from_config[3]) == (2, 43)
 
 
+def test_a_baseline_pairs_by_question_id_and_a_foreign_one_exits_2(tmp_path):
+    from selfplay.evaluation import EvalExample, EvalResult
+
+    module = _launch_eval_module()
+    examples = [EvalExample(f"seed:tiny-math:{line}", "q", "1") for line in (1, 2, 3)]
+    now = [EvalResult(example, "", "1", None, correct, 1, "stop", lenient)
+           for example, correct, lenient in zip(examples, (True, True, False), (True, True, True))]
+    baseline = tmp_path / "before.jsonl"
+    baseline.write_text("".join(json.dumps({"id": f"seed:tiny-math:{line}", "correct": correct}) + "\n"
+                                for line, correct in ((3, True), (1, False), (2, True), (9, False))))
+    rows = module.read_baseline(baseline, [example.id for example in examples])
+    paired = module.baseline_comparison(now, baseline, rows)
+    assert (paired["strict"]["gained"], paired["strict"]["lost"], paired["strict"]["difference"]) == (1, 1, 0.0)
+    assert paired["lenient"]["gained"] == 3  # the baseline file has no lenient grades: read as wrong
+    result = _eval("--config", "configs/tiny-cpu.yaml", "--data", "configs/seeds/tiny-math.jsonl", "--baseline",
+                   str(baseline), timeout=300)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"data error: --baseline {baseline}: 39 of the 43 questions are not in it (first: seed:tiny-math:4); "
+        "compare evaluations of the same file")
+
+
 def test_malformed_data_line_exits_2_with_one_line(tmp_path):
     data = tmp_path / "heldout.jsonl"
     data.write_text('{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 3 + 3?", "answer": \n')

@@ -52,8 +52,9 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     evaluation = ["eval.every=2", f"eval.data={held_out}", "eval.limit=4", "eval.max_tokens=16"]
     # dynamic sampling: the random tiny model answers every pool question wrong, so each iteration refills once
     refill = ["filter_groups.enabled=true", "filter_groups.max_rounds=1"]
+    cold_start = ["sft.steps=2", "sft.batch_size=4"]  # synced as version 1, checkpointed as iteration 0
     process = _evolve(first_log, "--config", "configs/tiny-cpu.yaml",
-                      *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation, *refill)
+                      *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation, *refill, *cold_start)
     checkpoint_pointer = None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None:
@@ -68,6 +69,8 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     process.wait()
     run_dir = checkpoint_pointer.parents[1]
     assert [row["step"] for row in _metrics(run_dir)] == [0, 1, 2]  # 0: the base model's held-out evaluation
+    first = _metrics(run_dir)[1]
+    assert first["sft/steps"] == 2.0 and first["sft/nll_last"] > 0 and first["sync/version"] == 2.0
 
     resumed = _evolve(resume_log, "--resume", str(run_dir))
     output = _finish(resumed, resume_log, timeout=900)
@@ -93,7 +96,7 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
         assert key in last, key
     assert last["filter/refill_rounds"] == 1.0 and last["filter/refill_questions"] >= 1.0
     assert last["solver/samples"] >= 4 * (4 + last["filter/refill_questions"])  # 4 answers per question
-    assert last["sync/version"] == 4.0  # versions 1, 2, then 3 to re-sync the fresh engines on resume, 4 after it
+    assert last["sync/version"] == 5.0  # 1 after SFT, 2 and 3, then 4 to re-sync the fresh engines on resume, 5
     assert any("samples" in row for row in history), "no sample table in the W&B run"
     # Pool state continued: the resumed iteration did not restart from the seed file.
     assert last["pool/size"] >= 43

@@ -180,3 +180,43 @@ def test_dry_run_greedy_solver_exits_2_with_one_line():
     result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "solver.temperature=0")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "solver.temperature: 0 (greedy) cannot train" in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_loads_and_passes_preflight(path):
+    from selfplay.preflight import preflight
+
+    preflight(load_config(path))
+
+
+def test_resources_needed_count_engines_learner_and_a_frozen_judges_engines():
+    from selfplay.preflight import resources_needed
+
+    gpu = load_config(ROOT / "configs/gpu-qwen2.5-3b.yaml")
+    assert resources_needed(gpu) == {"CPU": 4 * 4 + 4 * 4, "GPU": 4 * 1 + 4 * 1}
+    judged = load_config(None, ["rollout.judge_model=same", "rollout.num_engines=2", "learner.cpus_per_worker=2"])
+    assert resources_needed(judged) == {"CPU": 2 * 2 * 1.0 + 1 * 2, "GPU": 0.0}
+
+
+def test_a_cluster_without_the_resources_is_refused_with_one_line():
+    from selfplay.preflight import PreflightError, check_cluster_resources
+
+    check_cluster_resources({"CPU": 4, "GPU": 0}, {"CPU": 4.0})
+    with pytest.raises(PreflightError, match=r"^rollout/learner: the run needs 8 GPUs \(the cluster has 0\); lower"):
+        check_cluster_resources({"CPU": 2, "GPU": 8}, {"CPU": 16.0})
+
+
+@pytest.mark.integration  # starts a local Ray instance
+def test_a_gpu_config_on_this_cpu_machine_fails_within_30_seconds(tmp_path):
+    import os
+    import time
+
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(ROOT / "launch/evolve.py"), "--config", "configs/gpu-qwen2.5-3b.yaml",
+                             f"run.output_dir={tmp_path}", "tracking.wandb=disabled"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120, env=os.environ | {"RAY_ADDRESS": ""})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "config error: rollout/learner: the run needs 8 GPUs (the cluster has 0); lower rollout.num_engines, "
+        "*_per_engine, learner.num_workers or *_per_worker, or add nodes")
+    assert time.monotonic() - started < 30 and not any(tmp_path.iterdir())

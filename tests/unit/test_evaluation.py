@@ -4,22 +4,15 @@ generator at the seam (canned responses: correct, wrong, missing tag, GSM8K refe
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from agents.parsing import FormatFailure
 from rewards.grading_pool import GradingPool
 from rollout.records import Completion, GenerationRequest, Sample
-from selfplay.evaluation import (
-    EvalDataError,
-    EvalExample,
-    EvalResult,
-    eval_metrics,
-    evaluate,
-    load_eval_questions,
-    summarize,
-    wilson_interval,
-)
+from selfplay.evaluation import (EvalDataError, EvalExample, EvalResult, eval_metrics, evaluate, final_number,
+                                 load_eval_questions, paired_comparison, summarize, wilson_interval)
 from selfplay.question_pool import PoolQuestion, QuestionSource, SeedFileError
 
 
@@ -113,6 +106,8 @@ def test_evaluate_parses_and_grades_greedy_answers(grader):
     assert [result.failure for result in results] == [None, None, FormatFailure.MISSING_TAG, None,
                                                       FormatFailure.MISSING_TAG]
     assert results[4].finish_reason == "length"
+    # lenient: the last number, tag or not ("6 * 7 = 42. 42" -> 42; "It is 4." -> 4; "$1200$" -> 1200)
+    assert [result.lenient_correct for result in results] == [True, False, True, True, False]
 
 
 def test_summarize_counts_format_failures_as_incorrect(grader):
@@ -128,6 +123,8 @@ def test_summarize_counts_format_failures_as_incorrect(grader):
     assert sum(summary["failures"].values()) == 2
     assert summary["truncated"] == 1
     assert summary["ci95"] == pytest.approx(list(wilson_interval(2, 5)))
+    assert (summary["lenient_correct"], summary["lenient_accuracy"]) == (3, pytest.approx(0.6))
+    assert summary["lenient_ci95"] == pytest.approx(list(wilson_interval(3, 5)))
     json.dumps(summary)  # the launcher prints it as one JSON line
 
 
@@ -138,11 +135,11 @@ def test_summarize_empty_has_no_evidence():
 
 def test_eval_metrics_keys_for_the_tracker():
     example = EvalExample("seed:heldout:1", "q", "1")
-    results = [EvalResult(example, "<answer>1</answer>", "1", None, True, 4, "stop"),
-               EvalResult(example, "1", None, FormatFailure.MISSING_TAG, False, 8, "length")]
+    results = [EvalResult(example, "<answer>1</answer>", "1", None, True, 4, "stop", True),
+               EvalResult(example, "1", None, FormatFailure.MISSING_TAG, False, 8, "length", True)]
     metrics = eval_metrics(summarize(results))
     assert metrics == {
-        "eval/accuracy": 0.5, "eval/ci95_low": pytest.approx(wilson_interval(1, 2)[0]),
+        "eval/accuracy": 0.5, "eval/lenient_accuracy": 1.0, "eval/ci95_low": pytest.approx(wilson_interval(1, 2)[0]),
         "eval/ci95_high": pytest.approx(wilson_interval(1, 2)[1]), "eval/format_failure_rate": 0.5,
         "eval/truncated_rate": 0.5, "eval/response_tokens_mean": 6.0, "eval/n": 2.0,
     }
@@ -154,7 +151,8 @@ def test_result_row_is_flat_json():
     row = EvalResult(example, "It is 4.", None, FormatFailure.MISSING_TAG, False, 3, "stop").to_row()
     assert json.loads(json.dumps(row)) == {
         "id": "seed:heldout:3", "question": "What is 2 + 2?", "reference": "4", "response": "It is 4.",
-        "answer": None, "failure": "missing_tag", "correct": False, "response_tokens": 3, "finish_reason": "stop"}
+        "answer": None, "failure": "missing_tag", "correct": False, "lenient_correct": False, "response_tokens": 3,
+        "finish_reason": "stop"}
 
 
 def test_evaluate_rejects_a_question_without_reference(grader):
@@ -186,3 +184,25 @@ def test_load_eval_questions_names_file_and_line(tmp_path):
     malformed.write_text('{"question": "a?", "answer": "1"}\n{"question": "b?", \n')
     with pytest.raises(SeedFileError, match=r"malformed.jsonl:2: "):
         load_eval_questions(malformed)
+
+
+@pytest.mark.parametrize("text, number", [("so 1,234 apples, then 5.5", "5.5"), ("no digits here", None),
+                                          ("the answer is -3.", "-3"), ("1,200 in all", "1200")])
+def test_final_number_is_the_last_number_of_the_response(text, number):
+    assert final_number(text) == number
+
+
+def test_paired_comparison_hand_computed():
+    # 20 questions: 5 gained (right now, wrong before), 1 lost, 4 right in both, 10 wrong in both.
+    current = [True] * 5 + [False] + [True] * 4 + [False] * 10
+    baseline = [False] * 5 + [True] + [True] * 4 + [False] * 10
+    result = paired_comparison(current, baseline)
+    # difference (5 - 1) / 20 = 0.2; variance (b + c - (b - c)^2 / n) / n^2 = (6 - 0.8) / 400 = 0.013
+    assert result["difference"] == pytest.approx(0.2)
+    assert result["ci95"] == pytest.approx([0.2 - 1.959964 * math.sqrt(0.013), 0.2 + 1.959964 * math.sqrt(0.013)])
+    # exact McNemar: 2 * P(X <= 1), X ~ Binomial(6, 1/2) = 2 * (1 + 6) / 64
+    assert result["mcnemar_p"] == pytest.approx(14 / 64)
+    assert (result["gained"], result["lost"], result["n"]) == (5, 1, 20)
+    assert paired_comparison([True, False], [True, False])["mcnemar_p"] == 1.0  # no discordant pair
+    with pytest.raises(ValueError, match="same questions"):
+        paired_comparison([True], [True, False])

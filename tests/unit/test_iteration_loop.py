@@ -121,8 +121,8 @@ def setup(tmp_path, *overrides: str, solver: Solver | None = None, proposer: Pro
     state = RunState(iteration=1, weight_version=0, questions=questions,
                      rubric=load_rubric("strict", ROOT / "configs/rubrics"))
     solver, learner, engines = solver or Solver(), Learner(), Engines()
-    components = Components(proposer=proposer or Proposer(), solver=solver, judge=Judge(), learner=learner, grader=Grader(),
-                            engine_pools=[engines], sync_mode=SyncMode.MERGED, export_dir=tmp_path,
+    components = Components(proposer=proposer or Proposer(), solver=solver, judge=Judge(), learner=learner,
+                            grader=Grader(), engine_pools=[engines], sync_mode=SyncMode.MERGED, export_dir=tmp_path,
                             probe=SyncProbe((1, 2, 3), (-1.0, -2.0), noise=0.01))
     return config, components, state
 

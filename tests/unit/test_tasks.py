@@ -26,8 +26,8 @@ def test_math_proposals_carry_no_reference():
 
 @pytest.mark.parametrize("response, proposal", [
     ("<question>A baker has 24 muffins and sells 3 boxes of 6. How many are left?</question>\n"
-     "<expression>24 - 3 * 6</expression>", Proposal("A baker has 24 muffins and sells 3 boxes of 6. How many are left?",
-                                                      "6")),
+     "<expression>24 - 3 * 6</expression>",
+     Proposal("A baker has 24 muffins and sells 3 boxes of 6. How many are left?", "6")),
     ("<question>Split 7 pizzas among 2 friends. How much each?</question><expression>7 / 2</expression>",
      Proposal("Split 7 pizzas among 2 friends. How much each?", "3.5")),
     ("<question>A ticket costs 2.50 and Ann buys 4.</question><expression>2.5 * 4</expression>",
