@@ -103,6 +103,9 @@ class PoolConfig(Section):
     solved_threshold: float = Field(0.9, gt=0, le=1, description="mean solver score counted as reliably solved")
     solved_min_attempts: int = Field(2, ge=1)
     replay_ratio: float = Field(0.3, ge=0, le=1, description="share of older questions in each batch")
+    diversity_alert: float = Field(0.5, ge=0, lt=1, description=(
+        "log a line when the proposals' distinct-bigram share falls below this fraction of its first value "
+        "(0 = never)"))
 
 
 class TrackingConfig(Section):

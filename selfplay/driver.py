@@ -50,6 +50,7 @@ def restore_state(config: Config, run_dir: Path, started: Started) -> RunState |
     started.learner.load_checkpoint(str(checkpoint / "learner"))
     state = RunState(iteration=saved["iteration"] + 1, weight_version=saved["weight_version"],
                      questions=QuestionPool.from_state_dict(saved["pool"]),
+                     diversity_start=saved.get("diversity_start"),
                      rubric=load_rubric(config.judge.rubric, Path(config.judge.rubric_dir)))
     sync_weights(config, started.components, state)  # fresh engines serve the base model: give them these weights
     log(f"resumed {run_dir} from {checkpoint.name}: next iteration {state.iteration}, "
@@ -106,7 +107,7 @@ def held_out_eval(config: Config, started: Started, questions: list) -> dict[str
 
 def checkpoint_state(state: RunState) -> dict[str, Any]:
     return {"iteration": state.iteration, "weight_version": state.weight_version,
-            "pool": state.questions.state_dict(),
+            "pool": state.questions.state_dict(), "diversity_start": state.diversity_start,
             "rubric": {"name": state.rubric.name, "version": state.rubric.version}}
 
 

@@ -26,6 +26,7 @@ from rewards.scores import RewardSettings
 from rollout.records import SamplingSpec
 from selfplay.components import Components, JudgeRole
 from selfplay.config import Config
+from selfplay.diversity import diversity_metrics
 from selfplay.preflight import trained_roles
 from selfplay.question_pool import AddOutcome, PoolQuestion, QuestionPool, QuestionSource
 from selfplay.scoring import IterationScores, IterationTurns, SolveItem, build_train_batch, score_iteration
@@ -39,6 +40,7 @@ class RunState:
     weight_version: int
     questions: QuestionPool
     rubric: Rubric
+    diversity_start: float | None = None  # the proposals' first distinct-bigram share (the diversity alert's base)
 
 
 @dataclass
@@ -197,6 +199,23 @@ def refill_groups(config: Config, components: Components, state: RunState, turns
                    "filter/solver_groups_with_signal": float(with_signal), "filter/solver_groups_target": float(target)}
 
 
+def track_diversity(config: Config, state: RunState, turns: IterationTurns, timer: PhaseTimer) -> dict[str, float]:
+    """Diversity of this iteration's proposals and of the pool (selfplay.diversity), and one line when the
+    proposals' distinct-bigram share fell below `pool.diversity_alert` of its first value."""
+    threshold = config.pool.duplicate_threshold
+    proposals = [turn.parsed.value.text for turn in turns.proposals if turn.parsed.failure is None]
+    metrics = (diversity_metrics("proposer", proposals, threshold)
+               | diversity_metrics("pool", [question.text for question in state.questions.questions()], threshold))
+    current = metrics.get("proposer/distinct_2")
+    if current is not None and current == current:
+        if state.diversity_start is None:
+            state.diversity_start = current
+        elif current < config.pool.diversity_alert * state.diversity_start:
+            timer.progress(f"  diversity alert: the proposals' distinct-bigram share is {current:.2f}, below "
+                           f"{config.pool.diversity_alert:g} of its first value {state.diversity_start:.2f}")
+    return metrics
+
+
 def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
     """Every sample must come from the weights the learner last synced: never silent staleness."""
     for turns in turn_lists:
@@ -275,6 +294,7 @@ def run_iteration(config: Config, components: Components, state: RunState,
         pool_metrics = update_pool(state, turns, scores)
         batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config),
                                                  drop_all_equal=config.filter_groups.enabled)
+    diversity = track_diversity(config, state, turns, timer)
     with timer("train"):
         learner_metrics = components.learner.train(batch)
     with timer("sync"):
@@ -286,6 +306,6 @@ def run_iteration(config: Config, components: Components, state: RunState,
     times = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
     times["time/iteration"] = wall
     times["time/other"] = max(wall - sum(timer.seconds.values()), 0.0)
-    metrics = (scores.metrics | refill_metrics | pool_metrics | batch_metrics | learner_metrics | sync_metrics
-               | rollout_metrics | times)
+    metrics = (scores.metrics | refill_metrics | pool_metrics | diversity | batch_metrics | learner_metrics
+               | sync_metrics | rollout_metrics | times)
     return IterationResult(metrics=metrics, turns=turns, scores=scores)

@@ -42,6 +42,8 @@ def _prefix(prefix: str) -> Callable[[str], bool]:
     return lambda key: key.startswith(prefix)
 
 
+DIVERSITY_SUFFIXES = ("/distinct_2", "/pairwise_similarity", "/near_duplicate_share")
+
 PLOT_GROUPS = (
     PlotGroup("rewards", "Mean reward per role",
               _keys("proposer/reward_mean", "solver/reward_mean", "judge/reward_mean"), shared_axes=True),
@@ -49,7 +51,11 @@ PLOT_GROUPS = (
               shared_axes=True),
     PlotGroup("format_failures", "Format failure rates per role (the reasons are in W&B and metrics.jsonl)",
               lambda key: key.endswith("/format_failure_rate"), shared_axes=True),
-    PlotGroup("pool", "Question pool", _prefix("pool/"), shared_axes=False),
+    PlotGroup("pool", "Question pool",
+              lambda key: key.startswith("pool/") and not key.endswith(DIVERSITY_SUFFIXES), shared_axes=False),
+    PlotGroup("diversity", "Diversity of proposals and pool",
+              lambda key: key.startswith(("proposer/", "pool/")) and key.endswith(DIVERSITY_SUFFIXES),
+              shared_axes=False),
     PlotGroup("learner", "Learner",
               _keys("learner/loss", "learner/grad_norm", "learner/kl", "learner/clip_fraction"), shared_axes=False),
     PlotGroup("sync", "Weight sync", _keys("sync/probe_gap", "sync/seconds"), shared_axes=False),

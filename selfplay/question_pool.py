@@ -144,7 +144,7 @@ def load_seed_file(path: str | Path) -> list[PoolQuestion]:
     return questions
 
 
-def _shingles(text: str) -> set[str]:
+def shingles(text: str) -> set[str]:
     words = re.findall(r"\w+", text.lower())
     if len(words) <= SHINGLE_WORDS:
         return {" ".join(words)}
@@ -153,7 +153,7 @@ def _shingles(text: str) -> set[str]:
 
 def _minhash(text: str) -> MinHash:
     minhash = MinHash(num_perm=MINHASH_PERMUTATIONS)
-    minhash.update_batch(shingle.encode("utf-8") for shingle in sorted(_shingles(text)))
+    minhash.update_batch(shingle.encode("utf-8") for shingle in sorted(shingles(text)))
     return minhash
 
 

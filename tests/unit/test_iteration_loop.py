@@ -41,12 +41,12 @@ class Proposer:
     """Tags its first question; the others lack the tag (format failures, never solved). In the arithmetic family
     each question comes with the expression that solves it."""
 
-    def __init__(self, family: str = "math") -> None:
-        self.family = task_family(family)
+    def __init__(self, family: str = "math", tag_all: bool = False) -> None:
+        self.family, self.tag_all = task_family(family), tag_all
 
     def propose(self, references, sampling):
         expression = "<expression>{} + {}</expression>" if self.family.name == "arithmetic" else ""
-        return done([turn(Role.PROPOSER, (f"<question>What is {10 + i} + {i}?</question>" if i == 0 else
+        return done([turn(Role.PROPOSER, (f"<question>What is {10 + i} + {i}?</question>" if i == 0 or self.tag_all else
                                           f"What is {10 + i} + {i}?") + expression.format(10 + i, i),
                           self.family.parse_proposal, sampling) for i, _ in enumerate(references)])
 
@@ -181,3 +181,15 @@ def test_grounded_proposals_are_graded_against_their_computed_answer_and_keep_it
     assert result.metrics["judge/accuracy_vs_truth"] is not None
     accepted = [question for question in state.questions.questions() if question.id == "it1-q0"]
     assert [(question.text, question.answer) for question in accepted] == [("What is 10 + 0?", "10")]
+
+
+def test_diversity_is_measured_and_a_fall_is_said_in_one_line(tmp_path):
+    config, components, state = setup(tmp_path, "pool.diversity_alert=0.9", proposer=Proposer(tag_all=True))
+    state.diversity_start = 1.0
+    lines = []
+    metrics = run_iteration(config, components, state, progress=lines.append).metrics
+    # 'What is 10 + 0?' and 'What is 11 + 1?': bigrams what-is twice, is-10, 10-0, is-11, 11-1: 5 of 6 distinct
+    assert metrics["proposer/distinct_2"] == pytest.approx(5 / 6)
+    assert {"pool/distinct_2", "pool/pairwise_similarity", "pool/near_duplicate_share"} <= metrics.keys()
+    assert [line for line in lines if "diversity alert" in line] == [
+        "  diversity alert: the proposals' distinct-bigram share is 0.83, below 0.9 of its first value 1.00"]
