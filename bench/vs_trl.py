@@ -59,6 +59,7 @@ def answer_reward(text: str) -> float:
 # -- ours -----------------------------------------------------------------------------------------------------------
 def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) -> None:
     import torch
+    from transformers import AutoTokenizer
 
     from agents.prompts import solver_messages
     from learner.config import LearnerConfig
@@ -76,7 +77,7 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
                                kv_cache_gb=args.kv_cache_gb, enforce_eager=True, sync_mode=SyncMode.MERGED))
     learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype,
                                                     max_model_len=args.max_model_len))
-    probe = probe_token_ids(model_path)
+    probe = probe_token_ids(AutoTokenizer.from_pretrained(model_path))
     sampling = SamplingSpec(n=args.answers, max_tokens=args.max_tokens, temperature=1.0, ignore_eos=args.ignore_eos)
     requests = [GenerationRequest(tuple(solver_messages(question)), sampling) for question in questions(args.questions)]
     export_dir = scratch_dir("bench-vs-trl-")

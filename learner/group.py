@@ -100,6 +100,9 @@ class LearnerGroup:
         """Each sample's response logprobs under the current weights ([R] each)."""
         return ray.get(self.workers[0].policy_logprobs.remote(list(samples)))
 
+    def drift_from_base(self, samples: list[TrainSample]) -> float:
+        return ray.get(self.workers[0].drift_from_base.remote(list(samples)))
+
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return ray.get(self.workers[0].sequence_logprobs.remote(token_ids))
 

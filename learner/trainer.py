@@ -260,6 +260,19 @@ class Learner:
                 result[index] = tuple(logprobs[row, logprobs.shape[1] - count:].tolist())
         return result
 
+    @torch.no_grad()
+    def drift_from_base(self, samples: list[TrainSample]) -> float:
+        """How far the adapter moved the model from the base on `samples`' responses: the token-mean k3 estimate
+        of KL(current || base), the estimator of the KL loss term."""
+        current = self.policy_logprobs(samples)
+        with self.model.disable_adapter():
+            base = self.policy_logprobs(samples)
+        current_tokens = torch.tensor([value for row in current for value in row])[None]  # [1, N]
+        base_tokens = torch.tensor([value for row in base for value in row])[None]  # [1, N]
+        tokens = current_tokens.shape[1]
+        return grpo.kl_penalty(current_tokens, base_tokens, torch.ones_like(current_tokens),
+                               total_tokens=max(tokens, 1)).item()
+
     # -- probes -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def sequence_logprobs(self, token_ids: list[int]) -> list[float]:

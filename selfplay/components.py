@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from agents.players import AnswerToJudge, Turn
-from learner.records import TrainBatch
+from learner.records import TrainBatch, TrainSample
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 from rewards.grading_pool import Grader
 from rewards.rubric import Rubric
@@ -36,6 +36,8 @@ class JudgeRole(Protocol):
 class PolicyLearner(Protocol):
     def train(self, batch: TrainBatch) -> dict[str, float]: ...
 
+    def drift_from_base(self, samples: list[TrainSample]) -> float: ...
+
     def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate: ...
 
 
@@ -58,3 +60,4 @@ class Components:
     sync_mode: SyncMode
     export_dir: Path
     probe: SyncProbe  # the weights the engines serve, as the learner computes them (selfplay.wiring)
+    drift_samples: tuple[TrainSample, ...] = ()  # general exchanges the adapter's drift from the base is measured on

@@ -102,7 +102,9 @@ class PoolConfig(Section):
     duplicate_threshold: float = Field(0.8, gt=0, le=0.95, description="MinHash Jaccard above which a question is a dupe")
     solved_threshold: float = Field(0.9, gt=0, le=1, description="mean solver score counted as reliably solved")
     solved_min_attempts: int = Field(2, ge=1)
-    replay_ratio: float = Field(0.3, ge=0, le=1, description="share of older questions in each batch")
+    replay_ratio: float = Field(0.3, ge=0, le=1, description=(
+        "share of older questions (seeds and those accepted before the last iteration) among the pool questions "
+        "solved each iteration; 0.1-0.3 is the usual range against forgetting (pool/replay_share logs it)"))
     diversity_alert: float = Field(0.5, ge=0, lt=1, description=(
         "log a line when the proposals' distinct-bigram share falls below this fraction of its first value "
         "(0 = never)"))

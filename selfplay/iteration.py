@@ -28,7 +28,7 @@ from selfplay.components import Components, JudgeRole
 from selfplay.config import Config
 from selfplay.diversity import diversity_metrics
 from selfplay.preflight import trained_roles
-from selfplay.question_pool import AddOutcome, PoolQuestion, QuestionPool, QuestionSource
+from selfplay.question_pool import RECENT_ITERATIONS, AddOutcome, PoolQuestion, QuestionPool, QuestionSource
 from selfplay.scoring import IterationScores, IterationTurns, SolveItem, build_train_batch, score_iteration
 
 
@@ -127,8 +127,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
     rewrite_count = round(config.proposer.batch_size * config.proposer.rewrite_ratio)
     references = [q.text for q in state.questions.sample_references(rewrite_count, state.iteration)]
     references += [None] * (config.proposer.batch_size - len(references))
-    pool_items = [SolveItem(q.text, q.id, q.answer, None)
-                  for q in state.questions.sample_references(config.solver.batch_size, state.iteration)]
+    drawn = state.questions.sample_references(config.solver.batch_size, state.iteration)
+    pool_items = [SolveItem(q.text, q.id, q.answer, None) for q in drawn]
     with timer("wave1_propose_solve"):  # proposals, and answers to pool questions
         proposing = components.proposer.propose(references, specs["proposer"])
         pool_solving = components.solver.solve([item.question for item in pool_items], specs["solver"])
@@ -158,7 +158,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         attempts=tuple(tuple(a) for a in attempts),
         answer_verdicts=tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
         grades=tuple(_place_grades(items, attempts, grades)),  # None where a question has no reference
-        grade_timeouts=sum(grade.timed_out for grade in grades))
+        grade_timeouts=sum(grade.timed_out for grade in grades),
+        replay_share=sum(q.added_iteration < state.iteration - RECENT_ITERATIONS for q in drawn) / max(len(drawn), 1))
 
 
 def refill_groups(config: Config, components: Components, state: RunState, turns: IterationTurns,
@@ -245,6 +246,7 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
             state.questions.record_solve(item.question_id, fmean(scored))
     counters = state.questions.counters
     return {"pool/size": float(len(state.questions)), "pool/accepted": float(len(accepted)),
+            "pool/replay_share": turns.replay_share,
                       "pool/rejected_duplicate_this_iteration": float(duplicates),
                       "pool/accepted_total": float(counters.accepted),
                       "pool/rejected_duplicate_total": float(counters.rejected_duplicate),
@@ -297,6 +299,8 @@ def run_iteration(config: Config, components: Components, state: RunState,
     diversity = track_diversity(config, state, turns, timer)
     with timer("train"):
         learner_metrics = components.learner.train(batch)
+        if components.drift_samples:
+            learner_metrics["learner/drift_kl"] = components.learner.drift_from_base(list(components.drift_samples))
     with timer("sync"):
         sync_metrics = sync_weights(config, components, state)
     rollout_metrics = components.engine_pools[0].metrics() if components.engine_pools else {}

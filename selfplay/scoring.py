@@ -48,6 +48,7 @@ class IterationTurns:
     answer_verdicts: tuple[tuple[Turn | None, ...], ...]  # [question][N]; None where no answer parsed
     grades: tuple[tuple[bool | None, ...], ...]  # [question][N]; None where no reference answer
     grade_timeouts: int = 0  # grades that overran their time limit (counted wrong in `grades`)
+    replay_share: float = 0.0  # of the pool questions drawn first, the share of older ones (pool.replay_ratio)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
 from selfplay.components import Components
 from selfplay.config import Config
+from selfplay.drift import drift_examples
+from selfplay.sft import tokenized
 from selfplay.console import log
 from selfplay.embedded_model import resolve_model_path
 from selfplay.preflight import PreflightError, check_cluster_resources, ray_job_runtime_env, resources_needed
@@ -94,10 +96,7 @@ def connect_ray(config: Config) -> None:
         raise
 
 
-def probe_token_ids(model_path: str) -> list[int]:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+def probe_token_ids(tokenizer: Any) -> list[int]:
     prompt = tokenizer.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True, tokenize=False)
     return tokenizer(prompt + PROBE_RESPONSE, add_special_tokens=False)["input_ids"]
 
@@ -108,7 +107,10 @@ def start_components(config: Config, export_dir: Path) -> Started:
     from rollout.config import engine_spec_from_config, resolve_engine_dtype, resolve_sync_mode
     from rollout.engine_pool import RemoteEnginePool
 
+    from transformers import AutoTokenizer
+
     model_path = resolve_model_path(config.model.path, config.model.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     sync_mode = resolve_sync_mode(config.rollout.sync_mode, uses_gpu=config.rollout.gpus_per_engine > 0)
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
     spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
@@ -136,7 +138,8 @@ def start_components(config: Config, export_dir: Path) -> Started:
         proposer=role(Proposer, pool, config.task.family), solver=role(Solver, pool), judge=role(Judge, judge_pool),
         learner=learner,
         grader=grader, engine_pools=[pool], sync_mode=sync_mode, export_dir=export_dir,
-        probe=calibrate_probe(config, learner, [pool], probe_token_ids(model_path)))
+        probe=calibrate_probe(config, learner, [pool], probe_token_ids(tokenizer)),
+        drift_samples=tuple(tokenized(example, tokenizer) for example in drift_examples()))
     return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []), model_path)
 
 

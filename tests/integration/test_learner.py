@@ -173,3 +173,14 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_model_dir):
     (norm, plain), (norm_checkpointed, checkpointed) = after
     assert norm_checkpointed == pytest.approx(norm, rel=1e-4) and norm > 0
     assert all(torch.allclose(plain[name], checkpointed[name], atol=1e-6) for name in plain)
+
+
+def test_drift_from_base_is_zero_at_start_and_grows_with_training(tiny_model_dir):
+    learner = Learner(LearnerConfig(lr=1e-2, micro_batch_tokens=512),
+                      LearnerSetup(model_path=str(tiny_model_dir), max_model_len=MAX_LEN, seed=4))
+    general = [_sample((1, 2, 3, 4), (40, 41, 42, 43, 44), 0.0), _sample((5, 6, 7), (70, 71, 72), 0.0)]
+    assert learner.drift_from_base(general) == pytest.approx(0.0, abs=1e-7)  # LoRA B starts at zero
+    prompt, good, bad = (1, 17, 300, 42, 9), (500, 501, 502, 503), (900, 901, 902, 903)
+    for _ in range(3):
+        _step(learner, [_sample(prompt, good, 1.0, learner), _sample(prompt, bad, -1.0, learner)])
+    assert learner.drift_from_base(general) > 1e-6

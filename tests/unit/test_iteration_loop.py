@@ -91,6 +91,9 @@ class Learner:
         self.batches.append(batch)
         return {"learner/loss": 0.25, "learner/tokens": float(sum(len(s.response_token_ids) for s in batch.samples))}
 
+    def drift_from_base(self, samples):
+        return 0.125 * len(samples)
+
     def export(self, version, mode, directory, probe=None):
         path = Path(directory) / f"{mode.value}-v{version}"
         path.mkdir()
@@ -145,6 +148,8 @@ def test_one_iteration_runs_every_stage_in_order(tmp_path):
     assert metrics["solver/verifiable_accuracy"] == 0.5  # first of two answers right on the 3 pool questions
     assert metrics["solver/all_equal_group_share"] == 0.0
     assert metrics["pool/accepted"] == 1.0 and len(state.questions) == 9  # judged 8 >= threshold 6
+    assert metrics["pool/replay_share"] == 0.0  # iteration 1: the seeds (added at 0) are still recent
+    assert "learner/drift_kl" not in metrics  # no drift exchanges given
     # synced once: version 1 served, the probe advanced from the previous version's logprobs
     assert [update.version for update in engines.updates] == [1] and state.weight_version == 1
     assert components.probe.previous == (-1.0, -2.0) and components.probe.expected == (-2.0, -2.0)
