@@ -61,16 +61,13 @@ def restore_state(config: Config, run_dir: Path, started: Started) -> RunState |
 def cold_start(config: Config, started: Started, state: RunState, run_dir: Path) -> dict[str, float]:
     """The SFT cold start (selfplay.sft), synced to the engines and checkpointed as iteration 0, so a crash after
     it resumes at iteration 1 without repeating it."""
-    from transformers import AutoTokenizer
-
     from agents.tasks import task_family
     from selfplay.sft import run_sft, sft_examples
 
     examples = sft_examples(load_seed_file(config.pool.seed_file), task_family(config.task.family))
     log(f"SFT cold start: {config.sft.steps} steps of {config.sft.batch_size} on {len(examples)} seed examples")
     began = time.perf_counter()
-    metrics = run_sft(started.learner, AutoTokenizer.from_pretrained(started.model_path), examples,
-                      config.sft.steps, config.sft.batch_size, log)
+    metrics = run_sft(started.learner, started.tokenizer, examples, config.sft.steps, config.sft.batch_size, log)
     metrics |= sync_weights(config, started.components, state) | {"time/sft": time.perf_counter() - began}
     save_checkpoint(run_dir, 0, started.learner.save_checkpoint, checkpoint_state(state) | {"iteration": 0})
     return {key: value for key, value in metrics.items() if key.startswith(("sft/", "time/sft"))}

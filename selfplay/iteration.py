@@ -159,7 +159,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         answer_verdicts=tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
         grades=tuple(_place_grades(items, attempts, grades)),  # None where a question has no reference
         grade_timeouts=sum(grade.timed_out for grade in grades),
-        replay_share=sum(q.added_iteration < state.iteration - RECENT_ITERATIONS for q in drawn) / max(len(drawn), 1))
+        replay_share=sum(q.added_iteration < state.iteration - RECENT_ITERATIONS for q in drawn)
+        / max(len(drawn), 1))
 
 
 def refill_groups(config: Config, components: Components, state: RunState, turns: IterationTurns,
@@ -247,13 +248,13 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
     counters = state.questions.counters
     return {"pool/size": float(len(state.questions)), "pool/accepted": float(len(accepted)),
             "pool/replay_share": turns.replay_share,
-                      "pool/rejected_duplicate_this_iteration": float(duplicates),
-                      "pool/accepted_total": float(counters.accepted),
-                      "pool/rejected_duplicate_total": float(counters.rejected_duplicate),
-                      "pool/evicted_solved_total": float(counters.evicted_solved),
-                      "pool/evicted_oldest_total": float(counters.evicted_oldest),
-                      "pool/rejected_low_quality": float(sum(1 for r in scores.proposer_results
-                                                             if r.quality is not None and not r.accepted))}
+            "pool/rejected_duplicate_this_iteration": float(duplicates),
+            "pool/accepted_total": float(counters.accepted),
+            "pool/rejected_duplicate_total": float(counters.rejected_duplicate),
+            "pool/evicted_solved_total": float(counters.evicted_solved),
+            "pool/evicted_oldest_total": float(counters.evicted_oldest),
+            "pool/rejected_low_quality": float(sum(1 for r in scores.proposer_results
+                                                   if r.quality is not None and not r.accepted))}
 
 
 def sync_weights(config: Config, components: Components, state: RunState) -> dict[str, float]:

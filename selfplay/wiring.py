@@ -17,11 +17,11 @@ from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
 from selfplay.components import Components
 from selfplay.config import Config
-from selfplay.drift import drift_examples
-from selfplay.sft import tokenized
 from selfplay.console import log
+from selfplay.drift import drift_examples
 from selfplay.embedded_model import resolve_model_path
 from selfplay.preflight import PreflightError, check_cluster_resources, ray_job_runtime_env, resources_needed
+from selfplay.sft import tokenized
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROBE_MESSAGES = [{"role": "user", "content": "What is 12 + 30? Put the answer in <answer></answer> tags."}]
@@ -49,7 +49,7 @@ class Started:
     components: Components
     learner: Any  # learner.group.LearnerGroup
     engine_pools: list[Any]  # rollout.engine_pool.RemoteEnginePool
-    model_path: str  # the base model's local directory
+    tokenizer: Any  # the base model's, as the engines render prompts
 
     def shutdown(self) -> None:
         """Engines, learner and grader, then this process's Ray connection (a local Ray instance ends with it)."""
@@ -102,12 +102,12 @@ def probe_token_ids(tokenizer: Any) -> list[int]:
 
 
 def start_components(config: Config, export_dir: Path) -> Started:
+    from transformers import AutoTokenizer
+
     from learner.group import LearnerGroup
     from learner.trainer import LearnerSetup
     from rollout.config import engine_spec_from_config, resolve_engine_dtype, resolve_sync_mode
     from rollout.engine_pool import RemoteEnginePool
-
-    from transformers import AutoTokenizer
 
     model_path = resolve_model_path(config.model.path, config.model.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -140,7 +140,7 @@ def start_components(config: Config, export_dir: Path) -> Started:
         grader=grader, engine_pools=[pool], sync_mode=sync_mode, export_dir=export_dir,
         probe=calibrate_probe(config, learner, [pool], probe_token_ids(tokenizer)),
         drift_samples=tuple(tokenized(example, tokenizer) for example in drift_examples()))
-    return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []), model_path)
+    return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []), tokenizer)
 
 
 def calibrate_probe(config: Config, learner: Any, engine_pools: list[Any], token_ids: list[int]) -> SyncProbe:
