@@ -4,11 +4,14 @@ Python's default SIGTERM ends the process at once, skipping every `finally` (and
 engine-core process ignores SIGTERM: it kept running at full CPU after `launch/eval.py` was terminated. Inside
 `no_orphans()` SIGTERM and Ctrl-C raise SystemExit (143, 130), so the normal cleanup runs; a
 watcher remembers every process started below this one (Ray's, vLLM's and their children, which may be re-parented
-once their parent is gone), and when the block ends it waits `grace_s` for them to exit, then kills the rest.
+once their parent is gone). At interpreter exit, after the libraries' own exit handlers (W&B's service and Ray end
+their processes there; ours is registered first, so it runs last), it waits `grace_s` for the remembered processes
+to exit, then kills the rest.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -78,6 +81,7 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
     _active_handler = on_signal
     watcher = threading.Thread(target=watch, name="no-orphans", daemon=True)
     watcher.start()
+    atexit.register(_end_survivors, descendants, grace_s)
     try:
         yield
     finally:
@@ -86,9 +90,13 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
         _active_handler = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _, survivors = psutil.wait_procs(descendants.alive(), timeout=grace_s)
-        for process in survivors:
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
+
+
+def _end_survivors(descendants: _Descendants, grace_s: float) -> None:
+    descendants.remember()
+    _, survivors = psutil.wait_procs(descendants.alive(), timeout=grace_s)
+    for process in survivors:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
