@@ -384,9 +384,14 @@ def one_grpo_step(learner, pool, tokenizer) -> None:
 
 
 def test_an_engine_left_on_the_previous_version_is_found_and_replaced(session, tokenizer, tiny_model_dir, tmp_path):
-    """float32 engines as the driver runs them on this CPU; the learner's default lr (1e-5); two engines."""
+    """float32 engines as the driver runs them on this CPU; a fresh learner at its default lr (1e-5), since the
+    session's was perturbed behind its optimizer's back (its master weights would undo that at the first step)."""
+    from learner.config import LearnerConfig
+    from learner.trainer import Learner, LearnerSetup
+
     session.close()
-    learner = session.learner
+    learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(tiny_model_dir), dtype="float32",
+                                                    max_model_len=1024, seed=5))
     assert learner.config.lr == 1e-5
     model_dir = tmp_path / "model"
     model_dir.symlink_to(tiny_model_dir, target_is_directory=True)  # lag files go beside it, in tmp_path
@@ -399,7 +404,7 @@ def test_an_engine_left_on_the_previous_version_is_found_and_replaced(session, t
             base = SyncProbe(session.probe.token_ids, tuple(learner.sequence_logprobs(list(session.probe.token_ids))),
                              tolerance=TOLERANCE)
         noise = max(reading.distance for reading in pool.read_probe(base))
-        current = learner.export(session.version + 1, SyncMode.MERGED, str(tmp_path),
+        current = learner.export(1, SyncMode.MERGED, str(tmp_path),
                                  dataclasses.replace(base, noise=noise))
         pool.apply_update(current)  # both engines serve the learner's weights before the step
 
