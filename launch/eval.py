@@ -31,24 +31,15 @@ import _bootstrap  # noqa: F401
 
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the result line
 
-from learner.config import LoRAConfig  # noqa: E402
 from rewards.grading_pool import GradingPool  # noqa: E402
-from selfplay.checkpoint import latest_checkpoint  # noqa: E402
-from selfplay.config import Config, ConfigError, load_config  # noqa: E402
+from selfplay.adapters import (LEARNER_STATES, AdapterError, check_run_lora, read_learner_checkpoint,  # noqa: E402
+                               resolve_adapter, run_dir_of)
+from selfplay.config import Config, ConfigError  # noqa: E402
 from selfplay.embedded_model import resolve_model_path  # noqa: E402
 from selfplay.evaluation import (EvalDataError, EvalResult, evaluate, load_eval_questions,  # noqa: E402
                                  paired_comparison, summarize)
-from selfplay.preflight import RESOLVED_CONFIG, PreflightError, check_model_path, load_run_config  # noqa: E402
+from selfplay.preflight import PreflightError, check_model_path, load_run_config  # noqa: E402
 from selfplay.question_pool import PoolQuestion, SeedFileError  # noqa: E402
-
-ADAPTER_CONFIG = "adapter_config.json"
-# Learner.save_checkpoint writes DeepSpeed's checkpoint into ITER/learner with tag "learner"; with
-# exclude_frozen_parameters=True its `module` holds only the LoRA tensors, under the PEFT model's names.
-LEARNER_STATES = Path("learner") / "learner" / "mp_rank_00_model_states.pt"
-
-
-class AdapterError(ValueError):
-    """An --adapter path that is not a usable adapter or checkpoint (one line)."""
 
 
 def positive_int(text: str) -> int:
@@ -73,32 +64,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# -- what --adapter names --------------------------------------------------------------------------------------------
-def resolve_adapter(path: Path) -> Path:
-    """A PEFT adapter directory as given, or the DeepSpeed model-states file of a run checkpoint."""
-    if not path.is_dir():
-        raise AdapterError(f"--adapter {path}: directory not found")
-    if (path / ADAPTER_CONFIG).is_file():
-        return path
-    if (path / "checkpoints").is_dir():
-        try:
-            checkpoint = latest_checkpoint(path)
-        except FileNotFoundError as error:
-            raise AdapterError(f"--adapter {path}: {error}") from None
-        if checkpoint is None:
-            raise AdapterError(f"--adapter {path}: the run has no completed checkpoint (no checkpoints/latest)")
-        path = checkpoint
-    if (path / LEARNER_STATES).is_file():
-        return path / LEARNER_STATES
-    raise AdapterError(f"--adapter {path}: neither a PEFT adapter ({ADAPTER_CONFIG}), a run checkpoint "
-                       f"({LEARNER_STATES}) nor a run directory (checkpoints/latest)")
-
-
-def run_dir_of(states_path: Path) -> Path:
-    """RUN_DIR of RUN_DIR/checkpoints/iter-N/learner/learner/mp_rank_00_model_states.pt."""
-    return states_path.parents[4]
-
-
 def default_output(config: Config, adapter: Path | None) -> Path:
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     if adapter is None:
@@ -109,35 +74,6 @@ def default_output(config: Config, adapter: Path | None) -> Path:
 
 
 # -- merging the adapter into the base model -------------------------------------------------------------------------
-def read_learner_checkpoint(states_path: Path) -> tuple[dict[str, Any], Any]:
-    """The LoRA tensors of a learner checkpoint, by PEFT parameter name, and the dtype the learner computed in
-    (bf16 or fp16 when DeepSpeed's mixed precision was on, else float32; learner.compute_dtype decides that)."""
-    import torch
-
-    states = torch.load(states_path, map_location="cpu", weights_only=True)
-    tensors = {name: tensor for name, tensor in states["module"].items() if ".lora_" in name}
-    if any(tensor.numel() == 0 for tensor in tensors.values()):  # ZeRO-3 keeps only partitioned placeholders here
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        consolidated = get_fp32_state_dict_from_zero_checkpoint(
-            str(states_path.parents[1]), tag=states_path.parent.name, exclude_frozen_parameters=True)
-        tensors = {name: tensor for name, tensor in consolidated.items() if ".lora_" in name}
-    if not tensors:
-        raise AdapterError(f"{states_path}: no LoRA tensors in the checkpoint's module state")
-    precision = states.get("ds_config", {})
-    compute_dtype = (torch.bfloat16 if precision.get("bf16", {}).get("enabled") else
-                     torch.float16 if precision.get("fp16", {}).get("enabled") else torch.float32)
-    return tensors, compute_dtype
-
-
-def check_run_lora(states_path: Path, lora: LoRAConfig) -> None:
-    """The LoRA scaling (alpha / rank) is not in the weights: the run's saved config must agree with ours."""
-    saved = run_dir_of(states_path) / RESOLVED_CONFIG
-    if saved.is_file() and load_config(saved).learner.lora != lora:
-        raise AdapterError(f"learner.lora of the config differs from the run's {saved}; evaluate with "
-                           f"--config {saved}")
-
-
 def load_lora_tensors(model, tensors: dict[str, Any], source: Path) -> None:
     """Copy checkpoint LoRA tensors into a PEFT model built from the config, after checking names and shapes."""
     expected = {name: tuple(parameter.shape) for name, parameter in model.named_parameters() if ".lora_" in name}
@@ -188,8 +124,8 @@ def merge_adapter(config: Config, base_path: str, adapter: Path, target: Path) -
 # -- the run ---------------------------------------------------------------------------------------------------------
 def generate_and_grade(config: Config, model_path: str, questions: list[PoolQuestion]) -> list[EvalResult]:
     from learner.weights import SyncMode
-    from rollout.engine import Engine
     from rollout.config import engine_spec_from_config, resolve_engine_dtype
+    from rollout.engine import Engine
 
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
     spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,

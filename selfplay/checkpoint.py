@@ -21,11 +21,16 @@ def checkpoint_root(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
+def checkpoint_name(iteration: int) -> str:
+    return f"iter-{iteration:06d}"
+
+
 def save_checkpoint(run_dir: Path, iteration: int, save_learner: Callable[[str], None], state: dict[str, Any],
-                    keep: int = 2) -> Path:
+                    keep: int = 2, protect: frozenset[str] | set[str] = frozenset()) -> Path:
+    """Write the checkpoint, then delete all but the newest `keep` and those named in `protect`."""
     root = checkpoint_root(run_dir)
-    final = root / f"iter-{iteration:06d}"
-    partial = root / f"iter-{iteration:06d}.partial"
+    final = root / checkpoint_name(iteration)
+    partial = root / f"{checkpoint_name(iteration)}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     save_learner(str(partial / "learner"))
@@ -37,7 +42,7 @@ def save_checkpoint(run_dir: Path, iteration: int, save_learner: Callable[[str],
     pointer.write_text(final.name)
     os.replace(pointer, root / LATEST)
     for old in sorted(root.glob("iter-*"))[:-keep]:
-        if old != final and not old.name.endswith(".partial"):
+        if old != final and not old.name.endswith(".partial") and old.name not in protect:
             shutil.rmtree(old, ignore_errors=True)
     return final
 

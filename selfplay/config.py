@@ -117,11 +117,52 @@ class TrackingConfig(Section):
     sample_rows: int = Field(8, ge=0, description="rows per role and iteration in the sample table (one exchange each)")
 
 
+class EvalSet(Section):
+    data: str = Field(description="held-out JSONL (GSM8K '#### N' or 'answer' field)")
+    limit: int = Field(64, ge=1, description="first N questions of the file")
+
+
+class GuardConfig(Section):
+    action: Literal["off", "stop", "rollback"] = Field("off", description=(
+        "what happens when the watched set's score stays below its best by more than `margin` for `patience` "
+        "evaluations in a row: stop the run, or roll back to the best checkpoint and go on"))
+    set: str | None = Field(None, description="the eval set watched (a name of eval.sets, or 'data' for eval.data); "
+                                              "default the first")
+    margin: float = Field(0.05, ge=0, le=1)
+    patience: int = Field(2, ge=1)
+
+
 class EvalConfig(Section):
     every: int = Field(0, ge=0, description="evaluate every N iterations (0 = never)")
-    data: str | None = Field(None, description="held-out JSONL (GSM8K '#### N' or 'answer' field)")
-    limit: int = Field(64, ge=1)
+    data: str | None = Field(None, description="one held-out JSONL, logged as eval/* (the set named 'data')")
+    limit: int = Field(64, ge=1, description="first N questions of eval.data")
+    sets: dict[str, EvalSet] = Field(default_factory=dict, description=(
+        "more held-out sets by name, each logged as eval/NAME/*; the best checkpoint per set goes to best.json"))
     max_tokens: int = Field(256, ge=8)
+    metric: Literal["accuracy", "lenient_accuracy"] = Field("lenient_accuracy", description=(
+        "the score that picks each set's best checkpoint and that the guard watches"))
+    guard: GuardConfig = GuardConfig()
+
+    @field_validator("sets")
+    @classmethod
+    def _names(cls, sets: dict[str, EvalSet]) -> dict[str, EvalSet]:
+        for name in sets:
+            if not name.replace("_", "").replace("-", "").isalnum() or name == "data":
+                raise ValueError(f"set name {name!r}: letters, digits, '-' and '_' only, and not 'data'")
+        return sets
+
+    def named_sets(self) -> dict[str, EvalSet]:
+        """Every held-out set by name, eval.data first as 'data'."""
+        single = {"data": EvalSet(data=self.data, limit=self.limit)} if self.data else {}
+        return single | dict(self.sets)
+
+    def watched_set(self) -> str | None:
+        return self.guard.set or next(iter(self.named_sets()), None)
+
+
+def metrics_namespace(set_name: str) -> str:
+    """eval.data logs as eval/*, a named set as eval/NAME/*."""
+    return "eval" if set_name == "data" else f"eval/{set_name}"
 
 
 class RunConfig(Section):
@@ -132,6 +173,8 @@ class RunConfig(Section):
         "run directories are created under it; unset = ./runs, or ~/selfplay-runs inside a `ray job submit` job "
         "(whose working directory is a temporary copy that Ray deletes); resolved to an absolute path at load"))
     checkpoint_every: int = Field(1, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description=(
+        "the newest checkpoints kept (plus each eval set's best); launch/merge.py merges kept ones"))
 
 
 class Config(Section):
@@ -152,8 +195,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        if self.eval.every and not self.eval.data:
-            raise ValueError("eval.data: required when eval.every > 0")
+        sets = self.eval.named_sets()
+        if self.eval.every and not sets:
+            raise ValueError("eval.data or eval.sets: required when eval.every > 0")
+        if self.eval.guard.set is not None and self.eval.guard.set not in sets:
+            raise ValueError(f"eval.guard.set: {self.eval.guard.set!r} is not an eval set "
+                             f"(sets: {', '.join(sets) or 'none'})")
+        if self.eval.guard.action != "off" and not self.eval.every:
+            raise ValueError("eval.guard.action: the guard needs eval.every > 0")
         return self
 
 

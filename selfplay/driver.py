@@ -6,6 +6,7 @@ scoring in `selfplay.scoring`.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any
 
 from learner.weights import scratch_dir
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
-from selfplay.checkpoint import latest_checkpoint, load_state, save_checkpoint
-from selfplay.config import Config, config_to_yaml
+from selfplay.checkpoint import checkpoint_name, checkpoint_root, latest_checkpoint, load_state, save_checkpoint
+from selfplay.config import Config, config_to_yaml, metrics_namespace
 from selfplay.console import log
-from selfplay.evaluation import eval_metrics, evaluate, load_eval_questions, summarize
+from selfplay.evaluation import EvalExample, eval_metrics, evaluate, load_eval_questions, summarize
+from selfplay.guard import BestTracker
 from selfplay.iteration import RunState, run_iteration, sync_weights
 from selfplay.preflight import RESOLVED_CONFIG
 from selfplay.question_pool import QuestionPool, load_seed_file
@@ -42,23 +44,38 @@ def initial_state(config: Config) -> RunState:
                     rubric=load_rubric(config.judge.rubric, Path(config.judge.rubric_dir)))
 
 
-def restore_state(config: Config, run_dir: Path, started: Started) -> RunState | None:
+def new_best_tracker(config: Config) -> BestTracker:
+    guard = config.eval.guard
+    return BestTracker(config.eval.metric, config.eval.watched_set(), guard.action, guard.margin, guard.patience)
+
+
+def restore_state(config: Config, run_dir: Path, started: Started, best: BestTracker) -> RunState | None:
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         return None
     saved = load_state(checkpoint)
-    started.learner.load_checkpoint(str(checkpoint / "learner"))
     state = RunState(iteration=saved["iteration"] + 1, weight_version=saved["weight_version"],
                      questions=QuestionPool.from_state_dict(saved["pool"]),
-                     diversity_start=saved.get("diversity_start"),
                      rubric=load_rubric(config.judge.rubric, Path(config.judge.rubric_dir)))
-    sync_weights(config, started.components, state)  # fresh engines serve the base model: give them these weights
+    load_checkpoint_into(config, started, state, checkpoint)
+    best.load_state_dict(saved.get("best", {}))
     log(f"resumed {run_dir} from {checkpoint.name}: next iteration {state.iteration}, "
         f"weight version {state.weight_version}")
     return state
 
 
-def cold_start(config: Config, started: Started, state: RunState, run_dir: Path) -> dict[str, float]:
+def load_checkpoint_into(config: Config, started: Started, state: RunState, checkpoint: Path) -> dict[str, float]:
+    """The checkpoint's adapter, optimizer and question pool, synced to the engines as the next weight version (fresh
+    engines serve the base model; after a rollback they serve later weights)."""
+    saved = load_state(checkpoint)
+    started.learner.load_checkpoint(str(checkpoint / "learner"))
+    state.questions = QuestionPool.from_state_dict(saved["pool"])
+    state.diversity_start = saved.get("diversity_start")
+    return sync_weights(config, started.components, state)
+
+
+def cold_start(config: Config, started: Started, state: RunState, run_dir: Path,
+               best: BestTracker) -> dict[str, float]:
     """The SFT cold start (selfplay.sft), synced to the engines and checkpointed as iteration 0, so a crash after
     it resumes at iteration 1 without repeating it."""
     from agents.tasks import task_family
@@ -69,7 +86,8 @@ def cold_start(config: Config, started: Started, state: RunState, run_dir: Path)
     began = time.perf_counter()
     metrics = run_sft(started.learner, started.tokenizer, examples, config.sft.steps, config.sft.batch_size, log)
     metrics |= sync_weights(config, started.components, state) | {"time/sft": time.perf_counter() - began}
-    save_checkpoint(run_dir, 0, started.learner.save_checkpoint, checkpoint_state(state) | {"iteration": 0})
+    save_checkpoint(run_dir, 0, started.learner.save_checkpoint, checkpoint_state(state, best) | {"iteration": 0},
+                    config.run.keep_checkpoints, best.protected())
     return {key: value for key, value in metrics.items() if key.startswith(("sft/", "time/sft"))}
 
 
@@ -90,22 +108,32 @@ def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> 
             f"probe gap {value('sync/probe_gap', 4)}, position {value('sync/probe_position', 2)}.")
 
 
-def held_out_eval(config: Config, started: Started, questions: list) -> dict[str, float]:
-    """Greedy solver accuracy on the held-out file with the weights just synced (`eval/*`)."""
+def held_out_eval(config: Config, started: Started,
+                  eval_sets: dict[str, list[EvalExample]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Greedy solver accuracy on each held-out set with the weights just synced: the tracker's metrics (`eval/*` for
+    eval.data, `eval/NAME/*` for eval.sets) and each set's score (eval.metric)."""
     began = time.perf_counter()
-    summary = summarize(evaluate(started.engine_pools[0], questions, config.eval.max_tokens,
-                                 started.components.grader))
-    metrics = eval_metrics(summary) | {"time/eval": time.perf_counter() - began}
-    log(f"  eval: accuracy {summary['accuracy']:.3f} on {summary['n']} held-out questions "
-        f"(95% CI {summary['ci95'][0]:.3f}-{summary['ci95'][1]:.3f}), lenient (last number) "
-        f"{summary['lenient_accuracy']:.3f}")
-    return metrics
+    metrics, scores = {}, {}
+    for name, questions in eval_sets.items():
+        summary = summarize(evaluate(started.engine_pools[0], questions, config.eval.max_tokens,
+                                     started.components.grader))
+        metrics |= eval_metrics(summary, metrics_namespace(name))
+        scores[name] = float(summary[config.eval.metric])
+        log(f"  eval {name}: accuracy {summary['accuracy']:.3f} on {summary['n']} held-out questions "
+            f"(95% CI {summary['ci95'][0]:.3f}-{summary['ci95'][1]:.3f}), lenient (last number) "
+            f"{summary['lenient_accuracy']:.3f}")
+    return metrics | {"time/eval": time.perf_counter() - began}, scores
 
 
-def checkpoint_state(state: RunState) -> dict[str, Any]:
+def checkpoint_state(state: RunState, best: BestTracker) -> dict[str, Any]:
     return {"iteration": state.iteration, "weight_version": state.weight_version,
             "pool": state.questions.state_dict(), "diversity_start": state.diversity_start,
-            "rubric": {"name": state.rubric.name, "version": state.rubric.version}}
+            "rubric": {"name": state.rubric.name, "version": state.rubric.version}, "best": best.state_dict()}
+
+
+def write_best(run_dir: Path, best: BestTracker) -> None:
+    if best.best:
+        (run_dir / "best.json").write_text(json.dumps(best.summary(), indent=2) + "\n")
 
 
 def refresh_rubric(state: RunState, tracker: Any) -> bool:
@@ -133,29 +161,42 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     log(f"run directory: {run_dir}")
     started = start_components(config, scratch_dir("selfplay-weights-"))
     components = started.components
+    best = new_best_tracker(config)
     try:
-        state = (restore_state(config, run_dir, started) if resume_dir else None) or initial_state(config)
+        state = (restore_state(config, run_dir, started, best) if resume_dir else None) or initial_state(config)
         tracker = build_tracker(run_dir, config.tracking, run_dir.name, config.model_dump(mode="json"))
         log(f"W&B {tracker.wandb_choice.mode}: {tracker.wandb_choice.reason}")
-        eval_questions = load_eval_questions(config.eval.data, config.eval.limit) if config.eval.every else []
+        eval_sets = {name: load_eval_questions(held_out.data, held_out.limit)
+                     for name, held_out in config.eval.named_sets().items()} if config.eval.every else {}
         if state.iteration <= config.run.iterations:
             tracker.log_text("judge/rubric", f"# {state.rubric.name} {state.rubric.version}\n{state.rubric.text}",
                              step=state.iteration)
         if config.eval.every and state.iteration == 1:
             log("held-out evaluation of the base model (step 0)")
-            tracker.log(held_out_eval(config, started, eval_questions), step=0)
-        sft_metrics = cold_start(config, started, state, run_dir) if config.sft.steps and not resume_dir else {}
+            metrics, scores = held_out_eval(config, started, eval_sets)
+            best.observe(0, scores)
+            tracker.log(metrics, step=0)
+        sft_metrics = (cold_start(config, started, state, run_dir, best) if config.sft.steps and not resume_dir
+                       else {})
         while state.iteration <= config.run.iterations:
             rubric_changed = refresh_rubric(state, tracker)
             log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
             result = run_iteration(config, components, state, progress=log)
             result.metrics |= sft_metrics  # logged with the first iteration
             sft_metrics = {}
+            improved, trip = [], None
             if config.eval.every and state.iteration % config.eval.every == 0:
-                result.metrics |= held_out_eval(config, started, eval_questions)
+                metrics, scores = held_out_eval(config, started, eval_sets)
+                result.metrics |= metrics
+                improved = best.observe(state.iteration, scores)
+                best.saved(improved, checkpoint_name(state.iteration))  # saved just below
+                trip = best.trip()
             began = time.perf_counter()
-            if state.iteration % config.run.checkpoint_every == 0 or state.iteration == config.run.iterations:
-                save_checkpoint(run_dir, state.iteration, started.learner.save_checkpoint, checkpoint_state(state))
+            if (improved or state.iteration % config.run.checkpoint_every == 0
+                    or state.iteration == config.run.iterations):
+                save_checkpoint(run_dir, state.iteration, started.learner.save_checkpoint,
+                                checkpoint_state(state, best), config.run.keep_checkpoints, best.protected())
+                write_best(run_dir, best)
             result.metrics["time/checkpoint"] = time.perf_counter() - began
             result.metrics["judge/rubric_changed"] = float(rubric_changed)
             tracker.log(result.metrics, step=state.iteration)
@@ -163,6 +204,11 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                                                              config.tracking.sample_rows), step=state.iteration)
             log(summary_paragraph(state.iteration, config.run.iterations, result.metrics))
             state.iteration += 1
+            if trip is not None:
+                log(trip.message)
+                if trip.action == "stop":
+                    break
+                load_checkpoint_into(config, started, state, checkpoint_root(run_dir) / trip.best.checkpoint)
         summary = tracker.summary()
         tracker.finish()
         plots = write_plots(run_dir) if (run_dir / "metrics.jsonl").is_file() else []

@@ -131,19 +131,20 @@ def summarize(results: Sequence[EvalResult]) -> dict[str, Any]:
     }
 
 
-def eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The tracker's `eval/*` scalars from a `summarize` result."""
+def eval_metrics(summary: dict[str, Any], namespace: str = "eval") -> dict[str, float]:
+    """The tracker's scalars from a `summarize` result, under `namespace` (eval/* or eval/NAME/*)."""
     n = summary["n"]
-    return {
-        "eval/accuracy": float(summary["accuracy"]),
-        "eval/lenient_accuracy": float(summary["lenient_accuracy"]),
-        "eval/ci95_low": float(summary["ci95"][0]),
-        "eval/ci95_high": float(summary["ci95"][1]),
-        "eval/format_failure_rate": float(summary["format_failure_rate"]),
-        "eval/truncated_rate": summary["truncated"] / n if n else 0.0,
-        "eval/response_tokens_mean": float(summary["response_tokens_mean"]),
-        "eval/n": float(n),
+    metrics = {
+        "accuracy": float(summary["accuracy"]),
+        "lenient_accuracy": float(summary["lenient_accuracy"]),
+        "ci95_low": float(summary["ci95"][0]),
+        "ci95_high": float(summary["ci95"][1]),
+        "format_failure_rate": float(summary["format_failure_rate"]),
+        "truncated_rate": summary["truncated"] / n if n else 0.0,
+        "response_tokens_mean": float(summary["response_tokens_mean"]),
+        "n": float(n),
     }
+    return {f"{namespace}/{key}": value for key, value in metrics.items()}
 
 
 # -- data ------------------------------------------------------------------------------------------------------------

@@ -142,8 +142,9 @@ def preflight(config: Config) -> None:
         load_rubric(config.judge.rubric, config.judge.rubric_dir)
     except RubricError as error:
         raise PreflightError(f"judge.rubric: {error}") from None
-    for key, path, loader in (("pool.seed_file", config.pool.seed_file, load_seed_file),
-                              ("eval.data", config.eval.data, load_eval_questions)):
+    eval_files = [("eval.data" if name == "data" else f"eval.sets.{name}.data", held_out.data, load_eval_questions)
+                  for name, held_out in config.eval.named_sets().items()]
+    for key, path, loader in [("pool.seed_file", config.pool.seed_file, load_seed_file), *eval_files]:
         if path is None:
             continue
         if not Path(path).is_file():

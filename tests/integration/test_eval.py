@@ -103,7 +103,7 @@ def test_question_without_answer_and_bad_adapter_exit_2(tmp_path):
                                                               "(evaluation needs a reference answer on every line)")
     result = _eval("--config", "configs/tiny-cpu.yaml", "--data", "configs/seeds/tiny-math.jsonl",
                    "--adapter", str(tmp_path), timeout=300)
-    assert result.returncode == 2 and result.stderr.startswith(f"adapter error: --adapter {tmp_path}: neither")
+    assert result.returncode == 2 and result.stderr.startswith(f"adapter error: {tmp_path}: neither")
 
 
 def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp_path):

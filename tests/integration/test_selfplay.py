@@ -49,7 +49,8 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     held_out = tmp_path / "held-out.jsonl"
     held_out.write_text("".join(json.dumps({"question": f"What is {i} + 2?", "answer": str(i + 2)}) + "\n"
                                 for i in range(4)))
-    evaluation = ["eval.every=2", f"eval.data={held_out}", "eval.limit=4", "eval.max_tokens=16"]
+    evaluation = ["eval.every=2", f"eval.data={held_out}", "eval.limit=4", "eval.max_tokens=16",
+                  f"eval.sets.second.data={held_out}", "eval.sets.second.limit=2", "eval.guard.action=rollback"]
     # dynamic sampling: the random tiny model answers every pool question wrong, so each iteration refills once
     refill = ["filter_groups.enabled=true", "filter_groups.max_rounds=1"]
     cold_start = ["sft.steps=2", "sft.batch_size=4"]  # synced as version 1, checkpointed as iteration 0
@@ -80,6 +81,11 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     assert steps == [0, 1, 2, 3], "an iteration or the base evaluation was lost or repeated"
     evaluated = {row["step"]: row for row in _metrics(run_dir) if "eval/accuracy" in row}
     assert sorted(evaluated) == [0, 2] and all(row["eval/n"] == 4 for row in evaluated.values())
+    assert all(row["eval/second/n"] == 2 and "eval/second/lenient_accuracy" in row for row in evaluated.values())
+    best = json.loads((run_dir / "best.json").read_text())
+    assert set(best) == {"data", "second"} and best["data"]["metric"] == "lenient_accuracy"
+    for record in best.values():  # the random tiny model never beats the base model's step-0 score
+        assert record["checkpoint"] is None or (run_dir / "checkpoints" / record["checkpoint"]).is_dir()
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "iter-000003"
     assert (run_dir / "plots" / "time.png").is_file()
 

@@ -46,7 +46,10 @@ def test_parse_override_values():
     ("solver:\n  num_answers: 1\n", "solver.num_answers: Input should be greater than or equal to 2"),
     ("rollout:\n  sync_mode: teleport\n", "rollout.sync_mode: Input should be 'auto', 'adapter' or 'merged'"),
     ("- a\n- b\n", "top level must be a mapping"),
-    ("eval:\n  every: 2\n", "eval.data: required when eval.every > 0"),
+    ("eval:\n  every: 2\n", "eval.data or eval.sets: required when eval.every > 0"),
+    ("eval:\n  every: 2\n  data: a.jsonl\n  guard:\n    set: gsm8k\n", "eval.guard.set: 'gsm8k' is not an eval set"),
+    ("eval:\n  guard:\n    action: stop\n", "the guard needs eval.every > 0"),
+    ("eval:\n  sets:\n    data:\n      data: a.jsonl\n", "set name 'data'"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, body, message):
     path = tmp_path / "bad.yaml"
