@@ -24,6 +24,8 @@ class LearnerConfig(Section):
     num_workers: int = Field(1, ge=1, description="data-parallel learner ranks (gloo on CPU, nccl on GPU)")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field("PACK", description=(
+        "Ray placement-group strategy of the ranks: PACK fills a node before the next; STRICT_SPREAD one per node"))
     lr: float = Field(1e-5, gt=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)

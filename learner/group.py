@@ -8,6 +8,7 @@ holds the full LoRA parameters, so its copy is the model (ZeRO-3 would need a ga
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import ray
 
@@ -24,13 +25,15 @@ def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     the rest (grad norm, lr, skip counters: identical on every rank after the all-reduce) come from rank 0."""
     additive = ("loss", "clip_fraction", "approx_kl", "importance_logprob_diff_mean", "importance_weight_mean",
                 "importance_capped_fraction", "kl", "tokens")
-    merged = dict(per_rank[0])
-    for key in merged:
+    merged: dict[str, float] = {}
+    for key in dict.fromkeys(key for metrics in per_rank for key in metrics):  # a filler-only rank lacks some
         values = [metrics.get(key, 0.0) for metrics in per_rank]
         if key.endswith("_max"):
             merged[key] = max(values)
         elif key.endswith(additive):
             merged[key] = sum(values)
+        else:
+            merged[key] = next(metrics[key] for metrics in per_rank if key in metrics)
     return merged
 
 
@@ -51,25 +54,49 @@ def merge_update_metrics(per_update: list[dict[str, float]]) -> dict[str, float]
     return merged | {"learner/updates": float(len(per_update))}
 
 
+def rank_zero_address() -> tuple[str, int, str]:
+    """Where the ranks meet: the node address of the process that will be rank 0, a port free there, and the node's
+    Ray id."""
+    return ray.util.get_node_ip_address(), free_port(), ray.get_runtime_context().get_node_id()
+
+
 class LearnerGroup:
-    def __init__(self, config: LearnerConfig, setup: LearnerSetup) -> None:
+    """`num_workers` DeepSpeed ranks, one Ray actor each, in one placement group (`learner.placement`: PACK keeps
+    them together where they fit; STRICT_SPREAD puts each on its own node). They meet at rank 0's node address.
+    With `ship_exports` (engines on other nodes, no shared storage) each export also travels as a Ray object."""
+
+    def __init__(self, config: LearnerConfig, setup: LearnerSetup, ship_exports: bool = False) -> None:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         self.config = config
         self.setup = setup
-        port = free_port()
-        worker = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(Learner)
-        self.workers = [
-            worker.options(name=None).remote(config, LearnerSetup(
-                model_path=setup.model_path, dtype=setup.dtype, max_model_len=setup.max_model_len,
-                seed=setup.seed, rank=rank, world_size=config.num_workers, master_port=port))
-            for rank in range(config.num_workers)]
+        self.ship_exports = ship_exports
+        bundle = {"CPU": config.cpus_per_worker} | ({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})
+        self.placement = placement_group([bundle] * config.num_workers, strategy=config.placement)
+        self.workers = []
         try:
+            ray.get(self.placement.ready(), timeout=START_TIMEOUT_S)
+            placed = [PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank)
+                      for rank in range(config.num_workers)]
+            address, port, self.node_id = ray.get(ray.remote(rank_zero_address).options(
+                num_cpus=0, scheduling_strategy=placed[0]).remote())
+            worker = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(Learner)
+            self.workers = [
+                worker.options(scheduling_strategy=placed[rank]).remote(config, LearnerSetup(
+                    model_path=setup.model_path, dtype=setup.dtype, max_model_len=setup.max_model_len,
+                    seed=setup.seed, rank=rank, world_size=config.num_workers, master_address=address,
+                    master_port=port))
+                for rank in range(config.num_workers)]
             ray.get([w.__ray_ready__.remote() for w in self.workers], timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
-            for worker in self.workers:
-                ray.kill(worker)
+            self.shutdown()
             raise RuntimeError(f"the learner's {config.num_workers} rank(s) did not start within {START_TIMEOUT_S:g} s "
-                               f"(each asks for {config.cpus_per_worker:g} CPUs and {config.gpus_per_worker:g} GPUs "
-                               f"on one node; is there a node with that much free?)") from None
+                               f"(each asks for {config.cpus_per_worker:g} CPUs and {config.gpus_per_worker:g} GPUs, "
+                               f"placed {config.placement}; does the cluster have that much free?)") from None
+        except BaseException:
+            self.shutdown()
+            raise
 
     def train(self, batch: TrainBatch) -> dict[str, float]:
         """The GRPO updates of one global batch of all roles: `ppo_epochs` passes of `mini_batches` optimizer
@@ -94,7 +121,10 @@ class LearnerGroup:
         return merge_update_metrics(per_update)
 
     def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
-        return ray.get(self.workers[0].export.remote(version, mode, directory, probe))
+        update = ray.get(self.workers[0].export.remote(version, mode, directory, probe))
+        if not self.ship_exports:
+            return update
+        return replace(update, node_id=self.node_id, files=self.workers[0].read_export.remote(update.path))
 
     def policy_logprobs(self, samples: list[TrainSample]) -> list[tuple[float, ...]]:
         """Each sample's response logprobs under the current weights ([R] each)."""
@@ -106,6 +136,17 @@ class LearnerGroup:
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return ray.get(self.workers[0].sequence_logprobs.remote(token_ids))
 
+    def check_shared_directory(self, directory: str) -> None:
+        """Every rank writes checkpoints into `directory`: raise (one line) when a rank's writes do not show up where
+        this process reads them, i.e. a rank on another node without shared storage."""
+        markers = [Path(name) for name in ray.get([w.write_marker.remote(directory) for w in self.workers])]
+        unseen = [rank for rank, marker in enumerate(markers) if not marker.is_file()]
+        for marker in markers:
+            marker.unlink(missing_ok=True)
+        if unseen:
+            raise RuntimeError(f"learner rank(s) {unseen} write to another disk than this driver's {directory}: "
+                               f"set run.output_dir to storage that every node mounts")
+
     def save_checkpoint(self, directory: str) -> None:
         ray.get([worker.save_checkpoint.remote(directory) for worker in self.workers])
 
@@ -113,5 +154,8 @@ class LearnerGroup:
         ray.get([worker.load_checkpoint.remote(directory) for worker in self.workers])
 
     def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
         for worker in self.workers:
             ray.kill(worker)
+        remove_placement_group(self.placement)

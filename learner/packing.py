@@ -19,6 +19,7 @@ class MicroBatch:
 
     indices: tuple[int, ...]
     lengths: tuple[int, ...]
+    filler: bool = False  # a copy of a real sample that only keeps a rank in step: its loss counts zero
 
     def __post_init__(self) -> None:
         if not self.indices or len(self.indices) != len(self.lengths):
@@ -90,22 +91,23 @@ def split_across_ranks(micro_batches: Sequence[MicroBatch], world_size: int) -> 
     DeepSpeed's gradient accumulation needs the same number of steps on every rank, and an empty
     micro-batch is not allowed. So when the count is not a multiple of `world_size`, the micro-batch
     with the most padded tokens among those holding two or more samples is split in two (each half
-    stays within the budget) until it is. That always succeeds when the number of samples is a
-    multiple of `world_size`; otherwise it raises ValueError if no split is left. Then micro-batches
-    go, largest padded size first, to the rank with the fewest padded tokens among those not yet
-    full (ties to the lowest rank).
+    stays within the budget) until it is. When no split is left (fewer samples than ranks, or an odd
+    count of single-sample micro-batches) the shortest sample is repeated as `filler` micro-batches,
+    whose loss the learner counts as zero. Then micro-batches go, largest padded size first, to the
+    rank with the fewest padded tokens among those not yet full (ties to the lowest rank).
     """
     if world_size <= 0:
         raise ValueError(f"world_size must be positive, got {world_size}")
+    if not micro_batches:
+        return [[] for _ in range(world_size)]
     pending = list(micro_batches)
     while len(pending) % world_size != 0:
         splittable = [position for position, micro_batch in enumerate(pending) if len(micro_batch.indices) > 1]
         if not splittable:
-            sample_count = sum(len(micro_batch.indices) for micro_batch in pending)
-            raise ValueError(
-                f"cannot give {world_size} ranks equal micro-batch counts from {sample_count} samples "
-                f"in {len(pending)} micro-batches; use a sample count that is a multiple of the world size"
-            )
+            length, index = min((length, index) for batch in pending
+                                for index, length in zip(batch.indices, batch.lengths))
+            pending += [MicroBatch((index,), (length,), filler=True)] * (-len(pending) % world_size)
+            break
         largest = max(splittable, key=lambda position: (pending[position].padded_tokens, -position))
         pending[largest : largest + 1] = _split_in_two(pending[largest])
 

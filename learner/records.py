@@ -16,6 +16,7 @@ class TrainSample:
     temperature: float = 1.0  # sampling temperature: logits are scaled the same way
     role: str = ""  # for error messages and per-role metrics
     old_logprobs: tuple[float, ...] | None = None  # [R] the policy's before the batch's first update; None = current
+    filler: bool = False  # a copy that only keeps a data-parallel rank in step (learner.packing): loss counts zero
 
     @property
     def length(self) -> int:

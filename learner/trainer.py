@@ -18,7 +18,7 @@ import random
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
-from learner.weights import SyncMode, SyncProbe, WeightUpdate
+from learner.weights import SyncMode, SyncProbe, WeightUpdate, read_files
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -55,7 +55,7 @@ class LearnerSetup:
 
 def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("", 0))
         return probe.getsockname()[1]
 
 
@@ -196,6 +196,9 @@ class Learner:
             if not torch.isfinite(loss):
                 nonfinite = True
                 loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # keep the backward call count equal across ranks
+            if all(sample.filler for sample in samples):
+                self.engine.backward(loss * 0.0, scale_wrt_gas=False)  # only keeps this rank in step
+                continue
             self.engine.backward(loss * self.setup.world_size, scale_wrt_gas=False)
             for key, value in metrics.items():
                 totals[key] = max(totals.get(key, value), value) if key.endswith("_max") else totals.get(key, 0) + value
@@ -212,7 +215,8 @@ class Learner:
             "learner/skipped_nonfinite": float(skipped),
             "learner/skipped_total": float(self.skipped_steps),
             "learner/micro_batches": float(len(micro_batches)),
-            "learner/tokens": float(sum(sample.length for samples in micro_batches for sample in samples)),
+            "learner/tokens": float(sum(sample.length for samples in micro_batches for sample in samples
+                                        if not sample.filler)),
             "learner/lr": float(self.engine.get_lr()[0]),
             "learner/step_seconds": time.perf_counter() - started,
         })
@@ -325,6 +329,17 @@ class Learner:
         advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
         return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
 
+    def write_marker(self, directory: str) -> str:
+        """A small file in `directory` (created), whose name says which rank wrote it."""
+        marker = Path(directory) / f".rank-{self.setup.rank}-{os.getpid()}-{time.time_ns()}"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("written by a learner rank: the driver checks that it can read the run directory\n")
+        return str(marker)
+
+    def read_export(self, path: str) -> dict[str, bytes]:
+        """An export's files, for engines on nodes that cannot read this one's disk."""
+        return read_files(path)
+
 def plan_updates(batch: TrainBatch, epochs: int, mini_batches: int, seed: int) -> list[TrainBatch]:
     """The updates of one batch: `epochs` passes, each a fresh shuffle split into `mini_batches` near-equal parts
     (empty parts dropped). Every pass covers every sample exactly once."""
@@ -344,9 +359,11 @@ def plan_updates(batch: TrainBatch, epochs: int, mini_batches: int, seed: int) -
 
 
 def plan_step(batch: TrainBatch, token_budget: int, world_size: int) -> tuple[list[list[list[TrainSample]]], float]:
-    """Length-bucketed micro-batches of the global batch, split so every rank gets the same count.
-    Returns ([rank][micro-batch][sample], padding fraction)."""
+    """Length-bucketed micro-batches of the global batch, split so every rank gets the same count (filler copies,
+    whose loss counts zero, where the samples cannot go round). Returns ([rank][micro-batch][sample], padding
+    fraction of the real micro-batches)."""
     packed = pack_micro_batches([sample.length for sample in batch.samples], token_budget)
-    plan = [[[batch.samples[index] for index in micro_batch.indices] for micro_batch in rank_batches]
+    plan = [[[replace(batch.samples[index], filler=True) if micro_batch.filler else batch.samples[index]
+              for index in micro_batch.indices] for micro_batch in rank_batches]
             for rank_batches in split_across_ranks(packed, world_size)]
     return plan, padding_fraction(packed)

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 MIN_NOISE = 1e-6  # a noise norm measured as 0 (bit-identical kernels) still admits rounding differences later
 
@@ -47,6 +48,25 @@ class WeightUpdate:
     mode: SyncMode
     path: str
     probe: SyncProbe | None = None  # how each engine checks that it serves these weights (None: unchecked)
+    node_id: str = ""  # the node whose disk holds `path` ("" = every node reads it: one node, or shared storage)
+    files: Any = None  # for engines on other nodes: a Ray object reference to `read_files(path)`
+
+
+def read_files(directory: str) -> dict[str, bytes]:
+    """An export directory's files by relative name, to ship to another node."""
+    root = Path(directory)
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def write_files(files: dict[str, bytes], directory: Path) -> Path:
+    """`read_files`'s result written under `directory` (created; names may not leave it)."""
+    for name, content in files.items():
+        target = (directory / name).resolve()
+        if directory.resolve() not in target.parents:
+            raise ValueError(f"shipped file name {name!r} leaves {directory}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return directory
 
 
 def l2_norm(values: list[float]) -> float:

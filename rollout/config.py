@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from learner.config import Section
 from learner.hardware import fast_dtype
@@ -31,8 +31,18 @@ class RolloutConfig(Section):
     sync_tolerance: float = Field(0.05, gt=0, description="max mean |logprob| gap on the probe after a sync")
     request_timeout_s: float = Field(900.0, gt=0, description="a generate call slower than this marks the engine hung")
     max_restarts: int = Field(3, ge=0, description="engine restarts allowed per run before giving up")
+    weights_path: str | None = Field(None, description=(
+        "a directory every node mounts, for the learner's weight exports; unset = /dev/shm (or the temp dir) of the "
+        "learner's node, and engines on other nodes receive each export through Ray's object store"))
     judge_model: str | None = Field(None, description=(
         "give the judge its own frozen engine with this model ('same' = the base model, never synced)"))
+
+    @model_validator(mode="after")
+    def _one_gpu_per_shard(self) -> RolloutConfig:
+        if self.gpus_per_engine and self.tensor_parallel_size > 1 and self.gpus_per_engine != self.tensor_parallel_size:
+            raise ValueError(f"rollout.gpus_per_engine ({self.gpus_per_engine:g}) must equal "
+                             f"rollout.tensor_parallel_size ({self.tensor_parallel_size}): one GPU per shard")
+        return self
 
 
 def resolve_sync_mode(config_value: str, uses_gpu: bool) -> SyncMode:

@@ -117,8 +117,10 @@ class EnginePool:
         self._slots = [_Slot(index, handle) for index, handle in enumerate(handles)]
 
     def _start_host(self, index: int) -> Any:
+        # SPREAD: engines go to the least-loaded nodes, so several engines use several nodes. A tensor-parallel
+        # engine is one actor holding tensor_parallel_size GPUs of one node (vLLM runs its shards as processes).
         options = {"num_cpus": self.rollout.cpus_per_engine, "num_gpus": self.rollout.gpus_per_engine,
-                   "max_concurrency": HOST_CONCURRENCY}
+                   "max_concurrency": HOST_CONCURRENCY, "scheduling_strategy": "SPREAD"}
         return self._remote_host.options(**options).remote(self.spec, self._cpu_shares[index])
 
     # -- generation ---------------------------------------------------------------------------------------------

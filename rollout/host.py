@@ -8,10 +8,14 @@ meanwhile. Engines sharing one CPU node get disjoint cores.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from learner.weights import SyncProbe, WeightUpdate
+import ray
+
+from learner.weights import SyncProbe, WeightUpdate, scratch_dir, write_files
 from rollout.engine import Engine, EngineSpec
 from rollout.probe import ProbeReading
 from rollout.records import Completion, GenerationRequest
@@ -57,6 +61,7 @@ class EngineHost:
         self._queue_lock = threading.Lock()
         self._queue: list[_Call] = []
         self._busy = False
+        self._received: Path | None = None  # where updates from other nodes are written
 
     def ready(self) -> int:
         return self.engine.weight_version
@@ -97,7 +102,20 @@ class EngineHost:
 
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
         with self._engine_lock:
-            return self.engine.apply_update(update)
+            return self.engine.apply_update(self._on_this_node(update))
+
+    def _on_this_node(self, update: WeightUpdate) -> WeightUpdate:
+        """The update with a path this node can read: exports written on another node arrive as a Ray object
+        and are written to this node's scratch directory (the previous version's copy is removed)."""
+        if update.files is None or update.node_id in ("", ray.get_runtime_context().get_node_id()):
+            return update
+        if self._received is None:
+            self._received = scratch_dir("selfplay-received-")
+        target = self._received / Path(update.path).name
+        for old in self._received.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
+        write_files(ray.get(update.files), target)
+        return replace(update, path=str(target), node_id="", files=None)
 
     def read_probe(self, probe: SyncProbe) -> ProbeReading:
         with self._engine_lock:

@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from learner.weights import scratch_dir
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
 from selfplay.checkpoint import checkpoint_name, checkpoint_root, latest_checkpoint, load_state, save_checkpoint
 from selfplay.config import Config, config_to_yaml, metrics_namespace
@@ -23,7 +22,7 @@ from selfplay.iteration import RunState, run_iteration, sync_weights
 from selfplay.preflight import RESOLVED_CONFIG
 from selfplay.question_pool import QuestionPool, load_seed_file
 from selfplay.samples import COLUMNS, exchanges, table_rows
-from selfplay.wiring import Started, connect_ray, start_components
+from selfplay.wiring import Started, connect_ray, export_dir_for, start_components
 
 
 def new_run_dir(config: Config) -> Path:
@@ -159,10 +158,11 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     connect_ray(config)  # first: a cluster without the resources asked for fails here, before any run directory
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(config)
     log(f"run directory: {run_dir}")
-    started = start_components(config, scratch_dir("selfplay-weights-"))
+    started = start_components(config, export_dir_for(config))
     components = started.components
     best = new_best_tracker(config)
     try:
+        started.learner.check_shared_directory(str(run_dir))
         state = (restore_state(config, run_dir, started, best) if resume_dir else None) or initial_state(config)
         tracker = build_tracker(run_dir, config.tracking, run_dir.name, config.model_dump(mode="json"))
         log(f"W&B {tracker.wandb_choice.mode}: {tracker.wandb_choice.reason}")

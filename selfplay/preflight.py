@@ -127,6 +127,26 @@ def check_cluster_resources(needed: dict[str, float], available: dict[str, float
                              f"*_per_engine, learner.num_workers or *_per_worker, or add nodes")
 
 
+def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
+    return all(amount <= node.get(name, 0.0) + 1e-9 for name, amount in bundle.items() if amount)
+
+
+def check_node_fit(config: Config, nodes: list[dict[str, float]]) -> None:
+    """One line when an engine or a learner rank is larger than every node (Ray would wait for it forever), or
+    when `learner.placement=STRICT_SPREAD` asks for more nodes that can hold a rank than the cluster has."""
+    engine = {"CPU": config.rollout.cpus_per_engine, "GPU": config.rollout.gpus_per_engine}
+    rank = {"CPU": config.learner.cpus_per_worker, "GPU": config.learner.gpus_per_worker}
+    for what, bundle in (("an engine (rollout.cpus_per_engine, rollout.gpus_per_engine)", engine),
+                         ("a learner rank (learner.cpus_per_worker, learner.gpus_per_worker)", rank)):
+        if not any(_fits(bundle, node) for node in nodes):
+            raise PreflightError(f"rollout/learner: {what} needs {bundle['CPU']:g} CPUs and {bundle['GPU']:g} GPUs "
+                                 f"on one node; no node of the cluster has that much")
+    holding = sum(_fits(rank, node) for node in nodes)
+    if config.learner.placement == "STRICT_SPREAD" and holding < config.learner.num_workers:
+        raise PreflightError(f"learner.placement: STRICT_SPREAD puts each of {config.learner.num_workers} ranks on its "
+                             f"own node, but only {holding} node(s) can hold a rank")
+
+
 def preflight(config: Config) -> None:
     """Raise PreflightError (one line) for the first problem found."""
     from rewards.rubric import RubricError, load_rubric
@@ -142,6 +162,8 @@ def preflight(config: Config) -> None:
         load_rubric(config.judge.rubric, config.judge.rubric_dir)
     except RubricError as error:
         raise PreflightError(f"judge.rubric: {error}") from None
+    if config.rollout.weights_path is not None and not Path(config.rollout.weights_path).is_dir():
+        raise PreflightError(f"rollout.weights_path: directory {config.rollout.weights_path!r} not found")
     eval_files = [("eval.data" if name == "data" else f"eval.sets.{name}.data", held_out.data, load_eval_questions)
                   for name, held_out in config.eval.named_sets().items()]
     for key, path, loader in [("pool.seed_file", config.pool.seed_file, load_seed_file), *eval_files]:

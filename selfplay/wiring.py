@@ -4,6 +4,7 @@ iteration as `selfplay.components` Protocols; calibrate the weight-sync probe on
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import ray
 
 from agents.players import Judge, Proposer, Solver
-from learner.weights import SyncProbe
+from learner.weights import SyncProbe, scratch_dir
 from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
 from selfplay.components import Components
@@ -20,7 +21,8 @@ from selfplay.config import Config
 from selfplay.console import log
 from selfplay.drift import drift_examples
 from selfplay.embedded_model import resolve_model_path
-from selfplay.preflight import PreflightError, check_cluster_resources, ray_job_runtime_env, resources_needed
+from selfplay.preflight import (PreflightError, check_cluster_resources, check_node_fit, ray_job_runtime_env,
+                                resources_needed)
 from selfplay.sft import tokenized
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +93,7 @@ def connect_ray(config: Config) -> None:
     claim_signals()  # ray.init replaced the entry point's SIGTERM handler (rollout.exit_cleanup)
     try:
         check_cluster_resources(resources_needed(config), ray.cluster_resources())
+        check_node_fit(config, [node["Resources"] for node in ray.nodes() if node["Alive"]])
     except PreflightError:
         ray.shutdown()
         raise
@@ -99,6 +102,13 @@ def connect_ray(config: Config) -> None:
 def probe_token_ids(tokenizer: Any) -> list[int]:
     prompt = tokenizer.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True, tokenize=False)
     return tokenizer(prompt + PROBE_RESPONSE, add_special_tokens=False)["input_ids"]
+
+
+def export_dir_for(config: Config) -> Path:
+    """Where the learner writes weight exports: rollout.weights_path (shared storage) or a new local scratch dir."""
+    if config.rollout.weights_path is None:
+        return scratch_dir("selfplay-weights-")
+    return Path(tempfile.mkdtemp(prefix="selfplay-weights-", dir=config.rollout.weights_path))
 
 
 def start_components(config: Config, export_dir: Path) -> Started:
@@ -127,9 +137,11 @@ def start_components(config: Config, export_dir: Path) -> Started:
                                              config.rollout, sync_mode, config.learner.lora.rank, config.run.seed)
         judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout")
     log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")
+    several_nodes = len([node for node in ray.nodes() if node["Alive"]]) > 1
     learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=engine_dtype,
                                                         max_model_len=config.model.max_model_len,
-                                                        seed=config.run.seed))
+                                                        seed=config.run.seed),
+                           ship_exports=several_nodes and config.rollout.weights_path is None)
     def role(cls: type, *arguments: Any) -> ActorCalls:
         return ActorCalls(ray.remote(**ROLE_ACTOR_OPTIONS)(cls).remote(*arguments))
 

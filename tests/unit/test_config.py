@@ -49,6 +49,8 @@ def test_parse_override_values():
     ("eval:\n  every: 2\n", "eval.data or eval.sets: required when eval.every > 0"),
     ("eval:\n  every: 2\n  data: a.jsonl\n  guard:\n    set: gsm8k\n", "eval.guard.set: 'gsm8k' is not an eval set"),
     ("eval:\n  guard:\n    action: stop\n", "the guard needs eval.every > 0"),
+    ("rollout:\n  gpus_per_engine: 1\n  tensor_parallel_size: 2\n",
+     "rollout.gpus_per_engine (1) must equal rollout.tensor_parallel_size (2): one GPU per shard"),
     ("eval:\n  sets:\n    data:\n      data: a.jsonl\n", "set name 'data'"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, body, message):
@@ -197,6 +199,8 @@ def test_resources_needed_count_engines_learner_and_a_frozen_judges_engines():
 
     gpu = load_config(ROOT / "configs/gpu-qwen2.5-3b.yaml")
     assert resources_needed(gpu) == {"CPU": 4 * 4 + 4 * 4, "GPU": 4 * 1 + 4 * 1}
+    one_gpu = load_config(ROOT / "configs/gpu-1x.yaml")  # engine and learner split one GPU
+    assert resources_needed(one_gpu) == {"CPU": 4 + 4, "GPU": 0.5 + 0.5}
     judged = load_config(None, ["rollout.judge_model=same", "rollout.num_engines=2", "learner.cpus_per_worker=2"])
     assert resources_needed(judged) == {"CPU": 2 * 2 * 1.0 + 1 * 2, "GPU": 0.0}
 
@@ -207,6 +211,23 @@ def test_a_cluster_without_the_resources_is_refused_with_one_line():
     check_cluster_resources({"CPU": 4, "GPU": 0}, {"CPU": 4.0})
     with pytest.raises(PreflightError, match=r"^rollout/learner: the run needs 8 GPUs \(the cluster has 0\); lower"):
         check_cluster_resources({"CPU": 2, "GPU": 8}, {"CPU": 16.0})
+
+
+def test_an_actor_larger_than_every_node_or_too_few_nodes_to_spread_is_refused():
+    from selfplay.preflight import PreflightError, check_node_fit
+
+    two_gpu_nodes = [{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
+    fits = load_config(None, ["rollout.gpus_per_engine=2", "rollout.tensor_parallel_size=2",
+                              "learner.gpus_per_worker=1", "learner.num_workers=2", "learner.placement=STRICT_SPREAD"])
+    check_node_fit(fits, two_gpu_nodes)  # the totals (4 engine + 2 learner GPUs) are the other check's business
+    wide = load_config(None, ["rollout.gpus_per_engine=4", "rollout.tensor_parallel_size=4"])
+    with pytest.raises(PreflightError, match=r"^rollout/learner: an engine \(rollout.cpus_per_engine, rollout."
+                                             r"gpus_per_engine\) needs 1 CPUs and 4 GPUs on one node; no node"):
+        check_node_fit(wide, two_gpu_nodes)
+    spread = load_config(None, ["learner.num_workers=3", "learner.placement=STRICT_SPREAD"])
+    with pytest.raises(PreflightError, match=r"^learner.placement: STRICT_SPREAD puts each of 3 ranks on its own "
+                                             r"node, but only 2 node\(s\) can hold a rank"):
+        check_node_fit(spread, two_gpu_nodes)
 
 
 @pytest.mark.integration  # starts a local Ray instance

@@ -48,10 +48,17 @@ def test_split_across_ranks_hand_computed() -> None:
     assert [sum(batch.padded_tokens for batch in rank) for rank in ranks] == [20, 18]
 
 
-def test_split_across_ranks_raises_when_counts_cannot_be_equalised() -> None:
-    singletons = pack_micro_batches([30, 30, 30], token_budget=40)
-    with pytest.raises(ValueError, match="multiple of the world size"):
-        split_across_ranks(singletons, world_size=2)
+def test_split_across_ranks_pads_with_filler_copies_of_the_shortest_sample() -> None:
+    singletons = pack_micro_batches([30, 20, 30], token_budget=40)  # three single-sample micro-batches
+    ranks = split_across_ranks(singletons, world_size=2)
+    # Four places: the shortest sample (index 1, 20 tokens) is repeated once as a filler. Largest first to the
+    # lighter open rank, ties to the lower: 30 (0) -> rank 0, 30 (2) -> rank 1, 20 (1) -> rank 0, filler -> rank 1.
+    assert [[(batch.indices, batch.filler) for batch in rank] for rank in ranks] == [
+        [((0,), False), ((1,), False)], [((2,), False), ((1,), True)]]
+    one_sample = split_across_ranks(pack_micro_batches([7], token_budget=40), world_size=4)
+    assert [[(batch.indices, batch.filler) for batch in rank] for rank in one_sample] == [
+        [((0,), False)], [((0,), True)], [((0,), True)], [((0,), True)]]
+    assert split_across_ranks([], world_size=2) == [[], []]
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 4, 8])
