@@ -66,7 +66,7 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     from learner.grpo import group_advantages
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
-    from learner.weights import SyncMode, SyncProbe, prune_exports, scratch_dir
+    from learner.weights import SyncMode, SyncProbe, scratch_dir
     from rollout.engine import Engine, EngineSpec
     from rollout.host import bind_cpu_share
     from rollout.records import GenerationRequest, SamplingSpec
@@ -106,7 +106,6 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
             update = learner.export(version, SyncMode.MERGED, str(export_dir),
                                     SyncProbe(tuple(probe), (), tolerance=0.05))
             sync = engine.apply_update(update)
-            prune_exports(update)
             finished = time.perf_counter()
             lengths = [len(sample.token_ids) for _, sample in samples]
             reply = {"seconds": finished - started, "load": load_average(),

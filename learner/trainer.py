@@ -30,7 +30,7 @@ from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
-from learner.weights import SyncMode, SyncProbe, WeightUpdate, read_files
+from learner.weights import SyncMode, SyncProbe, WeightUpdate, prune_exports, read_files
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -326,6 +326,7 @@ class Learner:
             export_adapter(self.model, target, DTYPES[self.setup.dtype])
         else:
             export_merged(self.model, target, DTYPES[self.setup.dtype])
+        prune_exports(Path(directory), mode, oldest_kept=version - 1)
         advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
         return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
 

@@ -79,9 +79,11 @@ def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
-def prune_exports(update: WeightUpdate) -> None:
-    """Delete the exports beside `update` of its mode but other versions (engines hold only the latest)."""
-    target = Path(update.path)
-    for old in target.parent.glob(f"{update.mode.value}-v*"):
-        if old != target:
+def prune_exports(directory: Path, mode: SyncMode, oldest_kept: int) -> None:
+    """Delete the exports of `mode` in `directory` older than version `oldest_kept`. The learner calls it on its own
+    node when it writes version k, keeping k - 1: engines serve k - 1 until k is synced, and a replacement engine
+    loads whichever is the latest."""
+    for old in directory.glob(f"{mode.value}-v*"):
+        version = old.name.removeprefix(f"{mode.value}-v")
+        if version.isdigit() and int(version) < oldest_kept:
             shutil.rmtree(old, ignore_errors=True)

@@ -173,6 +173,10 @@ class RunConfig(Section):
         "run directories are created under it; unset = ./runs, or ~/selfplay-runs inside a `ray job submit` job "
         "(whose working directory is a temporary copy that Ray deletes); resolved to an absolute path at load"))
     checkpoint_every: int = Field(1, ge=1)
+    train_roles: tuple[Literal["proposer", "solver", "judge"], ...] = Field(
+        ("proposer", "solver", "judge"), min_length=1, description=(
+            "roles whose samples train the shared adapter (the others still play); [solver] is GRPO on the solver "
+            "alone, the ablation of bench/learning.py"))
     keep_checkpoints: int = Field(3, ge=1, description=(
         "the newest checkpoints kept (plus each eval set's best); launch/merge.py merges kept ones"))
 

@@ -19,7 +19,6 @@ from statistics import fmean
 from typing import Callable, Iterator
 
 from agents.players import AnswerToJudge, Turn
-from learner.weights import prune_exports
 from rewards.grading_pool import Grade
 from rewards.rubric import Rubric
 from rewards.scores import RewardSettings
@@ -269,7 +268,6 @@ def sync_weights(config: Config, components: Components, state: RunState) -> dic
     components.probe = update.probe
     metrics["sync/probe_tolerance"] = update.probe.tolerance
     metrics["sync/probe_separation"] = update.probe.separation()
-    prune_exports(update)
     return metrics
 
 

@@ -79,8 +79,9 @@ def check_model_path(spec: str) -> None:
 
 
 def trained_roles(config: Config) -> tuple[str, ...]:
-    """The roles whose samples train the shared adapter: a frozen judge (`rollout.judge_model`) does not."""
-    return ("proposer", "solver") if config.rollout.judge_model else ("proposer", "solver", "judge")
+    """The roles whose samples train the shared adapter: `run.train_roles`, less a frozen judge
+    (`rollout.judge_model`), whose verdicts come from another model."""
+    return tuple(role for role in config.run.train_roles if not (role == "judge" and config.rollout.judge_model))
 
 
 def _check_sampling(config: Config) -> None:

@@ -171,6 +171,8 @@ def test_a_frozen_judge_may_sample_greedily_and_zero_3_is_refused_by_the_schema(
     frozen = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["rollout.judge_model=same", "judge.temperature=0"])
     preflight(frozen)  # the frozen judge does not train
     assert trained_roles(frozen) == ("proposer", "solver")
+    solver_only = load_config(None, ["run.train_roles=[solver]", "solver.temperature=0.7"])
+    assert trained_roles(solver_only) == ("solver",)
     with pytest.raises(ConfigError, match="learner.zero_stage: Input should be 0, 1 or 2"):
         load_config(None, ["learner.zero_stage=3"])
 
