@@ -187,6 +187,18 @@ def run_lockstep(script: Path, names: list[str], arguments: list[str], total_ste
                 side.process.kill()
 
 
+def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
+    """Minimum, median and maximum of repeated measurements, so a reader can tell a difference from noise."""
+    return {"n": len(values), "min": round(min(values), digits), "median": round(statistics.median(values), digits),
+            "max": round(max(values), digits)}
+
+
+def round_ratios(faster: list[dict[str, Any]], slower: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
+    """The spread over lockstep rounds of slower_seconds / faster_seconds (a speedup of `faster` when above 1):
+    each round ran both sides under the same load, so each round is one paired measurement."""
+    return spread([peer["seconds"] / ours["seconds"] for ours, peer in zip(faster[warmup:], slower[warmup:])])
+
+
 def timed_summary(steps: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
     """Mean and median seconds over the steps after the warm-up, with each step's time and load. The median
     resists the odd step slowed by a burst of other work on a shared machine."""

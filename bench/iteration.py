@@ -3,9 +3,10 @@ prints one final JSON line: wall time of the measured iteration(s), each phase, 
 other / wall, where other is everything outside generate, judge, train and sync (scoring, pool, Ray calls,
 the checkpoint).
 
-    python bench/iteration.py [--iterations 2] [key=value ...]
+    python bench/iteration.py [--iterations 4] [key=value ...]
 
-The first iteration includes one-time warm-up, so the JSON reports the iterations after it.
+The first iteration includes one-time warm-up, so the JSON reports the iterations after it, with the spread
+(min/median/max) of their wall times: at least 3 measured iterations by default.
 """
 
 import argparse
@@ -16,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import spread  # noqa: E402
 from selfplay.config import load_config  # noqa: E402
 
 PHASES = ("wave1_propose_solve", "wave2_judge_solve", "grade_wait", "train", "sync")
@@ -24,7 +26,7 @@ PHASES = ("wave1_propose_solve", "wave2_judge_solve", "grade_wait", "train", "sy
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="configs/tiny-cpu.yaml")
-    parser.add_argument("--iterations", type=int, default=2, help="total, including one warm-up iteration")
+    parser.add_argument("--iterations", type=int, default=4, help="total, including one warm-up iteration")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     from selfplay.driver import run
@@ -36,11 +38,12 @@ def main() -> None:
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     measured = rows[1:] or rows
     # the loop's checkpoint after each iteration is orchestration too: it counts in the wall time and in `other`
-    wall = sum(row["time/iteration"] + row.get("time/checkpoint", 0.0) for row in measured)
+    walls = [row["time/iteration"] + row.get("time/checkpoint", 0.0) for row in measured]
+    wall = sum(walls)
     phases = {phase: sum(row.get(f"time/{phase}", 0.0) for row in measured) for phase in PHASES}
     other = wall - sum(phases.values())  # scoring, pool update, Ray calls, checkpoint
     result = {
-        "iterations_measured": len(measured), "wall_s": round(wall, 2),
+        "iterations_measured": len(measured), "wall_s": round(wall, 2), "iteration_s": spread(walls, 2),
         **{f"{phase}_s": round(seconds, 2) for phase, seconds in phases.items()}, "other_s": round(other, 2),
         "overhead_frac": round(other / wall, 4) if wall else None,
         "tokens_generated": sum(row.get("rollout/generated_tokens", 0.0) for row in measured),

@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (Controller, load_average, log, peft_lora_config, resolve_dtype, run_lockstep,  # noqa: E402
-                          side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
+from bench.common import (Controller, load_average, log, peft_lora_config, resolve_dtype, round_ratios,  # noqa: E402
+                          run_lockstep, side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
 
 GROUP_SIZE = 4  # answers per question: TRL's num_generations (it only groups rewards, which are not computed here)
 
@@ -213,8 +213,11 @@ def main() -> None:
         "ours_tok_s": round(rates["ours"], 1), "trl_tok_s": round(rates["trl"], 1),
         "ratio": round(rates["ours"] / rates["trl"], 3),
         "ratio_median": round(summaries["trl"]["median_step_s"] / summaries["ours"]["median_step_s"], 3),
+        "ratio_spread": round_ratios(sides["ours"]["steps"], sides["trl"]["steps"], args.warmup),
         "trl_gc_tok_s": round(rates["trl-gc"], 1) if "trl-gc" in rates else None,
         "ratio_vs_trl_gc": round(rates["ours"] / rates["trl-gc"], 3) if "trl-gc" in rates else None,
+        "ratio_vs_trl_gc_spread": round_ratios(sides["ours"]["steps"], sides["trl-gc"]["steps"], args.warmup)
+        if "trl-gc" in rates else None,
         "step_s": {name: summary["step_s"] for name, summary in summaries.items()},
         "peak_rss_mb": max(side["peak_rss_mb"] for side in sides.values()),
         "peak_rss_mb_by_side": {name: side["peak_rss_mb"] for name, side in sides.items()},

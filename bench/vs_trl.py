@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (Controller, load_average, log, mean, peft_lora_config, resolve_dtype,  # noqa: E402
-                          run_lockstep, side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
+                          round_ratios, run_lockstep, side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "configs" / "seeds" / "tiny-math.jsonl"
 
@@ -221,6 +221,7 @@ def main() -> None:
     result = {
         "ours_s_per_step": ours_s, "trl_s_per_step": trl_s, "speedup": round(trl_s / ours_s, 3),
         "speedup_median": round(summaries["trl"]["median_step_s"] / summaries["ours"]["median_step_s"], 3),
+        "speedup_spread": round_ratios(sides["ours"]["steps"], sides["trl"]["steps"], args.warmup),
         "step_s": {name: summary["step_s"] for name, summary in summaries.items()},
         "ours_phases_s": {key: timed_mean(sides["ours"]["steps"], args.warmup, key)
                           for key in ("generate_s", "train_s", "sync_s")},
