@@ -157,16 +157,23 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller) -
         return wrapper
 
     with tempfile.TemporaryDirectory(prefix="bench-vs-trl-") as output_dir:
+        # TRL's vLLM integration as its docs recommend for one machine: colocate mode (an in-process vLLM engine,
+        # weights pushed into it before each generation); on CPU the KV cache size comes from VLLM_CPU_KVCACHE_SPACE
+        vllm = ({"use_vllm": True, "vllm_mode": "colocate", "vllm_max_model_length": args.max_model_len,
+                 "vllm_gpu_memory_utilization": 0.3} if args.side == "trl-vllm" else {})
+        if vllm:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(args.kv_cache_gb))))
+        ignore_eos = ({"min_new_tokens": args.max_tokens} if not vllm else {"ignore_eos": True}) if args.ignore_eos \
+            else None
         config = trl_grpo_config(
             output_dir, args.dtype, per_device_train_batch_size=args.questions * args.answers,
             num_generations=args.answers, max_completion_length=args.max_tokens, temperature=1.0, top_p=1.0,
-            max_steps=args.warmup + args.steps,
-            generation_kwargs={"min_new_tokens": args.max_tokens} if args.ignore_eos else None)
+            max_steps=args.warmup + args.steps, generation_kwargs=ignore_eos, **vllm)
         trainer = GRPOTrainer(model=model, reward_funcs=trl_answer_reward, args=config, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft_lora_config(),
                               callbacks=[trl_lockstep_callback(controller, step_fields)])
         holder["trainer"] = trainer
-        trainer._generate_single_turn = timed(trainer._generate_single_turn)
+        trainer._generate_single_turn = timed(trainer._generate_single_turn)  # vLLM's generate too, in vLLM mode
         controller.ready()
         trainer.train()
     controller.finish({})
@@ -199,7 +206,9 @@ def main() -> None:
     parser.add_argument("--kv-cache-gb", type=float, default=0.5)
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--quick", action="store_true", help="2 questions x 2 answers x 8 tokens, 1 timed step")
-    parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--trl-vllm", action="store_true", help=(
+        "add a third side: TRL with its vLLM integration in colocate mode (use_vllm=True)"))
+    parser.add_argument("--side", choices=["ours", "trl", "trl-vllm"], help=argparse.SUPPRESS)
     parser.add_argument("--reply-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -215,17 +224,22 @@ def main() -> None:
                  f"--max-model-len={args.max_model_len}"] + (["--ignore-eos"] if args.ignore_eos else [])
     started = time.perf_counter()
     load_before = load_average()
-    sides = run_lockstep(Path(__file__).resolve(), ["ours", "trl"], forwarded, args.warmup + args.steps)
+    names = ["ours", "trl"] + (["trl-vllm"] if args.trl_vllm else [])
+    sides = run_lockstep(Path(__file__).resolve(), names, forwarded, args.warmup + args.steps)
     summaries = {name: timed_summary(side["steps"], args.warmup) for name, side in sides.items()}
     ours_s, trl_s = summaries["ours"]["mean_step_s"], summaries["trl"]["mean_step_s"]
     result = {
         "ours_s_per_step": ours_s, "trl_s_per_step": trl_s, "speedup": round(trl_s / ours_s, 3),
         "speedup_median": round(summaries["trl"]["median_step_s"] / summaries["ours"]["median_step_s"], 3),
         "speedup_spread": round_ratios(sides["ours"]["steps"], sides["trl"]["steps"], args.warmup),
+        "speedup_vs_trl_vllm": round(summaries["trl-vllm"]["mean_step_s"] / ours_s, 3) if args.trl_vllm else None,
+        "speedup_vs_trl_vllm_spread": round_ratios(sides["ours"]["steps"], sides["trl-vllm"]["steps"], args.warmup)
+        if args.trl_vllm else None,
         "step_s": {name: summary["step_s"] for name, summary in summaries.items()},
         "ours_phases_s": {key: timed_mean(sides["ours"]["steps"], args.warmup, key)
                           for key in ("generate_s", "train_s", "sync_s")},
-        "trl_generate_s": timed_mean(sides["trl"]["steps"], args.warmup, "generate_s"),
+        "trl_generate_s": {name: timed_mean(sides[name]["steps"], args.warmup, "generate_s")
+                           for name in names if name != "ours"},
         "mean_completion_tokens": {name: timed_mean(side["steps"], args.warmup, "mean_completion_tokens")
                                    for name, side in sides.items()},
         "reward_mean": {name: timed_mean(side["steps"], args.warmup, "reward_mean") for name, side in sides.items()},
@@ -239,6 +253,7 @@ def main() -> None:
                      "timed_steps": args.steps, "lora": {"rank": 16, "alpha": 32, "targets": "q,k,v,o,gate,up,down"},
                      "ours": "vLLM eager engine + Learner (DeepSpeed ZeRO-2) + merged sync, one process tree",
                      "trl": "GRPOTrainer, use_vllm=False, gradient_checkpointing=False",
+                     "trl-vllm": "GRPOTrainer, use_vllm=True, vllm_mode=colocate" if args.trl_vllm else None,
                      "torch_threads": args.threads or "default", "kv_cache_gb": args.kv_cache_gb,
                      "schedule": "lockstep, one step per side per round, first mover rotating",
                      "cpu_cores": os.cpu_count(), "quick": args.quick},
