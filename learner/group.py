@@ -136,6 +136,13 @@ class LearnerGroup:
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return ray.get(self.workers[0].sequence_logprobs.remote(token_ids))
 
+    def rank_nodes(self) -> list[str]:
+        """The Ray node id of each rank, by rank."""
+        from ray.util.placement_group import placement_group_table
+
+        nodes = placement_group_table(self.placement)["bundles_to_node_id"]
+        return [nodes[rank] for rank in range(self.config.num_workers)]
+
     def check_shared_directory(self, directory: str) -> None:
         """Every rank writes checkpoints into `directory`: raise (one line) when a rank's writes do not show up where
         this process reads them, i.e. a rank on another node without shared storage."""

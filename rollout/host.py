@@ -66,6 +66,9 @@ class EngineHost:
     def ready(self) -> int:
         return self.engine.weight_version
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def status(self) -> EngineStatus:
         with self._queue_lock:
             queued = sum(len(call.requests) for call in self._queue)

