@@ -54,10 +54,9 @@ def merge_update_metrics(per_update: list[dict[str, float]]) -> dict[str, float]
     return merged | {"learner/updates": float(len(per_update))}
 
 
-def rank_zero_address() -> tuple[str, int, str]:
-    """Where the ranks meet: the node address of the process that will be rank 0, a port free there, and the node's
-    Ray id."""
-    return ray.util.get_node_ip_address(), free_port(), ray.get_runtime_context().get_node_id()
+def rank_zero_address() -> tuple[str, int]:
+    """Where the ranks meet: the node address of the process that will be rank 0, and a port free there."""
+    return ray.util.get_node_ip_address(), free_port()
 
 
 class LearnerGroup:
@@ -79,7 +78,7 @@ class LearnerGroup:
             ray.get(self.placement.ready(), timeout=START_TIMEOUT_S)
             placed = [PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank)
                       for rank in range(config.num_workers)]
-            address, port, self.node_id = ray.get(ray.remote(rank_zero_address).options(
+            address, port = ray.get(ray.remote(rank_zero_address).options(
                 num_cpus=0, scheduling_strategy=placed[0]).remote())
             worker = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(Learner)
             self.workers = [
@@ -124,7 +123,7 @@ class LearnerGroup:
         update = ray.get(self.workers[0].export.remote(version, mode, directory, probe))
         if not self.ship_exports:
             return update
-        return replace(update, node_id=self.node_id, files=self.workers[0].read_export.remote(update.path))
+        return replace(update, node_id=self.rank_nodes()[0], files=self.workers[0].read_export.remote(update.path))
 
     def policy_logprobs(self, samples: list[TrainSample]) -> list[tuple[float, ...]]:
         """Each sample's response logprobs under the current weights ([R] each)."""

@@ -73,9 +73,11 @@ def l2_norm(values: list[float]) -> float:
     return math.sqrt(sum(v * v for v in values))
 
 
-def scratch_dir(prefix: str) -> Path:
-    """A new directory for weight exports: in /dev/shm where there is one (the engines reload from memory)."""
-    root = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+def scratch_dir(prefix: str, root: str | None = None) -> Path:
+    """A new directory for weight exports under `root`; by default in /dev/shm where there is one (the engines
+    reload from memory)."""
+    if root is None:
+        root = "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 

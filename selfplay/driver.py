@@ -56,17 +56,17 @@ def restore_state(config: Config, run_dir: Path, started: Started, best: BestTra
     state = RunState(iteration=saved["iteration"] + 1, weight_version=saved["weight_version"],
                      questions=QuestionPool.from_state_dict(saved["pool"]),
                      rubric=load_rubric(config.judge.rubric, Path(config.judge.rubric_dir)))
-    load_checkpoint_into(config, started, state, checkpoint)
+    load_checkpoint_into(config, started, state, checkpoint, saved)
     best.load_state_dict(saved.get("best", {}))
     log(f"resumed {run_dir} from {checkpoint.name}: next iteration {state.iteration}, "
         f"weight version {state.weight_version}")
     return state
 
 
-def load_checkpoint_into(config: Config, started: Started, state: RunState, checkpoint: Path) -> dict[str, float]:
-    """The checkpoint's adapter, optimizer and question pool, synced to the engines as the next weight version (fresh
-    engines serve the base model; after a rollback they serve later weights)."""
-    saved = load_state(checkpoint)
+def load_checkpoint_into(config: Config, started: Started, state: RunState, checkpoint: Path,
+                         saved: dict[str, Any]) -> dict[str, float]:
+    """The checkpoint's adapter, optimizer and question pool (`saved`: its state file), synced to the engines as the
+    next weight version (fresh engines serve the base model; after a rollback they serve later weights)."""
     started.learner.load_checkpoint(str(checkpoint / "learner"))
     state.questions = QuestionPool.from_state_dict(saved["pool"])
     state.diversity_start = saved.get("diversity_start")
@@ -210,7 +210,8 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                 log(trip.message)
                 if trip.action == "stop":
                     break
-                load_checkpoint_into(config, started, state, checkpoint_root(run_dir) / trip.best.checkpoint)
+                best_checkpoint = checkpoint_root(run_dir) / trip.best.checkpoint
+                load_checkpoint_into(config, started, state, best_checkpoint, load_state(best_checkpoint))
         summary = tracker.summary()
         tracker.finish()
         plots = write_plots(run_dir) if (run_dir / "metrics.jsonl").is_file() else []

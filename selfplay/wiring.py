@@ -4,7 +4,6 @@ iteration as `selfplay.components` Protocols; calibrate the weight-sync probe on
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +105,7 @@ def probe_token_ids(tokenizer: Any) -> list[int]:
 
 def export_dir_for(config: Config) -> Path:
     """Where the learner writes weight exports: rollout.weights_path (shared storage) or a new local scratch dir."""
-    if config.rollout.weights_path is None:
-        return scratch_dir("selfplay-weights-")
-    return Path(tempfile.mkdtemp(prefix="selfplay-weights-", dir=config.rollout.weights_path))
+    return scratch_dir("selfplay-weights-", config.rollout.weights_path)
 
 
 def start_components(config: Config, export_dir: Path) -> Started:
