@@ -13,7 +13,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[$(PROFILE),dev]"
+	@# -qq: setuptools' editable build prints an InformationOnly warning a user cannot act on; errors still show
+	$(PY) -m pip install -qq -e ".[$(PROFILE),dev]"
 ifeq ($(PROFILE),cpu)
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 endif

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from selfplay.console import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # every benchmark imports this module before vLLM or torch: its log holds the lines a reader needs
+
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled", "WANDB_DISABLED": "true",
+               "WANDB_MODE": "disabled", "WANDB_DISABLED": "true",
                "DISABLE_MLFLOW_INTEGRATION": "TRUE"}
 
 

@@ -29,7 +29,10 @@ from typing import Any
 
 import _bootstrap  # noqa: F401
 
+from selfplay.console import quiet_libraries  # noqa: E402
+
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the result line
+quiet_libraries()
 
 from rewards.grading_pool import GradingPool  # noqa: E402
 from selfplay.adapters import (LEARNER_STATES, AdapterError, check_run_lora, read_learner_checkpoint,  # noqa: E402
@@ -126,10 +129,12 @@ def generate_and_grade(config: Config, model_path: str, questions: list[PoolQues
     from learner.weights import SyncMode
     from rollout.config import engine_spec_from_config, resolve_engine_dtype
     from rollout.engine import Engine
+    from rollout.host import bind_cpu_share
 
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
     spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
                                    SyncMode.MERGED, config.learner.lora.rank, config.run.seed)
+    bind_cpu_share(0, 1)  # the engine takes every core (vLLM's default reserves one for its scheduler)
     engine = Engine(spec)
     try:
         with GradingPool(config.rewards.grading_workers, config.rewards.grading_timeout_s) as grader:

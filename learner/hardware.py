@@ -1,4 +1,5 @@
-"""Which precision runs fast where: the one hardware rule the learner and the rollout engines share."""
+"""The hardware facts the learner, the rollout engines and the wiring share: which precision runs fast where, and
+which nodes the Ray cluster has."""
 
 from __future__ import annotations
 
@@ -16,3 +17,10 @@ def fast_dtype(model_dtype: str, uses_gpu: bool) -> str:
     native = (torch.ops.mkldnn._is_mkldnn_bf16_supported() if model_dtype == "bfloat16"
               else torch.ops.mkldnn._is_mkldnn_fp16_supported())
     return model_dtype if native else "float32"
+
+
+def alive_nodes() -> list[dict]:
+    """The Ray cluster's live nodes (`ray.nodes()` also lists the dead ones)."""
+    import ray
+
+    return [node for node in ray.nodes() if node["Alive"]]

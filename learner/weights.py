@@ -4,6 +4,7 @@ checks that it serves them (a probe sequence with the learner's logprobs; the ch
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -79,6 +80,27 @@ def scratch_dir(prefix: str, root: str | None = None) -> Path:
     if root is None:
         root = "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def process_scratch_dir(prefix: str, root: str | None = None) -> Path:
+    """`scratch_dir` named after this process (`{prefix}{pid}-XXXX`), after removing the directories of `prefix`
+    whose process has ended: an engine the pool killed (hung, crashed) cannot remove its own copy."""
+    directory = scratch_dir(f"{prefix}{os.getpid()}-", root)
+    for other in directory.parent.glob(f"{prefix}*"):
+        pid = other.name.removeprefix(prefix).split("-")[0]
+        if other != directory and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(other, ignore_errors=True)
+    return directory
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def prune_exports(directory: Path, mode: SyncMode, oldest_kept: int) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from learner.hardware import alive_nodes
 from learner.weights import SyncProbe, WeightUpdate
 from rollout.config import RolloutConfig
 from rollout.engine import EngineSpec, ProbeMismatch, SyncError
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 POOL_CONCURRENCY = 64  # threads of a RemoteEnginePool actor: concurrent role calls
 POLL_SECONDS = 1.0  # how often a waiting call re-checks deadlines and restarts
 MIN_START_SECONDS = 600.0  # engine start-up may take longer than a request (compiling, loading a large model)
+CLOSE_SECONDS = 5.0  # an engine removing its received weights before it is killed
 
 
 # -- the pool -----------------------------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ class EnginePool:
         self._tokens, self._requests = 0, 0
         # CPU engines on one node split its cores; a single engine takes them all (vLLM's default reserves one
         # core for its scheduler: 96 vs 146 tokens/s at batch 64 on 2 cores). Learner and engines take turns.
-        shared_node = rollout.gpus_per_engine == 0 and len([node for node in ray.nodes() if node["Alive"]]) == 1
+        shared_node = rollout.gpus_per_engine == 0 and len(alive_nodes()) == 1
         self._cpu_shares = [(index, rollout.num_engines) if shared_node else None
                             for index in range(rollout.num_engines)]
         handles = [self._start_host(index) for index in range(rollout.num_engines)]
@@ -224,7 +226,7 @@ class EnginePool:
             else:
                 self._restarts += 1
                 slot.state, slot.incarnation = SlotState.RESTARTING, slot.incarnation + 1
-        ray.kill(old_handle)
+        _close_and_kill([old_handle])
         if give_up:
             raise RuntimeError(self._failure)
         logger.warning("%s engine %d %s: restarting it (restart %d of %d)", self.name, index, cause,
@@ -351,21 +353,29 @@ class EnginePool:
             return [slot.handle for slot in self._slots]
 
     def shutdown(self) -> None:
-        """Kill every engine actor (Ray also ends vLLM's engine-core processes under it)."""
+        """Close and kill every engine actor."""
         with self._lock:
             handles = [slot.handle for slot in self._slots if slot.state is SlotState.SERVING]
             for slot in self._slots:
                 slot.state = SlotState.FAILED
             self._failure = "the pool was shut down"
             self._lock.notify_all()
-        for handle in handles:
-            ray.kill(handle)
+        _close_and_kill(handles)
 
     def __enter__(self) -> EnginePool:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.shutdown()
+
+
+def _close_and_kill(handles: list[Any]) -> None:
+    """Let each engine remove its received weights (a few seconds at most: a hung or dead one cannot), then kill it
+    (Ray also ends vLLM's engine-core processes under it)."""
+    closing = [handle.close.remote() for handle in handles]
+    ray.wait(closing, num_returns=len(closing), timeout=CLOSE_SECONDS)
+    for handle in handles:
+        ray.kill(handle)
 
 
 # -- a pool other actors can call ---------------------------------------------------------------------------------

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import ray
 
-from learner.weights import SyncProbe, WeightUpdate, scratch_dir, write_files
+from learner.weights import SyncProbe, WeightUpdate, process_scratch_dir, write_files
 from rollout.engine import Engine, EngineSpec
 from rollout.probe import ProbeReading
 from rollout.records import Completion, GenerationRequest
 
 HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
+RECEIVED_PREFIX = "selfplay-received-"  # weights shipped from another node, in this node's scratch directory
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,17 @@ class EngineHost:
         if update.files is None or update.node_id in ("", ray.get_runtime_context().get_node_id()):
             return update
         if self._received is None:
-            self._received = scratch_dir("selfplay-received-")
+            self._received = process_scratch_dir(RECEIVED_PREFIX)
         target = self._received / Path(update.path).name
         for old in self._received.iterdir():
             shutil.rmtree(old, ignore_errors=True)
         write_files(ray.get(update.files), target)
         return replace(update, path=str(target), node_id="", files=None)
+
+    def close(self) -> None:
+        """Remove the weights received from other nodes (the pool calls it before it kills the actor)."""
+        if self._received is not None:
+            shutil.rmtree(self._received, ignore_errors=True)
 
     def read_probe(self, probe: SyncProbe) -> ProbeReading:
         with self._engine_lock:

@@ -12,12 +12,13 @@ from typing import Any
 import ray
 
 from agents.players import Judge, Proposer, Solver
+from learner.hardware import alive_nodes
 from learner.weights import SyncProbe, scratch_dir
 from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
 from selfplay.components import Components
 from selfplay.config import Config
-from selfplay.console import log
+from selfplay.console import QUIET_LIBRARIES, log
 from selfplay.drift import drift_examples
 from selfplay.embedded_model import resolve_model_path
 from selfplay.preflight import (PreflightError, check_cluster_resources, check_node_fit, ray_job_runtime_env,
@@ -70,11 +71,9 @@ def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     A variable the user already set (in the driver's environment, or in the job's runtime env, which Ray merges
     with this one and refuses a key set in both) stays the user's. Inside a job the job's working directory is
     already on the workers' path."""
-    defaults = {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR",
-                "TORCH_LOGS": "-torch", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
     job_runtime_env = ray_job_runtime_env(environ)
     job_variables = (job_runtime_env or {}).get("env_vars") or {}
-    chosen = {key: value for key, value in defaults.items() if key not in environ and key not in job_variables}
+    chosen = {key: value for key, value in QUIET_LIBRARIES.items() if key not in environ and key not in job_variables}
     return {"env_vars": chosen if job_runtime_env is not None else chosen | {"PYTHONPATH": str(PROJECT_ROOT)}}
 
 
@@ -92,7 +91,7 @@ def connect_ray(config: Config) -> None:
     claim_signals()  # ray.init replaced the entry point's SIGTERM handler (rollout.exit_cleanup)
     try:
         check_cluster_resources(resources_needed(config), ray.cluster_resources())
-        check_node_fit(config, [node["Resources"] for node in ray.nodes() if node["Alive"]])
+        check_node_fit(config, [node["Resources"] for node in alive_nodes()])
     except PreflightError:
         ray.shutdown()
         raise
@@ -134,7 +133,7 @@ def start_components(config: Config, export_dir: Path) -> Started:
                                              config.rollout, sync_mode, config.learner.lora.rank, config.run.seed)
         judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout")
     log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")
-    several_nodes = len([node for node in ray.nodes() if node["Alive"]]) > 1
+    several_nodes = len(alive_nodes()) > 1
     learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=engine_dtype,
                                                         max_model_len=config.model.max_model_len,
                                                         seed=config.run.seed),

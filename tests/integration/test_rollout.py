@@ -76,6 +76,9 @@ class FakeHost:
         self.version = update.version
         return {"load_seconds": 0.0, "version": float(update.version)}
 
+    def close(self) -> None:
+        (self.state / f"closed-{self.identity}").touch()
+
 
 def fake_pool(state: Path, **rollout) -> EnginePool:
     config = RolloutConfig(cpus_per_engine=0.1, **{"num_engines": 2, "request_timeout_s": 5.0, **rollout})
@@ -121,6 +124,7 @@ def test_fake_pool_replaces_a_hung_engine_and_resyncs_it(ray_session, tmp_path):
         assert pool.metrics()["rollout/engine_restarts"] == 1
         with pytest.raises(SyncError, match="not newer"):
             pool.apply_update(WeightUpdate(version=3, mode=SyncMode.MERGED, path="unused"))
+    assert len(list(tmp_path.glob("closed-*"))) == 2  # the hung engine when it was replaced, the new one at exit
 
 
 def test_fake_pool_gives_up_after_max_restarts_naming_the_engine(ray_session, tmp_path):

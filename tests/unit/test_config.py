@@ -1,6 +1,7 @@
 """Config loading: defaults, overrides, and the one-line errors (unknown key, wrong type, out of range)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,17 @@ def test_actor_environment_leaves_keys_the_user_or_the_job_sets_to_them():
     in_job = actor_environment(job)["env_vars"]
     assert "VLLM_LOGGING_LEVEL" not in in_job and "PYTHONPATH" not in in_job  # Ray refuses a key set twice
     assert in_job["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+
+
+def test_quiet_libraries_sets_what_the_user_left_unset(monkeypatch):
+    from selfplay.console import QUIET_LIBRARIES, quiet_libraries
+
+    for key in QUIET_LIBRARIES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "DEBUG")
+    quiet_libraries()
+    assert os.environ["VLLM_LOGGING_LEVEL"] == "DEBUG"
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and os.environ["TORCH_CPP_LOG_LEVEL"] == "ERROR"
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -1,9 +1,13 @@
 """learner/weights.py file handling: exports shipped to another node arrive byte for byte and cannot leave their
 directory; pruning keeps the version before the newest."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from learner.weights import SyncMode, prune_exports, read_files, write_files
+from learner.weights import SyncMode, process_scratch_dir, prune_exports, read_files, write_files
 
 
 def test_shipped_files_arrive_byte_for_byte(tmp_path):
@@ -29,3 +33,13 @@ def test_pruning_keeps_the_previous_version_and_other_modes(tmp_path):
     prune_exports(tmp_path, SyncMode.MERGED, oldest_kept=2)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter-v1", "merged-v2", "merged-v2.partial",
                                                                  "merged-v3"]
+
+
+def test_a_process_scratch_directory_sweeps_those_of_ended_processes(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name in (f"received-{ended.stdout.strip()}-abc", f"received-{os.getppid()}-def", "received-x", "other-1-a"):
+        (tmp_path / name).mkdir()
+    mine = process_scratch_dir("received-", str(tmp_path))
+    assert mine.name.startswith(f"received-{os.getpid()}-")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [mine.name, f"received-{os.getppid()}-def", "received-x", "other-1-a"])
