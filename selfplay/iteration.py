@@ -204,7 +204,10 @@ def track_diversity(config: Config, state: RunState, turns: IterationTurns, time
     """Diversity of this iteration's proposals and of the pool (selfplay.diversity), and one line when the
     proposals' distinct-bigram share fell below `pool.diversity_alert` of its first value."""
     threshold = config.pool.duplicate_threshold
-    proposals = [turn.parsed.value.text for turn in turns.proposals if turn.parsed.failure is None]
+    # a proposal that does not parse still shows what the proposer writes: its raw text counts (an early run
+    # parses one proposal in ten, which would leave nothing to measure)
+    proposals = [turn.parsed.value.text if turn.parsed.failure is None else turn.sample.text
+                 for turn in turns.proposals]
     metrics = (diversity_metrics("proposer", proposals, threshold)
                | diversity_metrics("pool", [question.text for question in state.questions.questions()], threshold))
     current = metrics.get("proposer/distinct_2")

@@ -57,7 +57,7 @@ PLOT_GROUPS = (
               lambda key: key.startswith(("proposer/", "pool/")) and key.endswith(DIVERSITY_SUFFIXES),
               shared_axes=False),
     PlotGroup("learner", "Learner",
-              _keys("learner/loss", "learner/grad_norm", "learner/kl", "learner/clip_fraction"), shared_axes=False),
+              _keys("learner/loss", "learner/grad_norm", "learner/kl", "learner/clip_fraction", "learner/drift_kl"), shared_axes=False),
     PlotGroup("sync", "Weight sync", _keys("sync/probe_gap", "sync/seconds"), shared_axes=False),
     PlotGroup("time", "Phase timings (seconds)", _prefix("time/"), shared_axes=False),
     PlotGroup("eval", "Evaluation", _prefix("eval/"), shared_axes=False),

@@ -198,3 +198,10 @@ def test_diversity_is_measured_and_a_fall_is_said_in_one_line(tmp_path):
     assert {"pool/distinct_2", "pool/pairwise_similarity", "pool/near_duplicate_share"} <= metrics.keys()
     assert [line for line in lines if "diversity alert" in line] == [
         "  diversity alert: the proposals' distinct-bigram share is 0.83, below 0.9 of its first value 1.00"]
+
+
+def test_a_proposal_that_does_not_parse_counts_in_diversity_by_its_raw_text(tmp_path):
+    config, components, state = setup(tmp_path)  # the second proposal lacks its tag
+    metrics = run_iteration(config, components, state, progress=lambda line: None).metrics
+    assert metrics["proposer/format_failure_rate"] == 0.5
+    assert metrics["proposer/distinct_2"] == pytest.approx(5 / 6)  # the same two texts as above
