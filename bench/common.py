@@ -221,6 +221,14 @@ def peft_lora_config():
     return from_section(LoRAConfig())
 
 
+def lockstep_settings(args) -> dict:
+    """The settings both lockstep benchmarks report: LoRA, steps, threads, schedule, machine."""
+    return {"lora": {"rank": 16, "alpha": 32, "targets": "q,k,v,o,gate,up,down"}, "warmup_steps": args.warmup,
+            "timed_steps": args.steps, "torch_threads": args.threads or "default",
+            "schedule": "lockstep, one step per side per round, first mover rotating", "cpu_cores": os.cpu_count(),
+            "quick": args.quick}
+
+
 def trl_lockstep_callback(controller: Controller, on_step=None):
     """A TrainerCallback that waits for the parent's "step" in `on_step_begin`, then times the optimizer step up
     to `on_step_end`: `training_step` (its `_prepare_inputs`, hence any generation and scoring, then forward +

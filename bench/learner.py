@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -34,8 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (Controller, load_average, log, peft_lora_config, resolve_dtype, round_ratios,  # noqa: E402
-                          run_lockstep, side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
+from bench.common import (Controller, load_average, lockstep_settings, log, peft_lora_config,  # noqa: E402
+                          resolve_dtype, round_ratios, run_lockstep, side_setup, timed_summary, trl_grpo_config,
+                          trl_lockstep_callback)
 
 GROUP_SIZE = 4  # answers per question: TRL's num_generations (it only groups rewards, which are not computed here)
 
@@ -230,13 +230,9 @@ def main() -> None:
         "settings": {"model": "smollm2-135m", "dtype": args.dtype, "batch": args.batch,
                      "prompt_tokens": args.prompt_tokens, "completion_tokens": args.completion_tokens,
                      "completion_min": args.completion_min, "tokens_per_step": tokens,
-                     "lora": {"rank": 16, "alpha": 32, "targets": "q,k,v,o,gate,up,down"},
-                     "warmup_steps": args.warmup, "timed_steps": args.steps,
                      "ours_micro_batches": sides["ours"]["micro_batches"],
                      "ours_padding_fraction": round(sides["ours"]["padding_fraction"], 4),
-                     "trl_gradient_checkpointing": False, "torch_threads": args.threads or "default",
-                     "schedule": "lockstep, one step per side per round, first mover rotating",
-                     "cpu_cores": os.cpu_count(), "quick": args.quick},
+                     "trl_gradient_checkpointing": False, **lockstep_settings(args)},
         "total_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result), flush=True)

@@ -166,9 +166,8 @@ def main() -> None:
 
     from learner.config import LearnerConfig
     from learner.trainer import Learner, LearnerSetup
-    from rollout.config import RolloutConfig
+    from rollout.config import RolloutConfig, resolve_engine_dtype, resolve_sync_mode
     from rollout.engine import EngineSpec
-    from rollout.config import resolve_engine_dtype, resolve_sync_mode
     from selfplay.embedded_model import prepare_embedded_model
 
     model_dir = prepare_embedded_model("smollm2-135m")

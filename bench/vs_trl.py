@@ -1,5 +1,6 @@
 """End-to-end GRPO step time: this system (vLLM engine + our Learner + merged weight sync) against TRL's
-GRPOTrainer (generation with transformers `generate`, `use_vllm=False`), on the same solver-only workload.
+GRPOTrainer (generation with transformers `generate`, `use_vllm=False`; with --trl-vllm also TRL with its vLLM
+integration in colocate mode, then the headline), on the same solver-only workload.
 
 Workload, both sides: Q seed questions (configs/seeds/tiny-math.jsonl) as solver prompts (agents.prompts), N
 answers each (one GRPO group per question), up to T new tokens at temperature 1.0, reward = the answer's format
@@ -37,8 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (Controller, load_average, log, mean, peft_lora_config, resolve_dtype,  # noqa: E402
-                          round_ratios, run_lockstep, side_setup, timed_summary, trl_grpo_config, trl_lockstep_callback)
+from bench.common import (Controller, load_average, lockstep_settings, log, mean, peft_lora_config,  # noqa: E402
+                          resolve_dtype, round_ratios, run_lockstep, side_setup, timed_summary, trl_grpo_config,
+                          trl_lockstep_callback)
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "configs" / "seeds" / "tiny-math.jsonl"
 
@@ -228,7 +230,10 @@ def main() -> None:
     sides = run_lockstep(Path(__file__).resolve(), names, forwarded, args.warmup + args.steps)
     summaries = {name: timed_summary(side["steps"], args.warmup) for name, side in sides.items()}
     ours_s, trl_s = summaries["ours"]["mean_step_s"], summaries["trl"]["mean_step_s"]
+    peer = "trl-vllm" if args.trl_vllm else "trl"  # TRL at its best where it runs: its vLLM integration
     result = {
+        "headline": {"peer": peer, "speedup": round(summaries[peer]["mean_step_s"] / ours_s, 3),
+                     "spread": round_ratios(sides["ours"]["steps"], sides[peer]["steps"], args.warmup)},
         "ours_s_per_step": ours_s, "trl_s_per_step": trl_s, "speedup": round(trl_s / ours_s, 3),
         "speedup_median": round(summaries["trl"]["median_step_s"] / summaries["ours"]["median_step_s"], 3),
         "speedup_spread": round_ratios(sides["ours"]["steps"], sides["trl"]["steps"], args.warmup),
@@ -249,14 +254,11 @@ def main() -> None:
         "load_average": {"start": load_before, "end": load_average()},
         "settings": {"model": "smollm2-135m", "dtype": args.dtype, "questions": args.questions,
                      "answers": args.answers, "batch": args.questions * args.answers, "max_tokens": args.max_tokens,
-                     "ignore_eos": args.ignore_eos, "temperature": 1.0, "warmup_steps": args.warmup,
-                     "timed_steps": args.steps, "lora": {"rank": 16, "alpha": 32, "targets": "q,k,v,o,gate,up,down"},
+                     "ignore_eos": args.ignore_eos, "temperature": 1.0, "kv_cache_gb": args.kv_cache_gb,
                      "ours": "vLLM eager engine + Learner (DeepSpeed ZeRO-2) + merged sync, one process tree",
                      "trl": "GRPOTrainer, use_vllm=False, gradient_checkpointing=False",
                      "trl-vllm": "GRPOTrainer, use_vllm=True, vllm_mode=colocate" if args.trl_vllm else None,
-                     "torch_threads": args.threads or "default", "kv_cache_gb": args.kv_cache_gb,
-                     "schedule": "lockstep, one step per side per round, first mover rotating",
-                     "cpu_cores": os.cpu_count(), "quick": args.quick},
+                     **lockstep_settings(args)},
         "total_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result), flush=True)
