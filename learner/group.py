@@ -18,6 +18,7 @@ from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_up
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 
 
+REMOVE_EXPORTS_S = 10.0  # a rank removing its exported weights before it is killed (a hung rank cannot)
 START_TIMEOUT_S = 600.0  # loading a large model takes minutes; a rank that cannot be placed never starts
 
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
@@ -162,6 +163,8 @@ class LearnerGroup:
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
+        ray.wait([worker.remove_exports.remote() for worker in self.workers], num_returns=len(self.workers),
+                 timeout=REMOVE_EXPORTS_S)
         for worker in self.workers:
             ray.kill(worker)
         remove_placement_group(self.placement)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import sys
 import time
@@ -130,6 +131,7 @@ class Learner:
         self.model = self.engine.module
         self.step_count = 0
         self.skipped_steps = 0
+        self._export_dirs: set[Path] = set()  # removed by remove_exports when the run ends
         self._check_output_layer()
 
     # -- forward ------------------------------------------------------------------------------------------------
@@ -322,6 +324,7 @@ class Learner:
         """Write weight version `version` for the engines. With the previous version's `probe`, the update
         carries it advanced to these weights, so each engine can verify what it serves."""
         target = Path(directory) / f"{mode.value}-v{version}"
+        self._export_dirs.add(Path(directory))
         if mode is SyncMode.ADAPTER:
             export_adapter(self.model, target, DTYPES[self.setup.dtype])
         else:
@@ -329,6 +332,13 @@ class Learner:
         prune_exports(Path(directory), mode, oldest_kept=version - 1)
         advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
         return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
+
+    def remove_exports(self) -> None:
+        """Remove the directories this learner exported to (weights in /dev/shm are memory: a finished run
+        must not keep them)."""
+        for directory in self._export_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self._export_dirs.clear()
 
     def write_marker(self, directory: str) -> str:
         """A small file in `directory` (created), whose name says which rank wrote it."""

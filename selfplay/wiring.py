@@ -4,6 +4,7 @@ iteration as `selfplay.components` Protocols; calibrate the weight-sync probe on
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import ray
 
 from agents.players import Judge, Proposer, Solver
 from learner.hardware import alive_nodes
-from learner.weights import SyncProbe, scratch_dir
+from learner.weights import SyncProbe, process_scratch_dir, scratch_dir
 from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
 from selfplay.components import Components
@@ -61,6 +62,7 @@ class Started:
             self.learner.shutdown()
             self.components.grader.close()
         finally:
+            shutil.rmtree(self.components.export_dir, ignore_errors=True)  # where the learner ran here too
             ray.shutdown()
 
 
@@ -104,7 +106,9 @@ def probe_token_ids(tokenizer: Any) -> list[int]:
 
 def export_dir_for(config: Config) -> Path:
     """Where the learner writes weight exports: rollout.weights_path (shared storage) or a new local scratch dir."""
-    return scratch_dir("selfplay-weights-", config.rollout.weights_path)
+    if config.rollout.weights_path is not None:
+        return scratch_dir("selfplay-weights-", config.rollout.weights_path)
+    return process_scratch_dir("selfplay-weights-")  # also removes those of runs that were killed on this node
 
 
 def start_components(config: Config, export_dir: Path) -> Started:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     output = _finish(resumed, resume_log, timeout=900)
     assert resumed.returncode == 0, output[-4000:]
     assert "next iteration 3" in output
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    # the killed run's weights were swept by the resumed one, which removed its own at the end
+    assert list(shm.glob(f"selfplay-weights-{process.pid}-*")) == []
+    assert list(shm.glob(f"selfplay-weights-{resumed.pid}-*")) == []
     steps = [row["step"] for row in _metrics(run_dir)]
     assert steps == [0, 1, 2, 3], "an iteration or the base evaluation was lost or repeated"
     evaluated = {row["step"]: row for row in _metrics(run_dir) if "eval/accuracy" in row}
