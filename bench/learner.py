@@ -1,10 +1,11 @@
 """Learner benchmark: trained tokens per second of our GRPO `train_step` against TRL's GRPOTrainer step.
 
-Both sides train the embedded model (bf16, or fp32 on CPUs without native bf16 matmuls: bench/common.py) with
-the same LoRA (rank 16, alpha 32, all linear layers), lr, clip range, grad clip and token-level loss
-normalisation, on the same random token batch (B sequences of P prompt + C completion tokens, fixed advantages),
-one optimizer step per batch, no KL term. Each side runs in its own child process and the sides step in lockstep
-(bench/common.py), so both see the same machine load; one warm-up step, then the mean over the timed steps.
+Both sides train the embedded model or `--model DIR` (bf16, or fp32 on CPUs without native bf16 matmuls:
+bench/common.py) with the same LoRA (rank 16, alpha 32, all linear layers), lr, clip range, grad clip and
+token-level loss normalisation, on the same random token batch (B sequences of P prompt + C/4..C completion
+tokens, fixed advantages), one optimizer step per batch, no KL term. Each side runs in its own child process and
+the sides step in lockstep (bench/common.py), so both see the same machine load; one warm-up step, then the mean
+over the timed steps.
 
 What is timed:
 - ours: `plan_step` (length bucketing) + `Learner.train_step` (tensors, forward, backward, DeepSpeed ZeRO-2
@@ -16,10 +17,10 @@ What is timed:
   shape TRL's own rollout produces; rewards are not computed. TRL's gradient checkpointing (its default) is
   off for the headline number so both sides do the same arithmetic; `trl_gc_tok_s` measures it on.
 Trained tokens = real (unpadded) prompt + completion tokens per step, the same count for both sides.
-Leaves out: generation and weight sync (bench/vs_trl.py), multi-rank training, GPU runs.
+Leaves out: generation and weight sync (bench/vs_trl.py), multi-rank training. On a GPU box see bench/gpu_smoke.py.
 
-    .venv/bin/python bench/learner.py [--batch 16] [--prompt-tokens 128] [--completion-tokens 128] [--trl-gc]
-                                      [--dtype auto] [--quick]
+    .venv/bin/python bench/learner.py [--model DIR] [--batch 16] [--prompt-tokens 128] [--completion-tokens 128]
+                                      [--completion-min 32] [--trl-gc] [--dtype auto] [--quick]
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller, g
 
 # -- driver ---------------------------------------------------------------------------------------------------------
 def side_main(args: argparse.Namespace) -> None:
-    model_path, controller = side_setup(args.threads, args.reply_fd)
+    embedded_path, controller = side_setup(args.threads, args.reply_fd)
+    model_path = args.model or embedded_path
     if args.side == "ours":
         run_ours(args, model_path, controller)
     else:
@@ -173,10 +175,12 @@ def side_main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a local model directory (default: the embedded SmolLM2-135M)")
     parser.add_argument("--batch", type=int, default=16, help="sequences per step (a multiple of 4)")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--completion-tokens", type=int, default=128, help="longest completion")
-    parser.add_argument("--completion-min", type=int, default=None, help="shortest completion (default: equal)")
+    parser.add_argument("--completion-min", type=int, default=None,
+                        help="shortest completion (default: a quarter of the longest; lengths vary as in rollouts)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -192,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.batch, args.prompt_tokens, args.completion_tokens, args.steps = 4, 32, 32, 1
-    args.completion_min = args.completion_tokens if args.completion_min is None else args.completion_min
+    args.completion_min = args.completion_tokens // 4 if args.completion_min is None else args.completion_min
     args.dtype = resolve_dtype(args.dtype)
     if args.side:
         side_main(args)
@@ -201,7 +205,8 @@ def main() -> None:
     forwarded = [f"--batch={args.batch}", f"--prompt-tokens={args.prompt_tokens}",
                  f"--completion-tokens={args.completion_tokens}", f"--completion-min={args.completion_min}",
                  f"--steps={args.steps}", f"--warmup={args.warmup}", f"--seed={args.seed}",
-                 f"--threads={args.threads}", f"--dtype={args.dtype}"] + (["--profile"] if args.profile else [])
+                 f"--threads={args.threads}", f"--dtype={args.dtype}"] + (["--profile"] if args.profile else []) + (
+                    [f"--model={args.model}"] if args.model else [])
     started = time.perf_counter()
     load_before = load_average()
     names = ["ours", "trl"] + (["trl-gc"] if args.trl_gc else [])
@@ -227,7 +232,7 @@ def main() -> None:
             if sides["trl"]["logs"] else None},
         "load_1m_by_step": {name: summary["load_1m"] for name, summary in summaries.items()},
         "load_average": {"start": load_before, "end": load_average()},
-        "settings": {"model": "smollm2-135m", "dtype": args.dtype, "batch": args.batch,
+        "settings": {"model": args.model or "smollm2-135m", "dtype": args.dtype, "batch": args.batch,
                      "prompt_tokens": args.prompt_tokens, "completion_tokens": args.completion_tokens,
                      "completion_min": args.completion_min, "tokens_per_step": tokens,
                      "ours_micro_batches": sides["ours"]["micro_batches"],
