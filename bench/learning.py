@@ -1,20 +1,24 @@
 """Does self-play make the model better on data it never saw? A time-boxed run, then paired held-out evaluations.
 
-    python bench/learning.py --config configs/arithmetic-cpu.yaml --minutes 60 [--mode full|solver-only|base]
-        [--limit N] [--reuse-base DIR] [key=value ...]
+    python bench/learning.py --config configs/arithmetic-cpu.yaml --minutes 60 [--modes full,solver-only]
+        [--limit N] [--reuse-base DIR] [--output-dir DIR] [key=value ...]
 
-Held-out sets, built from GSM8K's train split in ../shared/data/gsm8k (human-written word problems, a different
-source than any seed file), disjoint from each other:
+Held-out sets, built from GSM8K's train split in ../shared/data/gsm8k (human-written, a different source than any
+seed file):
+- `calculations`: bare arithmetic, "What is 48 / 2?": the first 300 distinct calculator annotations (`<<48/2=24>>`)
+  of GSM8K's worked solutions with one or two operators, whole-number literals and a whole-number result;
 - `one_step`: the problems whose worked solution has exactly one calculation (404): arithmetic word problems;
 - `multi_step`: the last 100 problems with two or more calculations: the "does not lose ground on GSM8K" check.
 
-Modes: `full` (self-play, every role trains), `solver-only` (run.train_roles=[solver]: the same loop, GRPO on the
-solver alone), `base` (no training: the base evaluation only). The run is `launch/evolve.py` stopped by SIGTERM at
-the deadline (checkpoints are written every iteration), then `launch/eval.py` evaluates its latest checkpoint on
-both sets with `--baseline` = the base model's rows: strict and lenient accuracy, each as a paired difference with
-a 95 % interval and McNemar's exact p. Greedy decoding, eval.max_tokens 256. The last stdout line is one JSON
-object. The base evaluation takes about 20 minutes on 2 cores; `--reuse-base DIR` takes it from an earlier run's
-output directory.
+Modes, each from the same start (the config's SFT cold start included) at the same time budget: `full` (self-play,
+every role trains), `solver-only` (run.train_roles=[solver]: the same loop, proposer and judge still generate, GRPO
+updates the solver alone), `base` (no training: the base evaluation only). Each run is `launch/evolve.py` stopped by
+SIGTERM at the deadline (checkpoints are written every iteration, plots at the end under its run directory), then
+`launch/eval.py` evaluates its latest checkpoint on every set with `--baseline` = the base model's rows: strict and
+lenient accuracy, each as a paired difference with a 95 % interval and McNemar's exact p. Greedy decoding,
+eval.max_tokens 256. Writes `table.md` (the comparison against the base model) and prints one JSON object as the
+last stdout line. The base evaluations take about 25 minutes on 2 cores; `--reuse-base DIR` takes the
+`base-<set>.jsonl` rows from an earlier output directory.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,27 +37,58 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 MODES = {"full": [], "solver-only": ["run.train_roles=[solver]"], "base": None}
+CALCULATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")  # GSM8K's calculator annotations
+OPERATOR = re.compile(r"[-+*/]")
+sys.path.insert(0, str(ROOT))
+
+from rewards.arithmetic import ArithmeticRefused, evaluate  # noqa: E402
 
 
 def log(message: str) -> None:
     print(f"[learning {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def computes(expression: str, expected: int) -> bool:
+    try:
+        return evaluate(expression) == expected
+    except ArithmeticRefused:
+        return False
+
+
+def calculations(rows: list[dict], count: int) -> list[dict]:
+    """The first `count` distinct calculator annotations with 1-2 operators between whole numbers and a whole,
+    non-negative result, as questions ("What is 48 / 2?") with that result as the answer."""
+    chosen, seen = [], set()
+    for row in rows:
+        for expression, result in CALCULATION.findall(row["answer"]):
+            operators = len(OPERATOR.findall(expression))
+            if expression in seen or not 1 <= operators <= 2 or not re.fullmatch(r"[\d+\-*/]+", expression):
+                continue
+            seen.add(expression)
+            if re.fullmatch(r"\d+", result.strip()) and computes(expression, int(result)):
+                chosen.append({"question": f"What is {OPERATOR.sub(lambda m: f' {m.group()} ', expression)}?",
+                               "answer": result.strip()})
+            if len(chosen) == count:
+                return chosen
+    return chosen
+
+
 def held_out_sets(directory: Path, limit: int | None) -> dict[str, Path]:
-    """one_step and multi_step JSONL files under `directory` (see the module docstring)."""
+    """calculations, one_step and multi_step JSONL files under `directory` (see the module docstring)."""
     if not GSM8K.is_file():
         raise SystemExit(f"learning: {GSM8K} not found (the held-out sets are built from it)")
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines() if line.strip()]
     one_step = [row for row in rows if row["answer"].count("<<") == 1]
     multi_step = [row for row in rows if row["answer"].count("<<") >= 2][-100:]
     paths = {}
-    for name, chosen in (("one_step", one_step[:limit]), ("multi_step", multi_step[:limit])):
+    for name, chosen in (("calculations", calculations(rows, 300)[:limit]), ("one_step", one_step[:limit]),
+                         ("multi_step", multi_step[:limit])):
         paths[name] = directory / f"{name}.jsonl"
         paths[name].write_text("".join(json.dumps(row) + "\n" for row in chosen))
     return paths
 
 
-def evaluate(config: str, data: Path, output: Path, overrides: list[str], adapter: Path | None = None,
+def run_eval(config: str, data: Path, output: Path, overrides: list[str], adapter: Path | None = None,
              baseline: Path | None = None) -> dict:
     command = [sys.executable, str(ROOT / "launch/eval.py"), "--config", config, "--data", str(data),
                "--output", str(output), *(["--adapter", str(adapter)] if adapter else []),
@@ -82,46 +118,80 @@ def self_play(config: str, minutes: float, output_dir: Path, overrides: list[str
     return runs[-1]
 
 
+def accuracies(rows_path: Path) -> dict:
+    """n, strict and lenient accuracy of an evaluation's rows (launch/eval.py --output)."""
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    n = len(rows)
+    return {"n": n, "accuracy": sum(bool(row["correct"]) for row in rows) / n,
+            "lenient_accuracy": sum(bool(row.get("lenient_correct")) for row in rows) / n}
+
+
+def table(result: dict, modes: list[str], sets: list[str]) -> str:
+    """Markdown: per held-out set, the base row and one row per trained mode with its paired lenient difference."""
+    lines = ["| set | weights | strict | lenient | lenient vs base (95 % CI; gained/lost; McNemar p) |",
+             "| --- | --- | --- | --- | --- |"]
+    for name in sets:
+        base = result["base"][name]
+        lines.append(f"| {name} (n={base['n']}) | base | {base['accuracy']:.3f} | {base['lenient_accuracy']:.3f} | |")
+        for mode in modes:
+            trained = result[mode][name]
+            paired = trained["vs_baseline"]["lenient"]
+            low, high = paired["ci95"]
+            lines.append(f"| | {mode} | {trained['accuracy']:.3f} | {trained['lenient_accuracy']:.3f} | "
+                         f"{paired['difference']:+.3f} ({low:+.3f} to {high:+.3f}; {paired['gained']}/"
+                         f"{paired['lost']}; {paired['mcnemar_p']:.2g}) |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Time-boxed self-play run with paired held-out evaluations")
+    parser = argparse.ArgumentParser(description="Time-boxed self-play runs with paired held-out evaluations")
     parser.add_argument("--config", default="configs/arithmetic-cpu.yaml")
-    parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of the self-play run")
-    parser.add_argument("--mode", choices=sorted(MODES), default="full")
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of each self-play run")
+    parser.add_argument("--modes", default="full", help=f"comma-separated, run in order: {', '.join(MODES)}")
     parser.add_argument("--limit", type=int, help="first N questions of each held-out set (default: all)")
     parser.add_argument("--reuse-base", type=Path, help="an earlier output directory holding base-*.jsonl rows")
     parser.add_argument("--output-dir", type=Path, help="default: a new temporary directory")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides for the run")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides for the runs")
     args = parser.parse_args()
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown or not modes:
+        parser.error(f"--modes: unknown {unknown or 'empty'} (known: {', '.join(MODES)})")
+    trained_modes = [mode for mode in modes if MODES[mode] is not None]
     output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="bench-learning-"))
     output_dir.mkdir(parents=True, exist_ok=True)
     sets = held_out_sets(output_dir, args.limit)
     log(f"held-out sets in {output_dir}: " + ", ".join(f"{name} {len(path.read_text().splitlines())}"
                                                         for name, path in sets.items()))
     eval_overrides = ["eval.max_tokens=256"]
-    base = {}
     for name, data in sets.items():
         rows = output_dir / f"base-{name}.jsonl"
         if args.reuse_base and (args.reuse_base / rows.name).is_file():
             rows.write_text((args.reuse_base / rows.name).read_text())
             log(f"base {name}: rows reused from {args.reuse_base}")
-            continue
-        log(f"base {name}: evaluating")
-        base[name] = evaluate(args.config, data, rows, eval_overrides)
-    result = {"config": args.config, "mode": args.mode, "overrides": args.overrides, "output_dir": str(output_dir),
-              "base": {name: {key: summary[key] for key in ("n", "accuracy", "lenient_accuracy")}
-                       for name, summary in base.items()}}
-    if MODES[args.mode] is not None:
-        log(f"self-play ({args.mode}) for {args.minutes:g} minutes")
+        else:
+            log(f"base {name}: evaluating")
+            run_eval(args.config, data, rows, eval_overrides)
+    result = {"config": args.config, "modes": modes, "minutes": args.minutes, "overrides": args.overrides,
+              "output_dir": str(output_dir),
+              "base": {name: accuracies(output_dir / f"base-{name}.jsonl") for name in sets}}
+    for mode in trained_modes:
+        mode_dir = output_dir / mode
+        mode_dir.mkdir(exist_ok=True)
+        log(f"self-play ({mode}) for {args.minutes:g} minutes")
         started = time.monotonic()
-        run_dir = self_play(args.config, args.minutes, output_dir, MODES[args.mode] + args.overrides)
+        run_dir = self_play(args.config, args.minutes, mode_dir, MODES[mode] + args.overrides)
         checkpoint = (run_dir / "checkpoints" / "latest").read_text().strip()
-        result |= {"run_dir": str(run_dir), "checkpoint": checkpoint,
-                   "run_minutes": round((time.monotonic() - started) / 60, 1)}
+        result[mode] = {"run_dir": str(run_dir), "checkpoint": checkpoint,
+                        "run_minutes": round((time.monotonic() - started) / 60, 1)}
         for name, data in sets.items():
-            log(f"trained {name}: evaluating {checkpoint}")
-            summary = evaluate(args.config, data, output_dir / f"trained-{name}.jsonl", eval_overrides,
+            log(f"{mode} {name}: evaluating {checkpoint}")
+            summary = run_eval(args.config, data, mode_dir / f"trained-{name}.jsonl", eval_overrides,
                                adapter=run_dir, baseline=output_dir / f"base-{name}.jsonl")
-            result[name] = {key: summary[key] for key in ("n", "accuracy", "lenient_accuracy", "vs_baseline")}
+            result[mode][name] = {key: summary[key] for key in ("n", "accuracy", "lenient_accuracy", "vs_baseline")}
+    if trained_modes:
+        (output_dir / "table.md").write_text(table(result, trained_modes, list(sets)))
+        log(f"table ({output_dir / 'table.md'}):\n" + (output_dir / "table.md").read_text())
     print(json.dumps(result))
 
 

@@ -37,13 +37,15 @@ class QuestionSource(StrEnum):
 
 @dataclass(frozen=True)
 class PoolQuestion:
-    """A question in the pool. `answer` is the reference answer when one is known."""
+    """A question in the pool. `answer` is the reference answer when one is known; `checkable` is the question's
+    machine-checkable form where its task family has one (the arithmetic family's expression), from the seed file."""
 
     id: str
     text: str
     answer: str | None
     source: QuestionSource
     added_iteration: int
+    checkable: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -121,11 +123,21 @@ def _seed_question(line: str, question_id: str) -> PoolQuestion:
         answer=_seed_answer(record.get("answer")),
         source=QuestionSource.SEED,
         added_iteration=0,
+        checkable=_seed_checkable(record.get("checkable")),
     )
 
 
+def _seed_checkable(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError("'checkable' must be a non-empty string when given")
+    return raw.strip()
+
+
 def load_seed_file(path: str | Path) -> list[PoolQuestion]:
-    """Read a JSONL seed file: one object per line with `question` and an optional `answer`.
+    """Read a JSONL seed file: one object per line with `question`, an optional `answer` and an optional
+    `checkable` (the question's machine-checkable form, for a grounded task family's SFT cold start).
 
     Blank lines are skipped. Question ids are `seed:<file stem>:<line number>`. A malformed line
     raises SeedFileError naming the file and line; so does a file without questions.
@@ -369,8 +381,9 @@ class QuestionPool:
         try:
             pool = cls(**state["settings"])
             for entry in state["questions"]:
-                question = PoolQuestion(
-                    **{name: entry[name] for name in question_fields}, source=QuestionSource(entry["source"])
+                question = PoolQuestion(  # a field missing from an older state keeps its default
+                    **{name: entry[name] for name in question_fields if name in entry},
+                    source=QuestionSource(entry["source"]),
                 )
                 pool._insert(question, _minhash(question.text))
                 pool._records[question.id] = _SolveRecord(

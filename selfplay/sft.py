@@ -1,8 +1,9 @@
 """SFT cold start (`sft.steps`, 0 = off): before the first self-play iteration, the shared adapter learns the roles'
 output format from the seed file, with the same learner.
 
-Examples: the solver answering each seed question that has a reference answer (`<answer>...</answer>`), and the
-proposer writing the seed question in its task family's format where the family can (`proposal_text`). The loss is
+Examples: the solver answering each seed question that has a reference answer (the family's `worked_answer`: the
+calculation, where the seed gives its checkable form, then `<answer>...</answer>`), and the proposer writing the
+seed question in its task family's format where the family can (`proposal_text`). The loss is
 the learner's own with advantage 1 on every response token and the importance weight 1 (the rollout logprobs
 are the learner's): its gradient is that of the token-mean cross-entropy on response tokens only. `sft/nll` is that
 cross-entropy before each step.
@@ -30,10 +31,13 @@ class SFTExample:
 def sft_examples(questions: list[PoolQuestion], family: TaskFamily) -> list[SFTExample]:
     examples = []
     for question in questions:
-        if question.answer is not None:
-            examples.append(SFTExample("solver", tuple(solver_messages(question.text)),
-                                       f"<answer>{question.answer}</answer>"))
-        proposal = family.proposal_text(question.text)
+        try:
+            if question.answer is not None:
+                examples.append(SFTExample("solver", tuple(solver_messages(question.text)),
+                                           family.worked_answer(question.answer, question.checkable)))
+            proposal = family.proposal_text(question.text, question.checkable)
+        except ValueError as error:
+            raise ValueError(f"seed {question.id}: {error}") from None
         if proposal is not None:
             messages = proposer_messages(None, family.proposer_system, family.proposer_demonstration)
             examples.append(SFTExample("proposer", tuple(messages), proposal))

@@ -25,9 +25,14 @@ class TaskFamily(Protocol):
         """A Proposal as the value, or the format failure (UNCHECKABLE where the outside check refuses it)."""
         ...
 
-    def proposal_text(self, question: str) -> str | None:
-        """A seed question written as this family's proposer writes it (for the SFT cold start), or None where
-        a seed lacks what the format needs."""
+    def proposal_text(self, question: str, checkable: str | None) -> str | None:
+        """A seed question (with its machine-checkable form, where the seed file gives one) written as this
+        family's proposer writes it, for the SFT cold start; None where the seed lacks what the format needs.
+        Raises ValueError for a checkable form the family's own check refuses."""
+        ...
+
+    def worked_answer(self, answer: str, checkable: str | None) -> str:
+        """The solver's response to a seed question with reference `answer`, for the SFT cold start."""
         ...
 
 

@@ -34,8 +34,25 @@ class ArithmeticFamily:
         "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>\n"
         "<expression>24 - 3 * 6</expression>")
 
-    def proposal_text(self, question: str) -> str | None:
-        return None  # seed files hold no expressions
+    def proposal_text(self, question: str, checkable: str | None) -> str | None:
+        if checkable is None:
+            return None
+        text = f"<question>{question}</question>\n<{EXPRESSION_TAG}>{checkable}</{EXPRESSION_TAG}>"
+        if self.parse_proposal(text).failure is not None:
+            raise ValueError(f"expression {checkable!r} does not compute, or uses a number its question lacks")
+        return text
+
+    def worked_answer(self, answer: str, checkable: str | None) -> str:
+        """The solver demonstration's shape: the calculation, then the tagged answer."""
+        if checkable is None:
+            return f"<answer>{answer}</answer>"
+        try:
+            computed = as_answer(evaluate(checkable))
+        except ArithmeticRefused as error:
+            raise ValueError(f"expression {checkable!r} does not compute: {error}") from None
+        if computed != answer:
+            raise ValueError(f"expression {checkable!r} computes {computed}, but the answer is {answer}")
+        return f"{checkable} = {answer}.\n<answer>{answer}</answer>"
 
     def parse_proposal(self, response: str) -> Parsed:
         question = parse_question(response)

@@ -20,8 +20,11 @@ class MathFamily:
         "Write a new question that takes a few steps of reasoning to solve.",
         "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>")
 
-    def proposal_text(self, question: str) -> str | None:
+    def proposal_text(self, question: str, checkable: str | None) -> str | None:
         return f"<question>{question}</question>"
+
+    def worked_answer(self, answer: str, checkable: str | None) -> str:
+        return f"<answer>{answer}</answer>"
 
     def parse_proposal(self, response: str) -> Parsed:
         parsed = parse_question(response)

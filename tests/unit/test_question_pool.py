@@ -67,9 +67,12 @@ def test_load_seed_file_reads_answers_and_skips_blank_lines(tmp_path: Path) -> N
             json.dumps({"question": "Half of 5?", "answer": 2.5}),
             "   ",
             json.dumps({"question": "No answer here?"}),
+            json.dumps({"question": "3 boxes of 4?", "answer": "12", "checkable": " 3 * 4 "}),
         ],
     )
     questions = load_seed_file(path)
+    assert [question.checkable for question in questions] == [None, None, None, None, "3 * 4"]
+    questions = questions[:-1]
     assert [(question.text, question.answer) for question in questions] == [
         ("What is 2 + 2?", "4"),
         ("How many?", "1234"),
@@ -92,6 +95,8 @@ def test_load_seed_file_reads_answers_and_skips_blank_lines(tmp_path: Path) -> N
         (json.dumps({"question": "Q?", "answer": True}), "'answer' must be a string or a number"),
         (json.dumps({"question": "Q?", "answer": "#### "}), "'answer' is empty"),
         (json.dumps(["question"]), "expected a JSON object"),
+        (json.dumps({"question": "Q?", "checkable": 12}), "'checkable' must be a non-empty string"),
+        (json.dumps({"question": "Q?", "checkable": " "}), "'checkable' must be a non-empty string"),
     ],
 )
 def test_malformed_seed_line_names_file_and_line(tmp_path: Path, bad_line: str, reason: str) -> None:
@@ -256,6 +261,14 @@ def test_state_round_trip_restores_questions_stats_counters_and_random_state() -
     assert restored.sample_references(9, current_iteration=6) == pool.sample_references(9, current_iteration=6)
     # The LSH index was rebuilt: duplicates are still caught.
     assert restored.add(_question(2, iteration=6, text=TEXTS[0].upper())).duplicate_of == "q0"
+
+
+def test_state_saved_before_questions_had_a_checkable_form_still_loads() -> None:
+    pool = _mixed_pool(seed=1)
+    state = json.loads(json.dumps(pool.state_dict()))
+    for entry in state["questions"]:
+        del entry["checkable"]
+    assert QuestionPool.from_state_dict(state).questions() == pool.questions()
 
 
 def test_malformed_state_is_a_clear_error() -> None:

@@ -4,13 +4,16 @@ here a recording stand-in takes its place)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from agents.parsing import parse_answer
 from agents.tasks import task_family
-from selfplay.question_pool import PoolQuestion, QuestionSource
+from selfplay.question_pool import PoolQuestion, QuestionSource, load_seed_file
 from selfplay.sft import SFTExample, run_sft, sft_examples, step_examples
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SEEDS = [PoolQuestion(id="seed-1", text="What is 2 + 2?", answer="4", source=QuestionSource.SEED, added_iteration=0),
          PoolQuestion(id="seed-2", text="Why is the sky blue?", answer=None, source=QuestionSource.SEED,
@@ -24,8 +27,32 @@ def test_examples_teach_each_role_its_format():
         ("proposer", "<question>Why is the sky blue?</question>")]
     assert parse_answer(math_examples[0].response).value == "4"
     assert math_examples[0].messages[-1]["content"] == "What is 2 + 2?"
-    # arithmetic seeds carry no expression: only the solver learns from them
+    # arithmetic seeds without their expression teach the solver only
     assert [e.role for e in sft_examples(SEEDS, task_family("arithmetic"))] == ["solver"]
+
+
+def test_arithmetic_seeds_with_their_expression_teach_the_calculation_and_the_proposal_format():
+    seed = PoolQuestion(id="seed-3", text="A box holds 4 pens. How many pens are in 3 boxes?", answer="12",
+                        source=QuestionSource.SEED, added_iteration=0, checkable="4 * 3")
+    family = task_family("arithmetic")
+    solver, proposer = sft_examples([seed], family)
+    assert solver.response == "4 * 3 = 12.\n<answer>12</answer>" and parse_answer(solver.response).value == "12"
+    assert proposer.role == "proposer"
+    assert proposer.response == ("<question>A box holds 4 pens. How many pens are in 3 boxes?</question>\n"
+                                 "<expression>4 * 3</expression>")
+    assert family.parse_proposal(proposer.response).value.reference == "12"  # what the loop itself would accept
+
+
+@pytest.mark.parametrize("checkable, answer, message", [
+    ("4 * 3", "13", "computes 12, but the answer is 13"),
+    ("4 * 5", "20", "uses a number its question lacks"),
+    ("4 *", "12", "does not compute"),
+])
+def test_a_seed_whose_expression_is_wrong_is_named(checkable, answer, message):
+    seed = PoolQuestion(id="seed:arith:7", text="A box holds 4 pens. How many pens are in 3 boxes?", answer=answer,
+                        source=QuestionSource.SEED, added_iteration=0, checkable=checkable)
+    with pytest.raises(ValueError, match=f"seed seed:arith:7: .*{message}"):
+        sft_examples([seed], task_family("arithmetic"))
 
 
 def test_steps_take_the_next_examples_in_order_wrapping_around():
@@ -69,3 +96,9 @@ def test_each_step_trains_advantage_one_with_the_learners_own_logprobs():
     with pytest.raises(ValueError, match="no example to learn from"):
         run_sft(learner, Tokenizer(), [], steps=1, batch_size=2, progress=lines.append)
     assert not math.isnan(metrics["sft/nll_last"])
+
+
+def test_the_project_arithmetic_seeds_teach_both_roles():
+    seeds = load_seed_file(ROOT / "configs/seeds/arithmetic.jsonl")
+    examples = sft_examples(seeds, task_family("arithmetic"))
+    assert [e.role for e in examples] == ["solver", "proposer"] * len(seeds)

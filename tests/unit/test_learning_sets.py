@@ -1,0 +1,26 @@
+"""bench/learning.py: the bare-arithmetic held-out set built from GSM8K's calculator annotations, by hand."""
+
+from bench.learning import calculations, table
+
+ROWS = [
+    {"answer": "She sold 48/2 = <<48/2=24>>24 clips.\nIn all <<48+24=72>>72.\n#### 72"},
+    {"answer": "<<0.2*50=10>>10 (a decimal) and <<48/2=24>>24 (seen) and <<7/2=3.5>>3.5 (not whole)\n#### 3"},
+    {"answer": "<<100-50-30-15=5>>5 (three operators) <<12=12>>12 (none) <<3*4=13>>13 (wrong) <<2+3*4=14>>14\n#### 14"},
+]
+
+
+def test_calculations_keep_distinct_whole_number_one_or_two_operator_annotations_in_order():
+    assert calculations(ROWS, 10) == [{"question": "What is 48 / 2?", "answer": "24"},
+                                      {"question": "What is 48 + 24?", "answer": "72"},
+                                      {"question": "What is 2 + 3 * 4?", "answer": "14"}]
+    assert calculations(ROWS, 2) == calculations(ROWS, 10)[:2]
+
+
+def test_table_pairs_every_trained_mode_with_the_base_row():
+    paired = {"difference": 0.05, "ci95": [0.01, 0.09], "gained": 7, "lost": 2, "mcnemar_p": 0.0703}
+    result = {"base": {"calculations": {"n": 100, "accuracy": 0.2, "lenient_accuracy": 0.25}},
+              "full": {"calculations": {"accuracy": 0.24, "lenient_accuracy": 0.3,
+                                        "vs_baseline": {"lenient": paired}}}}
+    assert table(result, ["full"], ["calculations"]).splitlines()[2:] == [
+        "| calculations (n=100) | base | 0.200 | 0.250 | |",
+        "| | full | 0.240 | 0.300 | +0.050 (+0.010 to +0.090; 7/2; 0.07) |"]
