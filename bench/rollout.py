@@ -190,7 +190,8 @@ def main() -> None:
                                                     max_model_len=args.max_model_len))
     probe_ids = probe_token_ids(model_dir, requests[0])
     export_dir = scratch_dir("bench-rollout-")
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+             logging_level="WARNING")
     modes = {}
     try:
         for version, mode in enumerate([default_mode] + [m for m in SyncMode if m is not default_mode], start=1):

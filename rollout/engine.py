@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 from rollout.probe import ProbeReading, read_probe
 from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec
+from rollout.shm_segments import mapped_segments, remove_unmapped
 
 GIB = 1 << 30
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank
@@ -97,9 +98,14 @@ class Engine:
                 for request, ids, fit in zip(requests, rendered, fits)]
 
     def shutdown(self) -> None:
-        """End vLLM's engine-core process now. An in-process engine left to the interpreter's exit makes the
-        process wait on it, and vLLM then logs into streams that may already be closed."""
+        """End vLLM's engine-core process now, and remove the shared memory its processes leave behind
+        (rollout.shm_segments). An in-process engine left to the interpreter's exit makes the process wait on it,
+        and vLLM then logs into streams that may already be closed."""
+        import psutil
+
+        segments = mapped_segments(child.pid for child in psutil.Process().children(recursive=True))
         self.llm.llm_engine.engine_core.shutdown()
+        remove_unmapped(segments)
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         """Logprob of each token 1..P-1 given its prefix, under the weights being served. [P - 1]"""

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 POOL_CONCURRENCY = 64  # threads of a RemoteEnginePool actor: concurrent role calls
 POLL_SECONDS = 1.0  # how often a waiting call re-checks deadlines and restarts
 MIN_START_SECONDS = 600.0  # engine start-up may take longer than a request (compiling, loading a large model)
-CLOSE_SECONDS = 5.0  # an engine removing its received weights before it is killed
+CLOSE_SECONDS = 15.0  # an engine's own shutdown before it is killed (vLLM takes about 5 s)
 
 
 # -- the pool -----------------------------------------------------------------------------------------------------
@@ -370,8 +370,8 @@ class EnginePool:
 
 
 def _close_and_kill(handles: list[Any]) -> None:
-    """Let each engine remove its received weights (a few seconds at most: a hung or dead one cannot), then kill it
-    (Ray also ends vLLM's engine-core processes under it)."""
+    """Let each engine shut down and remove what it leaves (received weights, shared memory), for CLOSE_SECONDS at
+    most (a hung or dead one cannot), then kill it (Ray also ends vLLM's engine-core processes under it)."""
     closing = [handle.close.remote() for handle in handles]
     ray.wait(closing, num_returns=len(closing), timeout=CLOSE_SECONDS)
     for handle in handles:

@@ -6,7 +6,7 @@ engine-core process ignores SIGTERM: it kept running at full CPU after `launch/e
 watcher remembers every process started below this one (Ray's, vLLM's and their children, which may be re-parented
 once their parent is gone). At interpreter exit, after the libraries' own exit handlers (W&B's service and Ray end
 their processes there; ours is registered first, so it runs last), it waits `grace_s` for the remembered processes
-to exit, then kills the rest.
+to exit, then kills the rest and removes the shared memory they leave (rollout.shm_segments).
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from contextlib import contextmanager
 
 import psutil
 
+from rollout.shm_segments import mapped_segments, remove_unmapped
+
 WATCH_SECONDS = 2.0  # how often the watcher looks for new descendants
+KILL_WAIT_S = 2.0  # for killed processes to release their shared memory
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _active_handler = None  # the handler of the running no_orphans block, for claim_signals
 
@@ -95,8 +98,12 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
 def _end_survivors(descendants: _Descendants, grace_s: float) -> None:
     descendants.remember()
     _, survivors = psutil.wait_procs(descendants.alive(), timeout=grace_s)
+    segments = mapped_segments(process.pid for process in survivors)
     for process in survivors:
         try:
             process.kill()
         except psutil.Error:
             pass
+    if segments:
+        psutil.wait_procs(survivors, timeout=KILL_WAIT_S)
+        remove_unmapped(segments)

@@ -22,6 +22,7 @@ from rollout.records import Completion, GenerationRequest
 
 HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
 RECEIVED_PREFIX = "selfplay-received-"  # weights shipped from another node, in this node's scratch directory
+CLOSE_WAIT_S = 2.0  # how long `close` lets a running batch finish
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,14 @@ class EngineHost:
         return replace(update, path=str(target), node_id="", files=None)
 
     def close(self) -> None:
-        """Remove the weights received from other nodes (the pool calls it before it kills the actor)."""
+        """End the engine (removing the shared memory its processes leave) and the weights received from other
+        nodes; the pool calls it before it kills the actor, which would leave both behind."""
+        waited = self._engine_lock.acquire(timeout=CLOSE_WAIT_S)  # a running batch fails, the actor ends anyway
+        try:
+            self.engine.shutdown()
+        finally:
+            if waited:
+                self._engine_lock.release()
         if self._received is not None:
             shutil.rmtree(self._received, ignore_errors=True)
 

@@ -1,5 +1,6 @@
 """Stopping an entry point mid-generation with SIGTERM leaves no process behind: not vLLM's engine core (which
-ignores SIGTERM), not Ray's processes, not the grading workers (rollout/exit_cleanup.py)."""
+ignores SIGTERM), not Ray's processes, not the grading workers (rollout/exit_cleanup.py); nor the shared memory
+the engine's processes made (rollout/shm_segments.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from rollout.shm_segments import PREFIXES, SHM_DIR
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +32,15 @@ def _engine_cores(processes: list[psutil.Process]) -> list[psutil.Process]:
     return found
 
 
+def _shm_segments() -> set[str]:
+    return {entry.name for entry in SHM_DIR.iterdir() if entry.name.startswith(PREFIXES)}
+
+
 def stop_mid_generation(command: list[str], log_path: Path, started_generating: str, timeout: float = 600) -> int:
     """Start `command`; once its log holds `started_generating` and an engine core runs below it, send SIGTERM.
     Returns the exit status after checking that every process it had started is gone."""
     environment = os.environ | {"RAY_ADDRESS": "", "WANDB_MODE": "offline"}
+    segments_before = _shm_segments()
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_path.open("w"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -51,6 +59,7 @@ def stop_mid_generation(command: list[str], log_path: Path, started_generating: 
         code = process.wait(timeout=180)
         _, survivors = psutil.wait_procs(started, timeout=30)
         assert not survivors, f"left running: {[(p.pid, p.name()) for p in survivors]}"
+        assert not _shm_segments() - segments_before, "shared memory left in /dev/shm (rollout.shm_segments)"
         return code
     finally:
         if process.poll() is None:

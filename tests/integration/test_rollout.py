@@ -433,3 +433,22 @@ def test_an_engine_left_on_the_previous_version_is_found_and_replaced(session, t
             pool.apply_update(stuck)
     finally:
         pool.shutdown()
+
+
+def test_shutdown_removes_the_shared_memory_of_the_engines(session):
+    """vLLM's engine processes leave their message queues in /dev/shm when they are killed (rollout.shm_segments);
+    closing the pool removes them."""
+    session.close()
+    before = shm_segments()
+    pool = session.pool_for(SyncMode.MERGED)
+    pool.generate([GenerationRequest(chat("hello"), SamplingSpec(max_tokens=4, ignore_eos=True))])
+    created = shm_segments() - before
+    assert created, "the engine made no shared memory segment: the premise of this test changed"
+    session.close()
+    assert not shm_segments() & created, f"left in /dev/shm: {sorted(shm_segments() & created)}"
+
+
+def shm_segments() -> set[str]:
+    from rollout.shm_segments import PREFIXES, SHM_DIR
+
+    return {entry.name for entry in SHM_DIR.iterdir() if entry.name.startswith(PREFIXES)}

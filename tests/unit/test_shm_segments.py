@@ -1,0 +1,42 @@
+"""rollout/shm_segments.py: which /dev/shm segments a process maps, and removing only those nobody maps."""
+
+import os
+from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
+
+import pytest
+
+from rollout.shm_segments import mapped_segments, remove_unmapped, segments_in_maps
+
+MAPS = """\
+7f00-7f10 rw-s 00000000 00:1a 101 /dev/shm/psm_2cf8cc38
+7f10-7f20 rw-s 00000000 00:1a 102 /dev/shm/sem.mp-6dporb6w
+7f20-7f30 rw-s 00000000 00:1a 103 /dev/shm/psm_gone (deleted)
+7f30-7f40 rw-s 00000000 00:1a 104 /dev/shm/torch_12_34
+7f40-7f50 r-xp 00000000 08:01 105 /usr/lib/libc.so.6
+7f50-7f60 rw-p 00000000 00:00 0
+"""
+
+
+def test_maps_name_the_segments_of_shared_memory_and_semaphores_only():
+    assert segments_in_maps(MAPS) == {Path("/dev/shm/psm_2cf8cc38"), Path("/dev/shm/sem.mp-6dporb6w")}
+    assert segments_in_maps("") == set()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_a_segment_is_removed_only_once_no_process_maps_it():
+    segment = shared_memory.SharedMemory(create=True, size=4096)
+    path = Path("/dev/shm") / segment.name.lstrip("/")
+    try:
+        assert path in mapped_segments([os.getpid()])
+        assert remove_unmapped([path]) == 0 and path.exists()  # this process still maps it
+        segment.close()
+        assert path not in mapped_segments([os.getpid()])
+        assert remove_unmapped([path]) == 1 and not path.exists()
+        assert remove_unmapped([path]) == 0  # already gone: nothing to do, no error
+    finally:
+        segment.close()
+        if path.exists():
+            segment.unlink()
+        else:  # removed behind the tracker's back: tell it, or it warns at exit
+            resource_tracker.unregister(segment._name, "shared_memory")
