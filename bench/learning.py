@@ -12,7 +12,8 @@ seed file):
 
 Modes, each from the same start (the config's SFT cold start included) at the same time budget: `full` (self-play,
 every role trains), `solver-only` (run.train_roles=[solver]: the same loop, proposer and judge still generate, GRPO
-updates the solver alone), `base` (no training: the base evaluation only). Each run is `launch/evolve.py` stopped by
+updates the solver alone), `sft-only` (the config's SFT cold start and no self-play: what the others add to it),
+`base` (no training: the base evaluation only). Each run is `launch/evolve.py` stopped by
 SIGTERM at the deadline (checkpoints are written every iteration, plots at the end under its run directory), then
 `launch/eval.py` evaluates its latest checkpoint on every set with `--baseline` = the base model's rows: strict and
 lenient accuracy, each as a paired difference with a 95 % interval and McNemar's exact p. Greedy decoding,
@@ -36,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
-MODES = {"full": [], "solver-only": ["run.train_roles=[solver]"], "base": None}
+MODES = {"full": [], "solver-only": ["run.train_roles=[solver]"], "sft-only": ["run.iterations=0"], "base": None}
 CALCULATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")  # GSM8K's calculator annotations
 OPERATOR = re.compile(r"[-+*/]")
 sys.path.insert(0, str(ROOT))

@@ -190,7 +190,6 @@ def main() -> None:
                                                     max_model_len=args.max_model_len))
     probe_ids = probe_token_ids(model_dir, requests[0])
     export_dir = scratch_dir("bench-rollout-")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for a local instance, without its warning
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
              logging_level="WARNING")
     modes = {}

@@ -167,7 +167,8 @@ def metrics_namespace(set_name: str) -> str:
 
 class RunConfig(Section):
     name: str = "run"
-    iterations: int = Field(4, ge=1)
+    iterations: int = Field(4, ge=0, description=(
+        "self-play iterations; 0 runs only the SFT cold start (sft.steps > 0) and the base evaluation"))
     seed: int = 0
     output_dir: str | None = Field(None, description=(
         "run directories are created under it; unset = ./runs, or ~/selfplay-runs inside a `ray job submit` job "
@@ -207,6 +208,8 @@ class Config(Section):
                              f"(sets: {', '.join(sets) or 'none'})")
         if self.eval.guard.action != "off" and not self.eval.every:
             raise ValueError("eval.guard.action: the guard needs eval.every > 0")
+        if self.run.iterations == 0 and not self.sft.steps:
+            raise ValueError("run.iterations: 0 runs only the SFT cold start, but sft.steps is 0 (nothing to run)")
         return self
 
 

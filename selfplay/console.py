@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -25,3 +26,10 @@ def quiet_libraries() -> None:
         os.environ.setdefault(key, value)
     if os.environ["PYTHONWARNINGS"] == QUIET_LIBRARIES["PYTHONWARNINGS"]:  # read at start-up: this process too
         warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_local_ray_start()
+
+
+def quiet_local_ray_start() -> None:
+    """Ray turns token authentication on for every new local instance (its default) and warns about it each time.
+    (Naming the mode in RAY_AUTH_MODE once Ray is imported would leave this process's cached mode behind the GCS's.)"""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

@@ -154,7 +154,6 @@ def refresh_rubric(state: RunState, tracker: Any) -> bool:
 
 def run(config: Config, resume_dir: str | None = None) -> Path:
     """Run (or resume) the self-play loop; returns the run directory."""
-    from selfplay.plots import write_plots
     from selfplay.tracking import build_tracker
 
     connect_ray(config)  # first: a cluster without the resources asked for fails here, before any run directory
@@ -163,6 +162,7 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     started = start_components(config, export_dir_for(config))
     components = started.components
     best = new_best_tracker(config)
+    tracker = None
     try:
         started.learner.check_shared_directory(str(run_dir))
         state = (restore_state(config, run_dir, started, best) if resume_dir else None) or initial_state(config)
@@ -212,14 +212,26 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                     break
                 best_checkpoint = checkpoint_root(run_dir) / trip.best.checkpoint
                 load_checkpoint_into(config, started, state, best_checkpoint, load_state(best_checkpoint))
-        summary = tracker.summary()
-        tracker.finish()
-        plots = write_plots(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
-        log(f"plots: {', '.join(str(p) for p in plots) or 'none'}")
-        if summary.get("wandb_sync_command"):
-            log(f"W&B offline run; upload it later with: {summary['wandb_sync_command']}")
-        if summary.get("wandb_url"):
-            log(f"W&B run: {summary['wandb_url']}")
-    finally:
-        started.shutdown()
+        if sft_metrics:  # run.iterations=0: no iteration to log them with
+            tracker.log(sft_metrics, step=0)
+    finally:  # also when stopped (SIGTERM, Ctrl-C) or failed: what the finished iterations logged is kept
+        try:
+            if tracker is not None:
+                finish_tracking(tracker, run_dir)
+        finally:
+            started.shutdown()
     return run_dir
+
+
+def finish_tracking(tracker: Any, run_dir: Path) -> None:
+    """Close the tracker (W&B included) and write the run's plots from its metrics file."""
+    from selfplay.plots import write_plots
+
+    summary = tracker.summary()
+    tracker.finish()
+    plots = write_plots(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    log(f"plots: {', '.join(str(p) for p in plots) or 'none'}")
+    if summary.get("wandb_sync_command"):
+        log(f"W&B offline run; upload it later with: {summary['wandb_sync_command']}")
+    if summary.get("wandb_url"):
+        log(f"W&B run: {summary['wandb_url']}")

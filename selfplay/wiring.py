@@ -19,7 +19,7 @@ from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
 from selfplay.components import Components
 from selfplay.config import Config
-from selfplay.console import QUIET_LIBRARIES, log
+from selfplay.console import QUIET_LIBRARIES, log, quiet_local_ray_start
 from selfplay.drift import drift_examples
 from selfplay.embedded_model import resolve_model_path
 from selfplay.preflight import (PreflightError, check_cluster_resources, check_node_fit, ray_job_runtime_env,
@@ -88,9 +88,7 @@ def connect_ray(config: Config) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=environment, logging_level="WARNING")
     else:
         needed = resources_needed(config)["CPU"]  # logical CPUs: engines and learner take turns on the cores
-        # Ray turns token authentication on for a new local instance, and warns about it at every start unless
-        # RAY_AUTH_MODE names the mode: name it (the same mode, without the warning; a user's own value stays).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        quiet_local_ray_start()
         ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
                  runtime_env=environment, logging_level="WARNING")
     claim_signals()  # ray.init replaced the entry point's SIGTERM handler (rollout.exit_cleanup)

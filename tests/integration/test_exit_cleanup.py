@@ -79,11 +79,13 @@ def test_eval_stopped_mid_generation_leaves_no_engine(tiny_model_dir, tmp_path):
     assert "Traceback" not in (tmp_path / "eval.log").read_text()
 
 
-def test_evolve_stopped_mid_iteration_leaves_no_engine_nor_ray(tiny_model_dir, tmp_path):
+def test_evolve_stopped_mid_iteration_leaves_no_engine_nor_ray_and_keeps_the_plots(tiny_model_dir, tmp_path):
     code = stop_mid_generation(
         [sys.executable, str(ROOT / "launch/evolve.py"), "--config", "configs/tiny-cpu.yaml",
          f"model.path={tiny_model_dir}", f"run.output_dir={tmp_path / 'runs'}", "run.iterations=3",
          "model.max_model_len=1024", "rollout.kv_cache_gb=0.25", "solver.max_tokens=512", "proposer.max_tokens=256",
          "tracking.wandb=disabled"],
-        tmp_path / "evolve.log", started_generating="iteration 1/3: propose")
+        tmp_path / "evolve.log", started_generating="iteration 2/3: propose")
     assert code == 128 + signal.SIGTERM
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "plots" / "rewards.png").is_file(), "the finished iteration's curves were not plotted"

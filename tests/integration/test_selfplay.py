@@ -78,7 +78,7 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     output = _finish(resumed, resume_log, timeout=900)
     assert resumed.returncode == 0, output[-4000:]
     assert "next iteration 3" in output
-    assert "Token authentication" not in output  # Ray's warning at every local start, unless the mode is named
+    assert "Token authentication" not in output  # Ray's warning at every local start (selfplay/console.py)
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     # the killed run's weights were swept by the resumed one, which removed its own at the end
     assert list(shm.glob(f"selfplay-weights-{process.pid}-*")) == []

@@ -254,7 +254,16 @@ def test_a_gpu_config_on_this_cpu_machine_fails_within_30_seconds(tmp_path):
                              f"run.output_dir={tmp_path}", "tracking.wandb=disabled"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120, env=os.environ | {"RAY_ADDRESS": ""})
     assert result.returncode == 2, result.stderr[-2000:]
+    assert "Token authentication" not in result.stderr  # Ray's warning at every local start (console.py)
     assert result.stderr.strip().splitlines()[-1] == (
         "config error: rollout/learner: the run needs 8 GPUs (the cluster has 0); lower rollout.num_engines, "
         "*_per_engine, learner.num_workers or *_per_worker, or add nodes")
     assert time.monotonic() - started < 30 and not any(tmp_path.iterdir())
+
+
+def test_zero_iterations_runs_only_the_sft_cold_start_and_needs_one():
+    sft_only = load_config(None, ["run.iterations=0", "sft.steps=3"])
+    assert sft_only.run.iterations == 0 and sft_only.sft.steps == 3
+    assert load_config(None, ["run.iterations=1000", "run.iterations=0", "sft.steps=3"]).run.iterations == 0
+    with pytest.raises(ConfigError, match="run.iterations: 0 runs only the SFT cold start, but sft.steps is 0"):
+        load_config(None, ["run.iterations=0"])
