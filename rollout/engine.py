@@ -17,6 +17,7 @@ from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Samp
 from rollout.shm_segments import mapped_segments, remove_unmapped
 
 GIB = 1 << 30
+ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank
 
 
@@ -103,8 +104,15 @@ class Engine:
         and vLLM then logs into streams that may already be closed."""
         import psutil
 
-        segments = mapped_segments(child.pid for child in psutil.Process().children(recursive=True))
+        engine_processes = [child for child in psutil.Process().children(recursive=True)
+                            if mapped_segments([child.pid])]  # not the resource tracker, which lives on
+        segments = mapped_segments(process.pid for process in engine_processes)
         self.llm.llm_engine.engine_core.shutdown()
+        # vLLM kills the engine core; its worker notices and exits on its own a moment later, still mapping
+        _, stuck = psutil.wait_procs(engine_processes, timeout=ENGINE_EXIT_S)
+        for process in stuck:
+            process.kill()
+        psutil.wait_procs(stuck, timeout=ENGINE_EXIT_S)
         remove_unmapped(segments)
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psutil
 
@@ -40,6 +41,7 @@ def claim_signals() -> None:
 class _Descendants:
     def __init__(self) -> None:
         self.seen: dict[int, psutil.Process] = {}
+        self.segments: set[Path] = set()  # shared memory they mapped when the block was stopped or ended
         self.lock = threading.Lock()
 
     def remember(self) -> None:
@@ -50,6 +52,9 @@ class _Descendants:
         with self.lock:
             for child in children:
                 self.seen.setdefault(child.pid, child)
+
+    def note_segments(self) -> None:
+        self.segments |= mapped_segments(process.pid for process in self.alive())
 
     def alive(self) -> list[psutil.Process]:
         with self.lock:
@@ -75,6 +80,7 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
 
     def on_signal(signum: int, frame) -> None:
         descendants.remember()
+        descendants.note_segments()
         print(f"stopped by {signal.Signals(signum).name}: ending the processes started here", file=sys.stderr,
               flush=True)
         raise SystemExit(128 + signum)  # quiet, unlike KeyboardInterrupt's traceback
@@ -90,6 +96,7 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
     finally:
         stop.set()
         descendants.remember()
+        descendants.note_segments()
         _active_handler = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -98,12 +105,11 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
 def _end_survivors(descendants: _Descendants, grace_s: float) -> None:
     descendants.remember()
     _, survivors = psutil.wait_procs(descendants.alive(), timeout=grace_s)
-    segments = mapped_segments(process.pid for process in survivors)
+    segments = descendants.segments | mapped_segments(process.pid for process in survivors)
     for process in survivors:
         try:
             process.kill()
         except psutil.Error:
             pass
-    if segments:
-        psutil.wait_procs(survivors, timeout=KILL_WAIT_S)
-        remove_unmapped(segments)
+    psutil.wait_procs(survivors, timeout=KILL_WAIT_S)
+    remove_unmapped(segments)

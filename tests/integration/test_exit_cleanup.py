@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rollout.shm_segments import PREFIXES, SHM_DIR
+from rollout.shm_segments import mapped_segments
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,15 +32,10 @@ def _engine_cores(processes: list[psutil.Process]) -> list[psutil.Process]:
     return found
 
 
-def _shm_segments() -> set[str]:
-    return {entry.name for entry in SHM_DIR.iterdir() if entry.name.startswith(PREFIXES)}
-
-
 def stop_mid_generation(command: list[str], log_path: Path, started_generating: str, timeout: float = 600) -> int:
     """Start `command`; once its log holds `started_generating` and an engine core runs below it, send SIGTERM.
     Returns the exit status after checking that every process it had started is gone."""
     environment = os.environ | {"RAY_ADDRESS": "", "WANDB_MODE": "offline"}
-    segments_before = _shm_segments()
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log_path.open("w"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -55,11 +50,14 @@ def stop_mid_generation(command: list[str], log_path: Path, started_generating: 
         time.sleep(3)  # into the generation
         started = psutil.Process(process.pid).children(recursive=True)
         assert _engine_cores(started), "no engine core below the entry point"
+        segments = mapped_segments(child.pid for child in started)
+        assert segments, "the engine's processes map no shared memory: the premise of the check below changed"
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=180)
         _, survivors = psutil.wait_procs(started, timeout=30)
         assert not survivors, f"left running: {[(p.pid, p.name()) for p in survivors]}"
-        assert not _shm_segments() - segments_before, "shared memory left in /dev/shm (rollout.shm_segments)"
+        left = sorted(str(segment) for segment in segments if segment.exists())
+        assert not left, f"shared memory left behind (rollout.shm_segments): {left}"
         return code
     finally:
         if process.poll() is None:
