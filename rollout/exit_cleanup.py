@@ -51,7 +51,8 @@ class _Descendants:
             return
         with self.lock:
             for child in children:
-                self.seen.setdefault(child.pid, child)
+                if child.pid not in self.seen and not _is_resource_tracker(child):
+                    self.seen[child.pid] = child
 
     def note_segments(self) -> None:
         self.segments |= mapped_segments(process.pid for process in self.alive())
@@ -60,6 +61,15 @@ class _Descendants:
         with self.lock:
             processes = list(self.seen.values())
         return [process for process in processes if _running(process)]
+
+
+def _is_resource_tracker(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker exits after this process, and then removes the semaphores and shared
+    memory left registered with it: waiting for it would cost the whole grace period, and killing it leaks them."""
+    try:
+        return any("multiprocessing.resource_tracker" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _running(process: psutil.Process) -> bool:
