@@ -1,8 +1,7 @@
 """Shared memory that vLLM's engine processes leave in /dev/shm when they end.
 
 vLLM's engine core creates its message queues as `multiprocessing.shared_memory` segments (`/dev/shm/psm_*`,
-160-240 MiB each) and named semaphores (`/dev/shm/sem.mp-*`). Only a clean exit of the creating process removes
-them, and it rarely gets one: vLLM's own shutdown SIGKILLs the engine core after 5 s, while it still waits for its
+160-240 MiB each). Only a clean exit of the creating process removes them, and it rarely gets one: vLLM's own shutdown SIGKILLs the engine core after 5 s, while it still waits for its
 worker, and Ray kills an engine actor's processes. One run left five; this machine had gathered 434.
 
 So whoever ends engine processes first notes the segments they map (`mapped_segments`), ends them, then removes
@@ -16,7 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
-PREFIXES = ("psm_", "sem.mp-")  # shared_memory segments, multiprocessing's named semaphores
+# shared_memory segments. Not multiprocessing's named semaphores (sem.mp-*, 32 bytes): their creator's finalizer
+# unlinks them at exit and raises when they are already gone.
+PREFIXES = ("psm_",)
 
 
 def segments_in_maps(maps: str) -> set[Path]:

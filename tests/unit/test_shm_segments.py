@@ -18,8 +18,8 @@ MAPS = """\
 """
 
 
-def test_maps_name_the_segments_of_shared_memory_and_semaphores_only():
-    assert segments_in_maps(MAPS) == {Path("/dev/shm/psm_2cf8cc38"), Path("/dev/shm/sem.mp-6dporb6w")}
+def test_maps_name_the_shared_memory_segments_only():
+    assert segments_in_maps(MAPS) == {Path("/dev/shm/psm_2cf8cc38")}
     assert segments_in_maps("") == set()
 
 
