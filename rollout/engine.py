@@ -104,9 +104,9 @@ class Engine:
         and vLLM then logs into streams that may already be closed."""
         import psutil
 
-        engine_processes = [child for child in psutil.Process().children(recursive=True)
-                            if mapped_segments([child.pid])]  # not the resource tracker, which lives on
-        segments = mapped_segments(process.pid for process in engine_processes)
+        mapped = {child: mapped_segments([child.pid]) for child in psutil.Process().children(recursive=True)}
+        engine_processes = [child for child, found in mapped.items() if found]  # not the resource tracker
+        segments = set().union(*mapped.values())
         self.llm.llm_engine.engine_core.shutdown()
         # vLLM kills the engine core; its worker notices and exits on its own a moment later, still mapping
         _, stuck = psutil.wait_procs(engine_processes, timeout=ENGINE_EXIT_S)

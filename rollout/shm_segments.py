@@ -1,8 +1,9 @@
 """Shared memory that vLLM's engine processes leave in /dev/shm when they end.
 
 vLLM's engine core creates its message queues as `multiprocessing.shared_memory` segments (`/dev/shm/psm_*`,
-160-240 MiB each). Only a clean exit of the creating process removes them, and it rarely gets one: vLLM's own shutdown SIGKILLs the engine core after 5 s, while it still waits for its
-worker, and Ray kills an engine actor's processes. One run left five; this machine had gathered 434.
+160-240 MiB each). Only a clean exit of the creating process removes them, and it rarely gets one: vLLM's own
+shutdown SIGKILLs the engine core after 5 s, while it still waits for its worker, and Ray kills an engine actor's
+processes. One run left five; this machine had gathered 434.
 
 So whoever ends engine processes first notes the segments they map (`mapped_segments`), ends them, then removes
 each noted segment that no process maps any more (`remove_unmapped`). Linux only (/proc); elsewhere both do nothing.
@@ -25,9 +26,9 @@ def segments_in_maps(maps: str) -> set[Path]:
     line ends with "(deleted)" and names nothing left to remove)."""
     found = set()
     for line in maps.splitlines():
-        path = line.rsplit(None, 1)[-1] if line.strip() else ""
-        if path.startswith(f"{SHM_DIR}/") and path[len(str(SHM_DIR)) + 1:].startswith(PREFIXES):
-            found.add(Path(path))
+        path = Path(line.rsplit(None, 1)[-1]) if line.strip() else None
+        if path is not None and path.parent == SHM_DIR and path.name.startswith(PREFIXES):
+            found.add(path)
     return found
 
 
