@@ -7,6 +7,11 @@ processes. One run left five; this machine had gathered 434.
 
 So whoever ends engine processes first notes the segments they map (`mapped_segments`), ends them, then removes
 each noted segment that no process maps any more (`remove_unmapped`). Linux only (/proc); elsewhere both do nothing.
+
+A segment's creator also registered it with multiprocessing's resource tracker, which engine processes share with
+the process that started them. That tracker unlinks what is still registered when its process exits, and warns
+"leaked shared_memory objects" and "No such file or directory" for segments removed here, so `remove_unmapped`
+tells this process's tracker, where it runs one, to forget each segment it removes.
 """
 
 from __future__ import annotations
@@ -57,4 +62,17 @@ def remove_unmapped(segments: Iterable[Path]) -> int:
             removed += 1
         except OSError:  # already removed (its creator exited cleanly), or not ours to remove
             continue
+        _forget_in_resource_tracker(segment)
     return removed
+
+
+def _forget_in_resource_tracker(segment: Path) -> None:
+    """Drop `segment` from the resource tracker this process runs or inherited; never starts one. The tracker
+    prints a traceback for an unregister of a name it does not hold, so register first (its cache is a set)."""
+    from multiprocessing import resource_tracker
+
+    if getattr(resource_tracker._resource_tracker, "_fd", None) is None:
+        return
+    name = "/" + segment.name  # SharedMemory registers its POSIX name
+    resource_tracker.register(name, "shared_memory")
+    resource_tracker.unregister(name, "shared_memory")

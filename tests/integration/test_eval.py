@@ -43,6 +43,7 @@ def test_eval_prints_summary_last_and_writes_rows(tiny_model_dir, tmp_path):
     assert "eval: 43 questions in configs/seeds/tiny-math.jsonl, evaluating 4 (--limit)" in result.stderr
     library_lines = [line for line in result.stderr.splitlines() if " INFO " in line or "Loading weights" in line]
     assert library_lines == [], library_lines[:5]  # vLLM's start-up info and progress bars stay out of the log
+    assert "Traceback" not in result.stderr and "resource_tracker" not in result.stderr, result.stderr[-3000:]
     assert 0.0 <= summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1] <= 1.0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 4
