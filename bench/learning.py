@@ -17,9 +17,10 @@ updates the solver alone), `sft-only` (the config's SFT cold start and no self-p
 SIGTERM at the deadline (checkpoints are written every iteration, plots at the end under its run directory), then
 `launch/eval.py` evaluates its latest checkpoint on every set with `--baseline` = the base model's rows: strict and
 lenient accuracy, each as a paired difference with a 95 % interval and McNemar's exact p. Greedy decoding,
-eval.max_tokens 256. Writes `table.md` (the comparison against the base model) and prints one JSON object as the
-last stdout line. The base evaluations take about 25 minutes on 2 cores; `--reuse-base DIR` takes the
-`base-<set>.jsonl` rows from an earlier output directory.
+eval.max_tokens 256. Writes `table.md` (the comparison against the base model and, with two or more trained modes,
+each mode against each one run before it: `--modes sft-only,solver-only,full` tells what GRPO and the other roles
+add to the SFT) and prints one JSON object as the last stdout line. The base evaluations take about 20 minutes on
+2 cores; `--reuse-base DIR` takes the `base-<set>.jsonl` rows from an earlier output directory.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ OPERATOR = re.compile(r"[-+*/]")
 sys.path.insert(0, str(ROOT))
 
 from rewards.arithmetic import ArithmeticRefused, evaluate  # noqa: E402
+from selfplay.evaluation import paired_rows  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -119,9 +121,14 @@ def self_play(config: str, minutes: float, output_dir: Path, overrides: list[str
     return runs[-1]
 
 
+def read_rows(rows_path: Path) -> list[dict]:
+    """An evaluation's rows (launch/eval.py --output)."""
+    return [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+
+
 def accuracies(rows_path: Path) -> dict:
-    """n, strict and lenient accuracy of an evaluation's rows (launch/eval.py --output)."""
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    """n, strict and lenient accuracy of an evaluation's rows."""
+    rows = read_rows(rows_path)
     n = len(rows)
     return {"n": n, "accuracy": sum(bool(row["correct"]) for row in rows) / n,
             "lenient_accuracy": sum(bool(row.get("lenient_correct")) for row in rows) / n}
@@ -136,11 +143,36 @@ def table(result: dict, modes: list[str], sets: list[str]) -> str:
         lines.append(f"| {name} (n={base['n']}) | base | {base['accuracy']:.3f} | {base['lenient_accuracy']:.3f} | |")
         for mode in modes:
             trained = result[mode][name]
-            paired = trained["vs_baseline"]["lenient"]
-            low, high = paired["ci95"]
             lines.append(f"| | {mode} | {trained['accuracy']:.3f} | {trained['lenient_accuracy']:.3f} | "
-                         f"{paired['difference']:+.3f} ({low:+.3f} to {high:+.3f}; {paired['gained']}/"
-                         f"{paired['lost']}; {paired['mcnemar_p']:.2g}) |")
+                         f"{paired_cell(trained['vs_baseline']['lenient'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_cell(paired: dict) -> str:
+    low, high = paired["ci95"]
+    return (f"{paired['difference']:+.3f} ({low:+.3f} to {high:+.3f}; {paired['gained']}/{paired['lost']}; "
+            f"{paired['mcnemar_p']:.2g})")
+
+
+def between_arms(output_dir: Path, modes: list[str], sets: list[str]) -> dict:
+    """Each trained mode against each one run before it, on the same held-out questions: what one arm adds to
+    another (the base comparison alone cannot tell an SFT's gain from self-play's)."""
+    compared = {}
+    for position, later in enumerate(modes):
+        for earlier in modes[:position]:
+            compared[f"{later} vs {earlier}"] = {
+                name: paired_rows(read_rows(output_dir / later / f"trained-{name}.jsonl"),
+                                  {row["id"]: row for row in read_rows(output_dir / earlier / f"trained-{name}.jsonl")})
+                for name in sets}
+    return compared
+
+
+def arms_table(compared: dict, sets: list[str]) -> str:
+    """Markdown: per held-out set, one row per pair of trained modes with its paired lenient difference."""
+    lines = ["| set | arms | lenient difference (95 % CI; gained/lost; McNemar p) |", "| --- | --- | --- |"]
+    for name in sets:
+        for pair, by_set in compared.items():
+            lines.append(f"| {name} | {pair} | {paired_cell(by_set[name]['lenient'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -191,7 +223,11 @@ def main() -> None:
                                adapter=run_dir, baseline=output_dir / f"base-{name}.jsonl")
             result[mode][name] = {key: summary[key] for key in ("n", "accuracy", "lenient_accuracy", "vs_baseline")}
     if trained_modes:
-        (output_dir / "table.md").write_text(table(result, trained_modes, list(sets)))
+        result["between_arms"] = between_arms(output_dir, trained_modes, list(sets))
+        markdown = table(result, trained_modes, list(sets))
+        if result["between_arms"]:
+            markdown += "\n" + arms_table(result["between_arms"], list(sets))
+        (output_dir / "table.md").write_text(markdown)
         log(f"table ({output_dir / 'table.md'}):\n" + (output_dir / "table.md").read_text())
     print(json.dumps(result))
 

@@ -39,8 +39,8 @@ from selfplay.adapters import (LEARNER_STATES, AdapterError, check_run_lora, rea
                                resolve_adapter, run_dir_of)
 from selfplay.config import Config, ConfigError  # noqa: E402
 from selfplay.embedded_model import resolve_model_path  # noqa: E402
-from selfplay.evaluation import (EvalDataError, EvalResult, evaluate, load_eval_questions,  # noqa: E402
-                                 paired_comparison, summarize)
+from selfplay.evaluation import (EvalDataError, EvalResult, evaluate, load_eval_questions, paired_rows,  # noqa: E402
+                                 summarize)
 from selfplay.preflight import PreflightError, check_model_path, load_run_config  # noqa: E402
 from selfplay.question_pool import PoolQuestion, SeedFileError  # noqa: E402
 
@@ -175,11 +175,7 @@ def read_baseline(path: Path, question_ids: list[str]) -> dict[str, dict[str, An
 def baseline_comparison(results: list[EvalResult], baseline_path: Path,
                         rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Strict and lenient paired comparisons against a previous evaluation's rows, matched by question id."""
-    before = [rows[result.example.id] for result in results]
-    return {"baseline": str(baseline_path),
-            "strict": paired_comparison([r.correct for r in results], [bool(row["correct"]) for row in before]),
-            "lenient": paired_comparison([r.lenient_correct for r in results],
-                                         [bool(row.get("lenient_correct", False)) for row in before])}
+    return {"baseline": str(baseline_path)} | paired_rows([result.to_row() for result in results], rows)
 
 
 def brief(error: Exception) -> str:

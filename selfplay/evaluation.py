@@ -103,6 +103,14 @@ def paired_comparison(current: Sequence[bool], baseline: Sequence[bool], z: floa
             "gained": gained, "lost": lost, "mcnemar_p": min(1.0, 2 * tail)}
 
 
+def paired_rows(current: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Strict and lenient paired comparisons of two evaluations' rows (`EvalResult.to_row`), matched by question
+    id: every current row's id must be a key of `baseline`. A row without a lenient grade reads as wrong."""
+    before = [baseline[row["id"]] for row in current]
+    return {kind: paired_comparison([bool(row.get(key)) for row in current], [bool(row.get(key)) for row in before])
+            for kind, key in (("strict", "correct"), ("lenient", "lenient_correct"))}
+
+
 def summarize(results: Sequence[EvalResult]) -> dict[str, Any]:
     """Strict accuracy (the answer tag) and lenient accuracy (the last number), each with its 95 % Wilson
     interval, format failures (total and per reason), truncations.

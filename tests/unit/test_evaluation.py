@@ -12,7 +12,7 @@ from agents.parsing import FormatFailure
 from rewards.grading_pool import GradingPool
 from rollout.records import Completion, GenerationRequest, Sample
 from selfplay.evaluation import (EvalDataError, EvalExample, EvalResult, eval_metrics, evaluate, final_number,
-                                 load_eval_questions, paired_comparison, summarize, wilson_interval)
+                                 load_eval_questions, paired_comparison, paired_rows, summarize, wilson_interval)
 from selfplay.question_pool import PoolQuestion, QuestionSource, SeedFileError
 
 
@@ -206,3 +206,19 @@ def test_paired_comparison_hand_computed():
     assert paired_comparison([True, False], [True, False])["mcnemar_p"] == 1.0  # no discordant pair
     with pytest.raises(ValueError, match="same questions"):
         paired_comparison([True], [True, False])
+
+
+def test_paired_rows_match_by_question_id():
+    now = [{"id": "b", "correct": True, "lenient_correct": True},
+           {"id": "a", "correct": False, "lenient_correct": True},
+           {"id": "c", "correct": False, "lenient_correct": False}]
+    before = {"a": {"id": "a", "correct": True}, "b": {"id": "b", "correct": False}, "c": {"id": "c", "correct": False},
+              "d": {"id": "d", "correct": True}}  # an extra question the current rows lack: not compared
+    paired = paired_rows(now, before)
+    # strict: b gained, a lost, c wrong in both; lenient: `before` has no lenient grades (wrong), a and b gained
+    assert (paired["strict"]["n"], paired["strict"]["gained"], paired["strict"]["lost"]) == (3, 1, 1)
+    assert paired["strict"]["difference"] == 0.0
+    assert (paired["lenient"]["gained"], paired["lenient"]["lost"]) == (2, 0)
+    assert paired["lenient"]["difference"] == pytest.approx(2 / 3)
+    with pytest.raises(KeyError):
+        paired_rows([{"id": "e", "correct": True}], before)

@@ -1,6 +1,9 @@
-"""bench/learning.py: the bare-arithmetic held-out set built from GSM8K's calculator annotations, by hand."""
+"""bench/learning.py: the bare-arithmetic held-out set built from GSM8K's calculator annotations, and the tables
+comparing trained modes with the base model and with each other, by hand."""
 
-from bench.learning import calculations, table
+import json
+
+from bench.learning import arms_table, between_arms, calculations, table
 
 ROWS = [
     {"answer": "She sold 48/2 = <<48/2=24>>24 clips.\nIn all <<48+24=72>>72.\n#### 72"},
@@ -24,3 +27,23 @@ def test_table_pairs_every_trained_mode_with_the_base_row():
     assert table(result, ["full"], ["calculations"]).splitlines()[2:] == [
         "| calculations (n=100) | base | 0.200 | 0.250 | |",
         "| | full | 0.240 | 0.300 | +0.050 (+0.010 to +0.090; 7/2; 0.07) |"]
+
+
+def test_each_trained_mode_is_compared_with_the_ones_run_before_it(tmp_path):
+    lenient = {"sft-only": [True, False, False, True], "solver-only": [True, True, False, True],
+               "full": [False, True, True, True]}
+    for mode, grades in lenient.items():
+        (tmp_path / mode).mkdir()
+        rows = [{"id": f"q{index}", "correct": False, "lenient_correct": grade} for index, grade in enumerate(grades)]
+        rows_file = tmp_path / mode / "trained-calculations.jsonl"
+        rows_file.write_text("".join(json.dumps(row) + "\n" for row in rows[::-1]))  # order does not matter
+    compared = between_arms(tmp_path, list(lenient), ["calculations"])
+    assert list(compared) == ["solver-only vs sft-only", "full vs sft-only", "full vs solver-only"]
+    # full vs sft-only: q1 and q2 gained, q0 lost, q3 right in both
+    full_vs_sft = compared["full vs sft-only"]["calculations"]["lenient"]
+    assert (full_vs_sft["gained"], full_vs_sft["lost"], full_vs_sft["difference"]) == (2, 1, 0.25)
+    assert compared["solver-only vs sft-only"]["calculations"]["strict"]["difference"] == 0.0
+    lines = arms_table(compared, ["calculations"]).splitlines()
+    assert len(lines) == 5 and lines[3].startswith("| calculations | full vs sft-only | +0.250 (")
+    assert lines[3].endswith("; 2/1; 1) |")
+    assert between_arms(tmp_path, ["full"], ["calculations"]) == {}
