@@ -8,13 +8,14 @@ LoRA name and id (vLLM silently keeps serving an id it already holds), and older
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 from rollout.probe import ProbeReading, read_probe
 from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec
-from rollout.shm_segments import mapped_segments, remove_unmapped
+from rollout.shm_segments import mapped_segments, note_segments, remove_unmapped, sweep_dead_hosts
 
 GIB = 1 << 30
 ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
@@ -62,8 +63,10 @@ def _uses_gpu() -> bool:
 
 class Engine:
     def __init__(self, spec: EngineSpec) -> None:
+        import psutil
         from vllm import LLM
 
+        sweep_dead_hosts()  # segments of engines whose host was killed before its shutdown
         self.spec = spec
         memory = ({"gpu_memory_utilization": spec.gpu_memory_utilization} if _uses_gpu()
                   else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)})
@@ -73,6 +76,8 @@ class Engine:
                        enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
                        max_num_seqs=spec.max_num_seqs, seed=spec.seed, logprobs_mode="processed_logprobs",
                        use_tqdm_on_load=False, **memory, **lora)
+        engine_processes = [child.pid for child in psutil.Process().children(recursive=True)]
+        self.segment_note = note_segments(os.getpid(), engine_processes)  # removed by shutdown
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
         self._lora_request = None  # the adapter version all requests use (adapter mode)
@@ -114,6 +119,8 @@ class Engine:
             process.kill()
         psutil.wait_procs(stuck, timeout=ENGINE_EXIT_S)
         remove_unmapped(segments)
+        if self.segment_note is not None:
+            self.segment_note.unlink(missing_ok=True)
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         """Logprob of each token 1..P-1 given its prefix, under the weights being served. [P - 1]"""

@@ -8,6 +8,11 @@ processes. One run left five; this machine had gathered 434.
 So whoever ends engine processes first notes the segments they map (`mapped_segments`), ends them, then removes
 each noted segment that no process maps any more (`remove_unmapped`). Linux only (/proc); elsewhere both do nothing.
 
+No one ends the processes of an engine whose host is killed (SIGKILL, the OOM killer, `ray.kill`): Ray and the
+kernel end them without a word, and their segments stay. So each engine notes its processes' segments in a small
+file named after its host process (`note_segments`), and every engine start removes the unmapped segments of notes
+whose host has ended (`sweep_dead_hosts`).
+
 A segment's creator also registered it with multiprocessing's resource tracker, which engine processes share with
 the process that started them. That tracker unlinks what is still registered when its process exits, and warns
 "leaked shared_memory objects" and "No such file or directory" for segments removed here, so `remove_unmapped`
@@ -17,13 +22,17 @@ tells this process's tracker, where it runs one, to forget each segment it remov
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+import psutil
 
 SHM_DIR = Path("/dev/shm")
 # shared_memory segments. Not multiprocessing's named semaphores (sem.mp-*, 32 bytes): their creator's finalizer
 # unlinks them at exit and raises when they are already gone.
 PREFIXES = ("psm_",)
+NOTE_PREFIX = "selfplay-engine-segments-"  # + the host process's pid + "-" + a unique tail
 
 
 def segments_in_maps(maps: str) -> set[Path]:
@@ -63,6 +72,35 @@ def remove_unmapped(segments: Iterable[Path]) -> int:
         except OSError:  # already removed (its creator exited cleanly), or not ours to remove
             continue
         _forget_in_resource_tracker(segment)
+    return removed
+
+
+def note_segments(host: int, pids: Iterable[int]) -> Path | None:
+    """Write the segments `pids` map now to a new `SHM_DIR/NOTE_PREFIX<host>-*` (one per engine: a process may host
+    several); None where there is nothing to note."""
+    segments = mapped_segments(pids)
+    if not segments:
+        return None
+    descriptor, name = tempfile.mkstemp(prefix=f"{NOTE_PREFIX}{host}-", dir=SHM_DIR)
+    with os.fdopen(descriptor, "w") as note:
+        note.write("".join(f"{segment.name}\n" for segment in sorted(segments)))
+    return Path(name)
+
+
+def sweep_dead_hosts() -> int:
+    """Remove the unmapped segments noted by hosts that have ended, and their notes; returns the segments removed.
+    A note of a live host (or of a pid reused since) is left alone."""
+    removed = 0
+    for note in SHM_DIR.glob(f"{NOTE_PREFIX}*") if SHM_DIR.is_dir() else []:
+        host = note.name.removeprefix(NOTE_PREFIX).split("-")[0]
+        if not host.isdigit() or psutil.pid_exists(int(host)):
+            continue
+        try:
+            names = note.read_text().split()
+            removed += remove_unmapped(SHM_DIR / name for name in names if name.startswith(PREFIXES))
+            note.unlink()
+        except OSError:  # another user's note, or removed by a concurrent sweep
+            continue
     return removed
 
 

@@ -12,8 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from rollout.shm_segments import NOTE_PREFIX, SHM_DIR
 from selfplay.tracking import read_saved_run_id
 from tests.wandb_reader import read_offline_history, read_offline_run_ids
 
@@ -55,6 +57,7 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     # dynamic sampling: the random tiny model answers every pool question wrong, so each iteration refills once
     refill = ["filter_groups.enabled=true", "filter_groups.max_rounds=1"]
     cold_start = ["sft.steps=2", "sft.batch_size=4"]  # synced as version 1, checkpointed as iteration 0
+    notes_before = set(SHM_DIR.glob(f"{NOTE_PREFIX}*"))
     process = _evolve(first_log, "--config", "configs/tiny-cpu.yaml",
                       *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation, *refill, *cold_start)
     checkpoint_pointer = None
@@ -69,6 +72,16 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     assert checkpoint_pointer is not None, f"no checkpoint of iteration 2: {first_log.read_text()[-3000:]}"
     os.killpg(process.pid, signal.SIGKILL)  # mid-iteration 3: the driver and everything it started
     process.wait()
+    # its engine noted the shared memory of its processes, which no one removed: the resumed run's engine sweeps it
+    killed_notes = set(SHM_DIR.glob(f"{NOTE_PREFIX}*")) - notes_before
+    killed_segments = {SHM_DIR / name for note in killed_notes for name in note.read_text().split()}
+    assert killed_segments and all(segment.exists() for segment in killed_segments)
+    hosts = [int(note.name.removeprefix(NOTE_PREFIX).split("-")[0]) for note in killed_notes]
+    for pid in hosts:  # an engine's host (a Ray worker) may outlive the driver by a moment
+        try:
+            psutil.Process(pid).wait(timeout=30)
+        except psutil.NoSuchProcess:
+            continue
     run_dir = checkpoint_pointer.parents[1]
     assert [row["step"] for row in _metrics(run_dir)] == [0, 1, 2]  # 0: the base model's held-out evaluation
     first = _metrics(run_dir)[1]
@@ -83,6 +96,7 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     # the killed run's weights were swept by the resumed one, which removed its own at the end
     assert list(shm.glob(f"selfplay-weights-{process.pid}-*")) == []
     assert list(shm.glob(f"selfplay-weights-{resumed.pid}-*")) == []
+    assert not any(path.exists() for path in killed_notes | killed_segments)
     steps = [row["step"] for row in _metrics(run_dir)]
     assert steps == [0, 1, 2, 3], "an iteration or the base evaluation was lost or repeated"
     evaluated = {row["step"]: row for row in _metrics(run_dir) if "eval/accuracy" in row}

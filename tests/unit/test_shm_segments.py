@@ -1,4 +1,5 @@
-"""rollout/shm_segments.py: which /dev/shm segments a process maps, and removing only those nobody maps."""
+"""rollout/shm_segments.py: which /dev/shm segments a process maps, removing only those nobody maps, and sweeping
+those noted by a host that was killed."""
 
 import os
 import subprocess
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rollout.shm_segments import mapped_segments, remove_unmapped, segments_in_maps
+from rollout.shm_segments import (NOTE_PREFIX, mapped_segments, note_segments, remove_unmapped, segments_in_maps,
+                                  sweep_dead_hosts)
 
 MAPS = """\
 7f00-7f10 rw-s 00000000 00:1a 101 /dev/shm/psm_2cf8cc38
@@ -62,3 +64,35 @@ def test_the_resource_tracker_forgets_a_removed_segment():
                           text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
     assert done.stderr == ""
+
+
+HOLDS_A_SEGMENT = """
+import mmap, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)  # no resource tracker: nothing removes it at exit
+os.ftruncate(descriptor, 4096)
+segment = mmap.mmap(descriptor, 4096)
+print("mapped", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_the_segments_of_a_killed_host_are_swept_and_a_live_hosts_are_kept():
+    path = Path("/dev/shm") / f"psm_selfplay_test_{os.getpid()}"
+    host = subprocess.Popen([sys.executable, "-c", HOLDS_A_SEGMENT, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout.readline().strip() == "mapped"
+        note = note_segments(host.pid, [host.pid])
+        assert note.name.startswith(f"{NOTE_PREFIX}{host.pid}-") and note.read_text() == f"{path.name}\n"
+        sweep_dead_hosts()  # (other notes on this machine whose host has ended may go too)
+        assert path.exists() and note.exists()  # its host lives
+        host.kill()
+        host.wait()
+        assert path.exists()  # a killed host removes nothing
+        assert sweep_dead_hosts() >= 1
+        assert not path.exists() and not note.exists()
+        assert note_segments(host.pid, [host.pid]) is None  # it maps nothing: no note
+    finally:
+        host.kill()
+        host.wait()
+        path.unlink(missing_ok=True)
