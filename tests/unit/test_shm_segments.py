@@ -95,4 +95,7 @@ def test_the_segments_of_a_killed_host_are_swept_and_a_live_hosts_are_kept():
     finally:
         host.kill()
         host.wait()
+        host.stdout.close()
         path.unlink(missing_ok=True)
+        for note in Path("/dev/shm").glob(f"{NOTE_PREFIX}{host.pid}-*"):
+            note.unlink()
