@@ -77,11 +77,14 @@ def remove_unmapped(segments: Iterable[Path]) -> int:
 
 def note_segments(host: int, pids: Iterable[int]) -> Path | None:
     """Write the segments `pids` map now to a new `SHM_DIR/NOTE_PREFIX<host>-*` (one per engine: a process may host
-    several); None where there is nothing to note."""
+    several); None where there is nothing to note or no note can be written."""
     segments = mapped_segments(pids)
     if not segments:
         return None
-    descriptor, name = tempfile.mkstemp(prefix=f"{NOTE_PREFIX}{host}-", dir=SHM_DIR)
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=f"{NOTE_PREFIX}{host}-", dir=SHM_DIR)
+    except OSError:  # a /dev/shm this user cannot write to: the engine runs on, only without a later sweep
+        return None
     with os.fdopen(descriptor, "w") as note:
         note.write("".join(f"{segment.name}\n" for segment in sorted(segments)))
     return Path(name)
