@@ -86,11 +86,20 @@ def process_scratch_dir(prefix: str, root: str | None = None) -> Path:
     """`scratch_dir` named after this process (`{prefix}{pid}-XXXX`), after removing the directories of `prefix`
     whose process has ended: an engine the pool killed (hung, crashed) cannot remove its own copy."""
     directory = scratch_dir(f"{prefix}{os.getpid()}-", root)
-    for other in directory.parent.glob(f"{prefix}*"):
-        pid = other.name.removeprefix(prefix).split("-")[0]
-        if other != directory and pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(other, ignore_errors=True)
+    for other in of_ended_processes(directory.parent, prefix):
+        shutil.rmtree(other, ignore_errors=True)
     return directory
+
+
+def of_ended_processes(directory: Path, prefix: str) -> list[Path]:
+    """The entries of `directory` named `{prefix}{pid}-...` whose process has ended (a pid reused since counts as
+    alive)."""
+    ended = []
+    for entry in directory.glob(f"{prefix}*"):
+        pid = entry.name.removeprefix(prefix).split("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            ended.append(entry)
+    return ended
 
 
 def process_alive(pid: int) -> bool:

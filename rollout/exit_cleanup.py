@@ -54,7 +54,7 @@ class _Descendants:
                 if child.pid not in self.seen and not _is_resource_tracker(child):
                     self.seen[child.pid] = child
 
-    def note_segments(self) -> None:
+    def remember_segments(self) -> None:
         self.segments |= mapped_segments(process.pid for process in self.alive())
 
     def alive(self) -> list[psutil.Process]:
@@ -90,7 +90,7 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
 
     def on_signal(signum: int, frame) -> None:
         descendants.remember()
-        descendants.note_segments()
+        descendants.remember_segments()
         print(f"stopped by {signal.Signals(signum).name}: ending the processes started here", file=sys.stderr,
               flush=True)
         raise SystemExit(128 + signum)  # quiet, unlike KeyboardInterrupt's traceback
@@ -106,7 +106,7 @@ def no_orphans(grace_s: float = 15.0) -> Iterator[None]:
     finally:
         stop.set()
         descendants.remember()
-        descendants.note_segments()
+        descendants.remember_segments()
         _active_handler = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-import psutil
+from learner.weights import of_ended_processes
 
 SHM_DIR = Path("/dev/shm")
 # shared_memory segments. Not multiprocessing's named semaphores (sem.mp-*, 32 bytes): their creator's finalizer
@@ -94,10 +94,7 @@ def sweep_dead_hosts() -> int:
     """Remove the unmapped segments noted by hosts that have ended, and their notes; returns the segments removed.
     A note of a live host (or of a pid reused since) is left alone."""
     removed = 0
-    for note in SHM_DIR.glob(f"{NOTE_PREFIX}*") if SHM_DIR.is_dir() else []:
-        host = note.name.removeprefix(NOTE_PREFIX).split("-")[0]
-        if not host.isdigit() or psutil.pid_exists(int(host)):
-            continue
+    for note in of_ended_processes(SHM_DIR, NOTE_PREFIX) if SHM_DIR.is_dir() else []:
         try:
             names = note.read_text().split()
             removed += remove_unmapped(SHM_DIR / name for name in names if name.startswith(PREFIXES))
