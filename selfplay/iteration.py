@@ -90,17 +90,30 @@ def reward_settings(config: Config) -> RewardSettings:
                           grading_weight=config.solver.verifiable_weight)
 
 
+def verdicts_on_graded_answers_count(config: Config) -> bool:
+    """Whether the judge's verdicts on answers to questions with a reference answer change anything: they train
+    the judge (its reward is agreement with the grade) or enter the solver's reward (grading 'off' or 'mix').
+    With solver.verifiable=replace and the judge not trained they do neither, and judging them would cost
+    generation for nothing."""
+    return "judge" in trained_roles(config) or config.solver.verifiable != "replace"
+
+
 def judge_each(judge: JudgeRole, rubric: Rubric, items: list[SolveItem], attempts: list[list[Turn]],
-               sampling: SamplingSpec) -> list[Future[list[Turn]]]:
-    """One judge call per question over its parsed answers (verdicts are aligned back by `_align_verdicts`)."""
+               sampling: SamplingSpec, judge_graded: bool = True) -> list[Future[list[Turn]] | None]:
+    """One judge call per question over its parsed answers (verdicts are aligned back by `_align_verdicts`); None,
+    and no call, for a question with a reference answer unless `judge_graded`."""
     return [judge.judge_answers(rubric, [AnswerToJudge(item.question, attempt.sample.text, item.reference_answer)
                                          for attempt in row if attempt.parsed.failure is None], sampling)
+            if judge_graded or item.reference_answer is None else None
             for item, row in zip(items, attempts)]
 
 
-def _align_verdicts(attempts: list[Turn], verdicts: list[Turn]) -> tuple[Turn | None, ...]:
-    """Verdicts were requested only for parsed answers; put None where no answer was judged."""
-    remaining = iter(verdicts)
+def _align_verdicts(attempts: list[Turn], judging: Future[list[Turn]] | None) -> tuple[Turn | None, ...]:
+    """Verdicts were requested only for parsed answers (and not at all where `judging` is None); put None where
+    no answer was judged."""
+    if judging is None:
+        return (None,) * len(attempts)
+    remaining = iter(judging.result())
     return tuple(next(remaining) if attempt.parsed.failure is None else None for attempt in attempts)
 
 
@@ -140,12 +153,16 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         pool_attempts = pool_solving.result()
         grading = components.grader.submit(_grading_pairs(pool_items, pool_attempts))  # runs while judges work
     with timer("wave2_judge_solve"):  # judging of questions and answers, and answers to the new questions
-        pool_judging = judge_each(components.judge, state.rubric, pool_items, pool_attempts, specs["judge"])
+        judge_graded = verdicts_on_graded_answers_count(config)
+        pool_judging = judge_each(components.judge, state.rubric, pool_items, pool_attempts, specs["judge"],
+                                  judge_graded)
         new_attempts = new_solving.result()
         new_grading = components.grader.submit(_grading_pairs(new_items, new_attempts))  # grounded proposals
-        new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts, specs["judge"])
+        new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts, specs["judge"],
+                                 judge_graded)
         quality_verdicts = iter(quality_judging.result())
-        verdicts = [judging.result() for judging in pool_judging + new_judging]
+        answer_verdicts = [_align_verdicts(a, judging)
+                           for a, judging in zip(pool_attempts + new_attempts, pool_judging + new_judging)]
     with timer("grade_wait"):  # grading ran during wave 2: only what that did not hide
         grades = grading.result() + new_grading.result()
     items, attempts = pool_items + new_items, pool_attempts + new_attempts
@@ -155,7 +172,7 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         quality_verdicts=tuple(next(quality_verdicts) if p.parsed.failure is None else None for p in proposals),
         solve_items=tuple(items),
         attempts=tuple(tuple(a) for a in attempts),
-        answer_verdicts=tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
+        answer_verdicts=tuple(answer_verdicts),
         grades=tuple(_place_grades(items, attempts, grades)),  # None where a question has no reference
         grade_timeouts=sum(grade.timed_out for grade in grades),
         replay_share=sum(q.added_iteration < state.iteration - RECENT_ITERATIONS for q in drawn)
@@ -184,14 +201,15 @@ def refill_groups(config: Config, components: Components, state: RunState, turns
             attempts = components.solver.solve([item.question for item in items], specs["solver"]).result()
             check_served_version(state.weight_version, *attempts)
             grading = components.grader.submit(_grading_pairs(items, attempts))
-            verdicts = [judging.result()
-                        for judging in judge_each(components.judge, state.rubric, items, attempts, specs["judge"])]
+            judging = judge_each(components.judge, state.rubric, items, attempts, specs["judge"],
+                                 verdicts_on_graded_answers_count(config))
+            verdicts = [_align_verdicts(a, j) for a, j in zip(attempts, judging)]
             grades = grading.result()
         added += len(items)
         turns = dataclasses.replace(
             turns, solve_items=turns.solve_items + tuple(items),
             attempts=turns.attempts + tuple(tuple(row) for row in attempts),
-            answer_verdicts=turns.answer_verdicts + tuple(_align_verdicts(a, v) for a, v in zip(attempts, verdicts)),
+            answer_verdicts=turns.answer_verdicts + tuple(verdicts),
             grades=turns.grades + tuple(_place_grades(items, attempts, grades)),
             grade_timeouts=turns.grade_timeouts + sum(grade.timed_out for grade in grades))
     timer.progress(f"  dynamic sampling: {with_signal} of {target} solver groups carry signal after {rounds} refill "
@@ -281,7 +299,8 @@ def _rollout_counts(turns: IterationTurns) -> str:
     tokens = sum(len(t.sample.token_ids) for t in turns.proposals) + sum(
         len(t.sample.token_ids) for a in turns.attempts for t in a)
     return (f"  rollout: {len(turns.proposals)} proposals, {len(turns.solve_items)} questions x "
-            f"{answers // max(len(turns.solve_items), 1)} answers, {verdicts} verdicts, {tokens} proposer+solver tokens")
+            f"{answers // max(len(turns.solve_items), 1)} answers, {verdicts} verdicts, "
+            f"{tokens} proposer+solver tokens")
 
 
 def run_iteration(config: Config, components: Components, state: RunState,

@@ -70,10 +70,14 @@ class Solver:
 
 
 class Judge:
+    def __init__(self) -> None:
+        self.judged_answers_of: list[str] = []  # the question of each judge_answers call
+
     def judge_questions(self, rubric, questions, sampling):
         return done([turn(Role.JUDGE, "<score>8</score>", parse_score, sampling) for _ in questions])
 
     def judge_answers(self, rubric, items, sampling):
+        self.judged_answers_of.append(items[0].question)
         return done([turn(Role.JUDGE, f"<score>{3 + index}</score>", parse_score, sampling)
                      for index, _ in enumerate(items)])
 
@@ -205,3 +209,26 @@ def test_a_proposal_that_does_not_parse_counts_in_diversity_by_its_raw_text(tmp_
     metrics = run_iteration(config, components, state, progress=lambda line: None).metrics
     assert metrics["proposer/format_failure_rate"] == 0.5
     assert metrics["proposer/distinct_2"] == pytest.approx(5 / 6)  # the same two texts as above
+
+
+@pytest.mark.parametrize("family", ["math", "arithmetic"])
+def test_answers_with_a_grade_are_not_judged_when_no_reward_uses_the_verdict(tmp_path, family):
+    # solver.verifiable=replace: a graded answer's reward is its grade; the judge is not trained, so its verdicts
+    # on graded answers would change nothing. Only the math family's proposal (no reference answer) is judged.
+    config, components, state = setup(tmp_path, f"task.family={family}", "solver.verifiable=replace",
+                                      "run.train_roles=[proposer,solver]", proposer=Proposer(family))
+    result = run_iteration(config, components, state)
+    judged = components.judge.judged_answers_of
+    assert judged == ([] if family == "arithmetic" else ["What is 10 + 0?"])
+    assert sum(verdict is not None for row in result.turns.answer_verdicts for verdict in row) == 2 * len(judged)
+    assert "judge/accuracy_vs_truth" not in result.metrics
+    assert {sample.role for sample in components.learner.batches[0].samples} == {"proposer", "solver"}
+    assert result.metrics["solver/verifiable_accuracy"] == 0.5
+
+
+def test_graded_answers_are_judged_when_the_judge_trains_on_its_agreement_with_the_grade(tmp_path):
+    config, components, state = setup(tmp_path, "task.family=arithmetic", "solver.verifiable=replace",
+                                      proposer=Proposer("arithmetic"))
+    result = run_iteration(config, components, state)
+    assert len(components.judge.judged_answers_of) == 4  # the 3 pool questions and the proposal
+    assert result.metrics["judge/accuracy_vs_truth"] == pytest.approx(0.5)
