@@ -55,6 +55,14 @@ class EngineSpec:
     seed: int = 0
 
 
+def _whole_prompts_on_cpu(spec: EngineSpec) -> dict:
+    """vLLM settings that keep every prompt's prefill in one scheduler step on CPU. With chunked prefill (vLLM's
+    default) a prompt cut at a step's token budget (4096 on CPU) has its seeded sampler rewound, which a CPU torch
+    Generator cannot do: "CPU Generator does not use offset" kills the engine whenever one batch of seeded requests
+    holds more prompt tokens than the budget (a 16 x 8 solver batch did)."""
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, spec.max_model_len)}
+
+
 def _uses_gpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -69,7 +77,7 @@ class Engine:
         sweep_dead_hosts()  # segments of engines whose host was killed before its shutdown
         self.spec = spec
         memory = ({"gpu_memory_utilization": spec.gpu_memory_utilization} if _uses_gpu()
-                  else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)})
+                  else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)} | _whole_prompts_on_cpu(spec))
         lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank), "max_loras": 1}
                 if spec.sync_mode is SyncMode.ADAPTER else {})
         self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,

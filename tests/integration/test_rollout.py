@@ -239,6 +239,19 @@ def test_a_prompt_that_fills_the_context_fails_alone_not_the_batch(session, toke
     assert list(huge.prompt_token_ids) == rendered(tokenizer, requests[1].messages)
 
 
+def test_seeded_prompts_beyond_one_steps_token_budget_are_generated(session):
+    # 48 prompts of about 280 tokens, 4 seeded samples each: more prompt tokens than one scheduler step takes.
+    # With chunked prefill vLLM splits a prompt across steps and rewinds its seeded sampler, which a CPU torch
+    # Generator cannot do ("CPU Generator does not use offset": the engine died in a 16 x 8 solver batch).
+    pool = session.pool_for(SyncMode.MERGED)
+    spec = SamplingSpec(n=4, max_tokens=3, ignore_eos=True, temperature=1.0, seed=11)
+    requests = [GenerationRequest(chat(f"Question {index}: " + "how many apples are left? " * 40), spec)
+                for index in range(48)]
+    completions = pool.generate(requests)
+    assert sum(len(c.prompt_token_ids) * len(c.samples) for c in completions) > 4 * 8192
+    assert [[len(sample.token_ids) for sample in c.samples] for c in completions] == [[3] * 4] * 48
+
+
 @ray.remote(num_cpus=0)
 def role_call(pool: RemoteEnginePool, count: int) -> list[tuple[int, ...]]:
     """What a role actor does: call the shared pool through its handle."""
