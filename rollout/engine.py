@@ -34,6 +34,11 @@ class SyncError(RuntimeError):
     """A weight update that cannot be applied (stale version, wrong mode, refused by vLLM)."""
 
 
+class EngineDied(RuntimeError):
+    """vLLM's engine-core process is gone (it crashed, or was killed: the OOM killer, a signal): this engine
+    cannot serve again, and the pool replaces it."""
+
+
 class ProbeMismatch(SyncError):
     """The engine loaded an update but does not serve it: its probe logprobs disagree with the learner's."""
 
@@ -105,11 +110,18 @@ class Engine:
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids, fit in zip(rendered, fits) if fit]
         params = [_sampling_params(SamplingParams, request.sampling, self.spec.max_model_len - len(ids))
                   for request, ids, fit in zip(requests, rendered, fits) if fit]
-        outputs = iter(self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
-                       if prompts else [])
+        outputs = iter(self._generate(prompts, params) if prompts else [])
         return [_completion(next(outputs), self.weight_version) if fit else
                 _prompt_too_long(ids, request.sampling.n, self.weight_version)
                 for request, ids, fit in zip(requests, rendered, fits)]
+
+    def _generate(self, prompts: list, params: list) -> list:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            return self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+        except EngineDeadError:
+            raise EngineDied("vLLM's engine core died (vLLM logs its cause)") from None
 
     def shutdown(self) -> None:
         """End vLLM's engine-core process now, and remove the shared memory its processes leave behind

@@ -29,7 +29,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from learner.hardware import alive_nodes
 from learner.weights import SyncProbe, WeightUpdate
 from rollout.config import RolloutConfig
-from rollout.engine import EngineSpec, ProbeMismatch, SyncError
+from rollout.engine import EngineDied, EngineSpec, ProbeMismatch, SyncError
 from rollout.host import HOST_CONCURRENCY, EngineHost, EngineStatus
 from rollout.probe import ProbeReading
 from rollout.records import Completion, GenerationRequest
@@ -187,12 +187,13 @@ class EnginePool:
             self._release(flight)
             try:
                 completions = ray.get(ref)
-            except RayActorError as error:
-                self._replace(flight.slot, flight.incarnation, f"died ({_summary(error)})")
+            except (RayActorError, RayTaskError) as error:
+                cause = _cause(error) if isinstance(error, RayTaskError) else error
+                if not isinstance(cause, (RayActorError, EngineDied)):
+                    raise cause from None
+                self._replace(flight.slot, flight.incarnation, f"died ({_summary(cause)})")
                 waiting.append(flight.indices)
                 continue
-            except RayTaskError as error:
-                raise _cause(error) from None
             for index, completion in zip(flight.indices, completions):
                 results[index] = completion
             self._count(completions)

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -20,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from learner.weights import SyncMode, SyncProbe, WeightUpdate  # noqa: E402
 from rollout.config import RolloutConfig  # noqa: E402
-from rollout.engine import EngineSpec, SyncError  # noqa: E402
+from rollout.engine import EngineDied, EngineSpec, SyncError  # noqa: E402
 from rollout.engine_pool import EnginePool, RemoteEnginePool  # noqa: E402
 from rollout.host import EngineHost, EngineStatus  # noqa: E402
 from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec  # noqa: E402
@@ -47,7 +48,8 @@ def chat(text: str) -> tuple[dict[str, str], ...]:
 # -- stand-in engines: the pool's own logic, in seconds -----------------------------------------------------------
 class FakeHost:
     """Answers with the request's number as its only prompt token. A host that finds the 'hang-once' file in
-    its state directory (the spec's model_path) deletes it and hangs on its next generate call."""
+    its state directory (the spec's model_path) deletes it and hangs on its next generate call; one that finds
+    'die-once' deletes it and raises EngineDied, as a host whose vLLM core died does."""
 
     def __init__(self, spec: EngineSpec, cpu_share=None) -> None:
         self.state = Path(spec.model_path)
@@ -66,6 +68,9 @@ class FakeHost:
             time.sleep(3600)
         except FileNotFoundError:
             pass
+        if (self.state / "die-once").exists():
+            (self.state / "die-once").unlink()
+            raise EngineDied("vLLM's engine core died")
         time.sleep(0.05)
         return [Completion(prompt_token_ids=(int(request.messages[0]["content"]),),
                            samples=tuple(Sample(self.identity, (1, 2), (-0.5, -0.5), "length")
@@ -127,6 +132,19 @@ def test_fake_pool_replaces_a_hung_engine_and_resyncs_it(ray_session, tmp_path):
     assert len(list(tmp_path.glob("closed-*"))) == 2  # the hung engine when it was replaced, the new one at exit
 
 
+def test_fake_pool_replaces_an_engine_whose_core_died(ray_session, tmp_path):
+    with fake_pool(tmp_path, num_engines=1, max_restarts=1) as pool:
+        (tmp_path / "die-once").touch()
+        completions = pool.generate(numbered(4))
+        assert [completion.prompt_token_ids[0] for completion in completions] == list(range(4))
+        assert pool.metrics()["rollout/engine_restarts"] == 1
+    with fake_pool(tmp_path, num_engines=1, max_restarts=0) as pool:
+        (tmp_path / "die-once").touch()
+        with pytest.raises(RuntimeError, match=r"rollout engine 0 died \(EngineDied: vLLM's engine core died\); "
+                                               r"the restart limit \(rollout.max_restarts=0\) is used up"):
+            pool.generate(numbered(3))
+
+
 def test_fake_pool_gives_up_after_max_restarts_naming_the_engine(ray_session, tmp_path):
     with fake_pool(tmp_path, num_engines=1, max_restarts=0) as pool:
         (tmp_path / "hang-once").touch()
@@ -159,7 +177,7 @@ class PoolSession:
             self.close()
             spec = EngineSpec(model_path=str(self.model_dir), max_model_len=1024, kv_cache_gb=0.25,
                               sync_mode=mode, max_lora_rank=16, seed=0)
-            self.pool = RemoteEnginePool.launch(spec, RolloutConfig(max_restarts=2, request_timeout_s=600))
+            self.pool = RemoteEnginePool.launch(spec, RolloutConfig(max_restarts=4, request_timeout_s=600))
             self.mode = mode
         return self.pool
 
@@ -302,6 +320,27 @@ def test_killed_engine_is_restarted_resynced_and_retried(session):
     assert {completion.weight_version for completion in completions} == {update.version}
     assert pool.status()[0].weight_version == update.version
     assert served_gap(pool, update) < SYNCED_GAP  # the new engine serves the learner's weights, not the base model
+
+
+def test_an_engine_whose_vllm_core_was_killed_is_replaced(session):
+    # what the OOM killer does to an idle engine while the learner trains: vLLM's engine-core processes die, the
+    # Ray actor hosting them lives, and the next generate call finds the core dead
+    pool = session.pool_for(SyncMode.MERGED)
+    restarts_before = pool.metrics()["rollout/engine_restarts"]
+    victim = pool.engine_handles()[0]
+    host = psutil.Process(ray.get(victim.__ray_call__.remote(lambda host: os.getpid())))
+    children = host.children(recursive=True)
+    for child in children:
+        child.kill()
+    psutil.wait_procs(children, timeout=30)
+    time.sleep(2)  # vLLM's monitor thread marks the engine dead
+    started = time.monotonic()
+    completions = pool.generate([GenerationRequest(chat(f"after the kill {index}"),
+                                                   SamplingSpec(max_tokens=4, ignore_eos=True)) for index in range(3)])
+    assert [len(completion.samples[0].token_ids) for completion in completions] == [4, 4, 4]
+    assert pool.metrics()["rollout/engine_restarts"] == restarts_before + 1
+    assert pool.engine_handles()[0]._actor_id != victim._actor_id
+    assert time.monotonic() - started < 300  # found dead at once (a restart takes about a minute), not hung (600 s)
 
 
 def served_gap(pool, update: WeightUpdate) -> float:
