@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 from rollout.probe import ProbeReading, read_probe
 from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec
-from rollout.shm_segments import mapped_segments, note_segments, remove_unmapped, sweep_dead_hosts
+from rollout.shm_segments import mapped_segments, note_segments, noted_segments, remove_unmapped, sweep_dead_hosts
 
 GIB = 1 << 30
 ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
@@ -131,7 +131,8 @@ class Engine:
 
         mapped = {child: mapped_segments([child.pid]) for child in psutil.Process().children(recursive=True)}
         engine_processes = [child for child, found in mapped.items() if found]  # not the resource tracker
-        segments = set().union(*mapped.values())
+        # the note also names segments of engine processes that died before this shutdown (a killed core)
+        segments = set().union(*mapped.values()) | noted_segments(self.segment_note)
         self.llm.llm_engine.engine_core.shutdown()
         # vLLM kills the engine core; its worker notices and exits on its own a moment later, still mapping
         _, stuck = psutil.wait_procs(engine_processes, timeout=ENGINE_EXIT_S)

@@ -90,14 +90,22 @@ def note_segments(host: int, pids: Iterable[int]) -> Path | None:
     return Path(name)
 
 
+def noted_segments(note: Path | None) -> set[Path]:
+    """The segments a note names (none for None or a note that is gone)."""
+    try:
+        names = note.read_text().split() if note is not None else []
+    except FileNotFoundError:
+        return set()
+    return {SHM_DIR / name for name in names if name.startswith(PREFIXES)}
+
+
 def sweep_dead_hosts() -> int:
     """Remove the unmapped segments noted by hosts that have ended, and their notes; returns the segments removed.
     A note of a live host (or of a pid reused since) is left alone."""
     removed = 0
     for note in of_ended_processes(SHM_DIR, NOTE_PREFIX) if SHM_DIR.is_dir() else []:
         try:
-            names = note.read_text().split()
-            removed += remove_unmapped(SHM_DIR / name for name in names if name.startswith(PREFIXES))
+            removed += remove_unmapped(noted_segments(note))
             note.unlink()
         except OSError:  # another user's note, or removed by a concurrent sweep
             continue

@@ -25,6 +25,7 @@ from rollout.engine import EngineDied, EngineSpec, SyncError  # noqa: E402
 from rollout.engine_pool import EnginePool, RemoteEnginePool  # noqa: E402
 from rollout.host import EngineHost, EngineStatus  # noqa: E402
 from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec  # noqa: E402
+from rollout.shm_segments import mapped_segments  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -330,6 +331,8 @@ def test_an_engine_whose_vllm_core_was_killed_is_replaced(session):
     victim = pool.engine_handles()[0]
     host = psutil.Process(ray.get(victim.__ray_call__.remote(lambda host: os.getpid())))
     children = host.children(recursive=True)
+    segments = mapped_segments(child.pid for child in children)
+    assert segments  # vLLM's engine processes map shared memory
     for child in children:
         child.kill()
     psutil.wait_procs(children, timeout=30)
@@ -341,6 +344,7 @@ def test_an_engine_whose_vllm_core_was_killed_is_replaced(session):
     assert pool.metrics()["rollout/engine_restarts"] == restarts_before + 1
     assert pool.engine_handles()[0]._actor_id != victim._actor_id
     assert time.monotonic() - started < 300  # found dead at once (a restart takes about a minute), not hung (600 s)
+    assert [segment for segment in segments if segment.exists()] == []  # removed when the host was closed
 
 
 def served_gap(pool, update: WeightUpdate) -> float:
