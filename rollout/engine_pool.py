@@ -71,8 +71,9 @@ class _Flight:
     deadline: float
 
 
-def _cause(error: RayTaskError) -> BaseException:
-    """The exception raised inside the actor (SyncError, ValueError, ...), unwrapped from Ray's wrappers."""
+def _cause(error: BaseException) -> BaseException:
+    """The exception raised inside the actor (SyncError, ValueError, ...), unwrapped from Ray's wrappers; any other
+    error as it is."""
     while isinstance(error, RayTaskError) and getattr(error, "cause", None) is not None:
         error = error.cause
     return error
@@ -188,7 +189,7 @@ class EnginePool:
             try:
                 completions = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
-                cause = _cause(error) if isinstance(error, RayTaskError) else error
+                cause = _cause(error)
                 if not isinstance(cause, (RayActorError, EngineDied)):
                     raise cause from None
                 self._replace(flight.slot, flight.incarnation, f"died ({_summary(cause)})")
@@ -240,7 +241,7 @@ class EnginePool:
             ray.kill(handle)
             with self._lock:
                 slot.state = SlotState.FAILED
-                reason = _summary(_cause(error) if isinstance(error, RayTaskError) else error)
+                reason = _summary(_cause(error))
                 self._failure = f"{self.name} engine {index} {cause}, and its restart failed: {reason}"
                 self._lock.notify_all()
             raise RuntimeError(self._failure) from error
