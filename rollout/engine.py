@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from rollout.shm_segments import mapped_segments, note_segments, noted_segments,
 
 GIB = 1 << 30
 ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
+CORE_WATCH_S = 1.0  # how often the watchdog reads vLLM's engine-dead flag
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank
 
 
@@ -94,6 +96,23 @@ class Engine:
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
         self._lora_request = None  # the adapter version all requests use (adapter mode)
+        self._closing = threading.Event()
+        threading.Thread(target=self._watch_core, name="engine-core-watch", daemon=True).start()
+
+    def _watch_core(self) -> None:
+        """vLLM's monitor marks its client dead when the engine-core process dies, but a call already waiting for
+        outputs then waits forever: the sync client's output thread ends without queueing an error. Queue the error
+        vLLM gives later calls, so the waiting call raises it too (EngineDied) instead of hanging."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        client = self.llm.llm_engine.engine_core
+        resources, outputs = getattr(client, "resources", None), getattr(client, "outputs_queue", None)
+        if resources is None or outputs is None:  # an in-process core: no process of its own to die
+            return
+        while not self._closing.wait(CORE_WATCH_S):
+            if resources.engine_dead:
+                outputs.put_nowait(EngineDeadError(suppress_context=True))
+                return
 
     # -- generation ---------------------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> list[int]:
@@ -129,6 +148,7 @@ class Engine:
         and vLLM then logs into streams that may already be closed."""
         import psutil
 
+        self._closing.set()
         mapped = {child: mapped_segments([child.pid]) for child in psutil.Process().children(recursive=True)}
         engine_processes = [child for child, found in mapped.items() if found]  # not the resource tracker
         # the note also names segments of engine processes that died before this shutdown (a killed core)

@@ -347,6 +347,33 @@ def test_an_engine_whose_vllm_core_was_killed_is_replaced(session):
     assert [segment for segment in segments if segment.exists()] == []  # removed when the host was closed
 
 
+def test_a_call_running_when_the_vllm_core_dies_is_served_by_a_new_engine(session):
+    # the core dies in the middle of a batch: the waiting call gets vLLM's engine-dead error from the host's
+    # watchdog, and the pool retries it on a replacement instead of waiting out request_timeout_s (600 s here)
+    pool = session.pool_for(SyncMode.MERGED)
+    restarts_before = pool.metrics()["rollout/engine_restarts"]
+    victim = pool.engine_handles()[0]
+    host = psutil.Process(ray.get(victim.__ray_call__.remote(lambda host: os.getpid())))
+    requests = [GenerationRequest(chat(f"a long answer {index}"), SamplingSpec(max_tokens=200, ignore_eos=True))
+                for index in range(4)]
+    result: dict = {}
+    caller = threading.Thread(target=lambda: result.update(completions=pool.generate(requests)))
+    started = time.monotonic()
+    caller.start()
+    while not ray.get(victim.status.remote()).busy:
+        assert time.monotonic() - started < 120 and caller.is_alive()
+        time.sleep(0.2)
+    time.sleep(1.0)  # decoding
+    children = host.children(recursive=True)
+    for child in children:
+        child.kill()
+    caller.join(timeout=300)
+    assert not caller.is_alive(), "the call waited on a dead core"
+    assert [len(completion.samples[0].token_ids) for completion in result["completions"]] == [200] * 4
+    assert pool.metrics()["rollout/engine_restarts"] == restarts_before + 1
+    assert pool.engine_handles()[0]._actor_id != victim._actor_id
+
+
 def served_gap(pool, update: WeightUpdate) -> float:
     """Largest probe gap over the pool's engines; fails the test if any engine does not serve `update`."""
     readings = pool.read_probe(update.probe)
