@@ -31,6 +31,7 @@ PHRASES = ("What is {}?", "Calculate {}.", "Compute {}.", "Find the value of {}.
 TWO_OPERATORS = ("{a} * {b} + {c}", "{a} * {b} - {c}", "{a} + {b} - {c}", "{a} + {b} * {c}", "({a} + {b}) * {c}",
                  "{q} / {b} + {c}", "{a} - {q} / {b}")
 ANNOTATION = re.compile(r"<<([^=<>]+)=[^<>]+>>")
+MAX_MISSES = 10_000  # draws in a row that give no new row: the distinct calculations are used up
 
 
 def _small(rng: random.Random) -> int:
@@ -61,10 +62,14 @@ def gsm8k_calculations(path: Path) -> set[str]:
 
 def calculation_seeds(count: int, seed: int, exclude: set[str] = frozenset()) -> tuple[list[dict], int]:
     """`count` seed rows (question, answer, checkable), most with one operator; and how many drawn
-    expressions were dropped because `exclude` (spaces removed) holds them."""
+    expressions were dropped because `exclude` (spaces removed) holds them. Raises ValueError when no more distinct
+    calculations can be found."""
     rng = random.Random(seed)
-    rows, numbers_seen, excluded = [], set(), 0
+    rows, numbers_seen, excluded, misses = [], set(), 0, 0
     while len(rows) < count:
+        if misses == MAX_MISSES:
+            raise ValueError(f"only {len(rows)} distinct calculations found, {count} asked for")
+        misses += 1
         expression = _one_operator(rng) if rng.random() < 0.95 else _two_operators(rng)
         phrase = rng.choice(PHRASES)  # drawn before any check, so a dropped draw leaves the later ones as they were
         value = evaluate(expression)
@@ -75,6 +80,7 @@ def calculation_seeds(count: int, seed: int, exclude: set[str] = frozenset()) ->
             excluded += 1
             continue
         numbers_seen.add(numbers)
+        misses = 0
         rows.append({"question": phrase.format(expression), "answer": as_answer(value),
                      "checkable": expression})
     return rows, excluded
@@ -89,8 +95,12 @@ def main(argv: list[str]) -> int:
     if args.exclude is not None and not args.exclude.is_file():
         print(f"calculation_seeds: {args.exclude} not found", file=sys.stderr)
         return 2
-    rows, excluded = calculation_seeds(args.count, args.seed, gsm8k_calculations(args.exclude) if args.exclude else
-                                       set())
+    try:
+        rows, excluded = calculation_seeds(args.count, args.seed,
+                                           gsm8k_calculations(args.exclude) if args.exclude else set())
+    except ValueError as error:
+        print(f"calculation_seeds: {error}", file=sys.stderr)
+        return 2
     sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
     print(f"calculation_seeds: {len(rows)} rows; {excluded} drawn expressions dropped as excluded", file=sys.stderr)
     return 0

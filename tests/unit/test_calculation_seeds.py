@@ -61,6 +61,13 @@ def test_a_missing_exclude_file_is_one_line_and_status_2(tmp_path):
     assert result.stderr.strip() == f"calculation_seeds: {tmp_path / 'absent.jsonl'} not found"
 
 
+def test_asking_for_more_calculations_than_exist_is_one_line_and_status_2():
+    result = run("--count", "100000")
+    assert result.returncode == 2 and result.stdout == ""
+    expected = r"calculation_seeds: only \d+ distinct calculations found, 100000 asked for"
+    assert re.fullmatch(expected, result.stderr.strip())
+
+
 def test_the_arithmetic_config_learns_its_format_on_word_problems_and_trains_on_all_seeds():
     config = load_config(ROOT / "configs/arithmetic-cpu.yaml")
     seeds = load_seed_file(ROOT / config.pool.seed_file)
