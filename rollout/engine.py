@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
@@ -68,6 +69,17 @@ def _whole_prompts_on_cpu(spec: EngineSpec) -> dict:
     Generator cannot do: "CPU Generator does not use offset" kills the engine whenever one batch of seeded requests
     holds more prompt tokens than the budget (a 16 x 8 solver batch did)."""
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, spec.max_model_len)}
+
+
+@contextmanager
+def _core_calls():
+    """A call into vLLM's engine core that finds the core dead raises EngineDied, whichever call it is."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    try:
+        yield
+    except EngineDeadError:
+        raise EngineDied("vLLM's engine core died (vLLM logs its cause)") from None
 
 
 def _uses_gpu() -> bool:
@@ -135,12 +147,8 @@ class Engine:
                 for request, ids, fit in zip(requests, rendered, fits)]
 
     def _generate(self, prompts: list, params: list) -> list:
-        from vllm.v1.engine.exceptions import EngineDeadError
-
-        try:
+        with _core_calls():
             return self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
-        except EngineDeadError:
-            raise EngineDied("vLLM's engine core died (vLLM logs its cause)") from None
 
     def shutdown(self) -> None:
         """End vLLM's engine-core process now, and remove the shared memory its processes leave behind
@@ -168,8 +176,7 @@ class Engine:
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
-        output = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], params, use_tqdm=False,
-                                   lora_request=self._lora_request)[0]
+        output = self._generate([TokensPrompt(prompt_token_ids=list(token_ids))], [params])[0]
         return [position[token].logprob for token, position in zip(token_ids[1:], output.prompt_logprobs[1:])]
 
     # -- weight sync --------------------------------------------------------------------------------------------
@@ -180,11 +187,12 @@ class Engine:
         if update.mode is not self.spec.sync_mode:
             raise SyncError(f"engine built for {self.spec.sync_mode.value} sync got a {update.mode.value} update")
         started = time.perf_counter()
-        if update.mode is SyncMode.ADAPTER:
-            self._load_adapter(update)
-        else:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": update.path})
-        self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+        with _core_calls():
+            if update.mode is SyncMode.ADAPTER:
+                self._load_adapter(update)
+            else:
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": update.path})
+            self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         load_seconds = time.perf_counter() - started
         reading = self.read_probe(update.probe) if update.probe else None
         if reading is not None and reading.problem:

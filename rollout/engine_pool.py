@@ -285,9 +285,12 @@ class EnginePool:
                     self._replace(index, incarnation, f"failed during sync ({_summary(error)})")
                 except RayTaskError as error:
                     cause = _cause(error)
-                    if not isinstance(cause, ProbeMismatch):
+                    if isinstance(cause, EngineDied):
+                        self._replace(index, incarnation, f"died during sync ({_summary(cause)})")
+                    elif isinstance(cause, ProbeMismatch):
+                        self._replace(index, incarnation, f"failed the weight check ({cause})")
+                    else:
                         raise cause from None
-                    self._replace(index, incarnation, f"failed the weight check ({cause})")
             seconds = time.perf_counter() - started
         return {"sync/seconds": seconds, "sync/version": float(update.version),
                 "sync/probe_gap": _extreme(max, engine_metrics, "probe_gap"),
@@ -295,15 +298,34 @@ class EnginePool:
                 "sync/load_seconds": _extreme(max, engine_metrics, "load_seconds")}
 
     def read_probe(self, probe: SyncProbe) -> list[ProbeReading]:
-        """Each serving engine's reading of `probe` (rollout.probe); nothing is raised on a mismatch."""
+        """Each serving engine's reading of `probe` (rollout.probe); nothing is raised on a mismatch. An engine
+        found dead is replaced (re-synced to the latest weights) and its replacement read instead."""
         with self._lock:
-            handles = [slot.handle for slot in self._slots if slot.state is SlotState.SERVING]
-        if not handles:
+            targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
+                       if slot.state is SlotState.SERVING]
+        if not targets:
             raise RuntimeError(f"{self.name}: no engine is serving ({self._failure or 'all are restarting'})")
-        try:
-            return ray.get([handle.read_probe.remote(probe) for handle in handles])
-        except RayTaskError as error:
-            raise _cause(error) from None
+        refs = [(handle.read_probe.remote(probe), index, incarnation) for index, incarnation, handle in targets]
+        readings = []
+        for ref, index, incarnation in refs:
+            try:
+                readings.append(ray.get(ref))
+            except (RayActorError, RayTaskError) as error:
+                cause = _cause(error)
+                if not isinstance(cause, (RayActorError, EngineDied)):
+                    raise cause from None
+                self._replace(index, incarnation, f"died ({_summary(cause)})")
+                readings.append(_unwrapped(self._serving_handle(index).read_probe.remote(probe)))
+        return readings
+
+    def _serving_handle(self, index: int) -> Any:
+        """Engine `index`'s actor once it serves (another thread may be restarting it)."""
+        with self._lock:
+            while self._slots[index].state is SlotState.RESTARTING:
+                self._lock.wait(POLL_SECONDS)
+            if self._slots[index].state is SlotState.FAILED:
+                raise RuntimeError(f"{self.name}: engine {index} failed: {self._failure}")
+            return self._slots[index].handle
 
     @property
     def weight_version(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import threading
@@ -24,6 +25,7 @@ from rollout.config import RolloutConfig  # noqa: E402
 from rollout.engine import EngineDied, EngineSpec, SyncError  # noqa: E402
 from rollout.engine_pool import EnginePool, RemoteEnginePool  # noqa: E402
 from rollout.host import EngineHost, EngineStatus  # noqa: E402
+from rollout.probe import ProbeReading  # noqa: E402
 from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec  # noqa: E402
 from rollout.shm_segments import mapped_segments  # noqa: E402
 
@@ -50,7 +52,7 @@ def chat(text: str) -> tuple[dict[str, str], ...]:
 class FakeHost:
     """Answers with the request's number as its only prompt token. A host that finds the 'hang-once' file in
     its state directory (the spec's model_path) deletes it and hangs on its next generate call; one that finds
-    'die-once' deletes it and raises EngineDied, as a host whose vLLM core died does."""
+    'die-once' deletes it and raises EngineDied from the call, as a host whose vLLM core died does."""
 
     def __init__(self, spec: EngineSpec, cpu_share=None) -> None:
         self.state = Path(spec.model_path)
@@ -69,9 +71,7 @@ class FakeHost:
             time.sleep(3600)
         except FileNotFoundError:
             pass
-        if (self.state / "die-once").exists():
-            (self.state / "die-once").unlink()
-            raise EngineDied("vLLM's engine core died")
+        self._die_once()
         time.sleep(0.05)
         return [Completion(prompt_token_ids=(int(request.messages[0]["content"]),),
                            samples=tuple(Sample(self.identity, (1, 2), (-0.5, -0.5), "length")
@@ -79,8 +79,18 @@ class FakeHost:
                            weight_version=self.version) for request in requests]
 
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        self._die_once()
         self.version = update.version
         return {"load_seconds": 0.0, "version": float(update.version)}
+
+    def read_probe(self, probe: SyncProbe) -> ProbeReading:
+        self._die_once()
+        return ProbeReading(gap=float(self.version), distance=0.0, position=math.nan, problem="")
+
+    def _die_once(self) -> None:
+        if (self.state / "die-once").exists():
+            (self.state / "die-once").unlink()
+            raise EngineDied("vLLM's engine core died")
 
     def close(self) -> None:
         (self.state / f"closed-{self.identity}").touch()
@@ -134,11 +144,19 @@ def test_fake_pool_replaces_a_hung_engine_and_resyncs_it(ray_session, tmp_path):
 
 
 def test_fake_pool_replaces_an_engine_whose_core_died(ray_session, tmp_path):
-    with fake_pool(tmp_path, num_engines=1, max_restarts=1) as pool:
+    with fake_pool(tmp_path, num_engines=1, max_restarts=3) as pool:
         (tmp_path / "die-once").touch()
         completions = pool.generate(numbered(4))
         assert [completion.prompt_token_ids[0] for completion in completions] == list(range(4))
         assert pool.metrics()["rollout/engine_restarts"] == 1
+        # found dead by a sync: the replacement is synced instead; by a probe reading: the replacement is read
+        (tmp_path / "die-once").touch()
+        pool.apply_update(WeightUpdate(version=2, mode=SyncMode.MERGED, path="unused"))
+        assert pool.metrics()["rollout/engine_restarts"] == 2
+        (tmp_path / "die-once").touch()
+        assert [reading.gap for reading in pool.read_probe(SyncProbe((1, 2), (0.0,)))] == [2.0]  # serves version 2
+        assert pool.metrics()["rollout/engine_restarts"] == 3
+        assert len(list(tmp_path.glob("closed-*"))) == 3
     with fake_pool(tmp_path, num_engines=1, max_restarts=0) as pool:
         (tmp_path / "die-once").touch()
         with pytest.raises(RuntimeError, match=r"rollout engine 0 died \(EngineDied: vLLM's engine core died\); "
@@ -354,22 +372,24 @@ def test_a_call_running_when_the_vllm_core_dies_is_served_by_a_new_engine(sessio
     restarts_before = pool.metrics()["rollout/engine_restarts"]
     victim = pool.engine_handles()[0]
     host = psutil.Process(ray.get(victim.__ray_call__.remote(lambda host: os.getpid())))
-    requests = [GenerationRequest(chat(f"a long answer {index}"), SamplingSpec(max_tokens=200, ignore_eos=True))
-                for index in range(4)]
+    # long enough that the call still runs when the core is killed, also on a fast CPU (4 x 200 tokens took under
+    # a second on an AVX-512 one)
+    requests = [GenerationRequest(chat(f"a long answer {index}"), SamplingSpec(max_tokens=960, ignore_eos=True))
+                for index in range(16)]
     result: dict = {}
     caller = threading.Thread(target=lambda: result.update(completions=pool.generate(requests)))
     started = time.monotonic()
     caller.start()
     while not ray.get(victim.status.remote()).busy:
         assert time.monotonic() - started < 120 and caller.is_alive()
-        time.sleep(0.2)
-    time.sleep(1.0)  # decoding
+        time.sleep(0.1)
     children = host.children(recursive=True)
     for child in children:
         child.kill()
+    assert caller.is_alive(), "the call ended before the core was killed: nothing was tested"
     caller.join(timeout=300)
     assert not caller.is_alive(), "the call waited on a dead core"
-    assert [len(completion.samples[0].token_ids) for completion in result["completions"]] == [200] * 4
+    assert [len(completion.samples[0].token_ids) for completion in result["completions"]] == [960] * 16
     assert pool.metrics()["rollout/engine_restarts"] == restarts_before + 1
     assert pool.engine_handles()[0]._actor_id != victim._actor_id
 
