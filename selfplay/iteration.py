@@ -315,8 +315,10 @@ def run_iteration(config: Config, components: Components, state: RunState,
     with timer("score"):
         scores = score_iteration(turns, reward_settings(config))
         pool_metrics = update_pool(state, turns, scores)
+        caps = {"judge": config.judge.train_samples} if config.judge.train_samples else {}
         batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config),
-                                                 drop_all_equal=config.filter_groups.enabled)
+                                                 drop_all_equal=config.filter_groups.enabled, sample_caps=caps,
+                                                 seed=config.run.seed * 1_000_003 + state.iteration)
     diversity = track_diversity(config, state, turns, timer)
     with timer("train"):
         learner_metrics = components.learner.train(batch)

@@ -11,6 +11,7 @@ format and judge score alone. Those groups are counted per role, and dynamic sam
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass
 from statistics import fmean
@@ -178,10 +179,13 @@ def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: 
 
 def build_train_batch(scores: IterationScores, normalize_std: bool,
                       trained_roles: tuple[str, ...] = ("proposer", "solver", "judge"),
-                      drop_all_equal: bool = False) -> tuple[TrainBatch, dict]:
+                      drop_all_equal: bool = False, sample_caps: dict[str, int] | None = None,
+                      seed: int = 0) -> tuple[TrainBatch, dict]:
     """Advantages per group; zero-variance groups contribute nothing (counted) and are left out of the batch, and
     so are roles outside `trained_roles` (a frozen judge's verdicts come from another model) and, with
-    `drop_all_equal` (dynamic sampling), every group whose raw outcome is all-equal."""
+    `drop_all_equal` (dynamic sampling), every group whose raw outcome is all-equal. A role in `sample_caps`
+    trains at most that many samples: a uniform random subset (`seed`), drawn after the advantages were computed
+    from all of its turns, so they keep their baselines."""
     dropped = frozenset(group for group in scores.all_equal_groups
                         if drop_all_equal and role_of_group(group) in trained_roles)
     trainable = [s for s in scores.turns if s.reward is not None and s.turn.role.value in trained_roles
@@ -199,10 +203,26 @@ def build_train_batch(scores: IterationScores, normalize_std: bool,
                     temperature=s.turn.temperature, role=s.turn.role.value)
         for s, advantage in zip(trainable, advantages.tolist())
         if advantage != 0.0 and s.turn.sample.token_ids)
+    samples, capped = _capped(samples, sample_caps or {}, random.Random(seed))
     per_role = Counter(sample.role for sample in samples)
     metrics = {"learner/zero_variance_groups": float(stats.zero_variance_groups),
                "learner/groups": float(stats.group_count), "learner/samples": float(len(samples)),
                "learner/dropped_all_equal_groups": float(len(dropped))}
     metrics |= {f"learner/samples_{role}": float(count) for role, count in per_role.items()}
+    metrics |= {f"learner/capped_samples_{role}": float(count) for role, count in capped.items()}
     return TrainBatch(samples), metrics
+
+
+def _capped(samples: tuple[TrainSample, ...], caps: dict[str, int],
+            rng: random.Random) -> tuple[tuple[TrainSample, ...], dict[str, int]]:
+    """`samples` with each capped role cut to a random subset of its cap (order kept), and how many each lost."""
+    left_out: set[int] = set()
+    capped = {}
+    for role, cap in caps.items():
+        positions = [index for index, sample in enumerate(samples) if sample.role == role]
+        if len(positions) > cap:
+            kept = set(rng.sample(positions, cap))
+            left_out |= set(positions) - kept
+            capped[role] = len(positions) - cap
+    return tuple(sample for index, sample in enumerate(samples) if index not in left_out), capped
 

@@ -89,6 +89,23 @@ def test_groups_per_role_and_a_frozen_judge_left_out_of_the_batch():
     assert "learner/samples_judge" not in frozen_metrics and frozen_metrics["learner/samples"] == 7.0
 
 
+def test_a_capped_role_trains_a_random_subset_with_the_advantages_of_all_its_turns():
+    scores = score_iteration(_iteration(), SETTINGS)
+    full, _ = build_train_batch(scores, normalize_std=False)
+    capped, metrics = build_train_batch(scores, normalize_std=False, sample_caps={"judge": 2}, seed=3)
+    judged = [sample for sample in capped.samples if sample.role == "judge"]
+    # 5 judge turns: 3 left out; the 2 kept carry the advantages computed against all 5 (mean 0.9111)
+    assert len(judged) == 2 and metrics["learner/samples_judge"] == 2.0
+    assert metrics["learner/capped_samples_judge"] == 3.0 and metrics["learner/samples"] == 9.0
+    assert all(sample in full.samples for sample in judged)
+    assert [sample for sample in capped.samples if sample.role != "judge"] == \
+        [sample for sample in full.samples if sample.role != "judge"]
+    again, _ = build_train_batch(scores, normalize_std=False, sample_caps={"judge": 2}, seed=3)
+    assert again.samples == capped.samples  # the same seed draws the same subset
+    roomy, roomy_metrics = build_train_batch(scores, normalize_std=False, sample_caps={"judge": 5})
+    assert roomy.samples == full.samples and "learner/capped_samples_judge" not in roomy_metrics
+
+
 def _all_wrong_iteration() -> IterationTurns:
     """Question 0 has a reference answer and every answer is wrong, though the judge scores them apart; question 1
     (proposed, no reference) has two answers the judge scores 7 and 4."""
