@@ -79,6 +79,15 @@ def _cause(error: BaseException) -> BaseException:
     return error
 
 
+def _engine_death(error: BaseException) -> BaseException:
+    """The cause of a failed engine call when the engine is gone (its actor or its vLLM core died), for the pool to
+    replace it; any other cause is raised."""
+    cause = _cause(error)
+    if not isinstance(cause, (RayActorError, EngineDied)):
+        raise cause from None
+    return cause
+
+
 def _extreme(pick, engine_metrics: list[dict[str, float]], key: str) -> float:
     """max or min of one sync metric over the engines that report it (nan where none does)."""
     values = [metrics[key] for metrics in engine_metrics if not math.isnan(metrics.get(key, math.nan))]
@@ -189,9 +198,7 @@ class EnginePool:
             try:
                 completions = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
-                cause = _cause(error)
-                if not isinstance(cause, (RayActorError, EngineDied)):
-                    raise cause from None
+                cause = _engine_death(error)
                 self._replace(flight.slot, flight.incarnation, f"died ({_summary(cause)})")
                 waiting.append(flight.indices)
                 continue
@@ -311,9 +318,7 @@ class EnginePool:
             try:
                 readings.append(ray.get(ref))
             except (RayActorError, RayTaskError) as error:
-                cause = _cause(error)
-                if not isinstance(cause, (RayActorError, EngineDied)):
-                    raise cause from None
+                cause = _engine_death(error)
                 self._replace(index, incarnation, f"died ({_summary(cause)})")
                 readings.append(_unwrapped(self._serving_handle(index).read_probe.remote(probe)))
         return readings

@@ -67,8 +67,13 @@ class PhaseTimer:
             self.progress(f"  {phase}: {elapsed:.1f} s")
 
 
+def iteration_seed(config: Config, iteration: int) -> int:
+    """The base of an iteration's seeded draws: reproducible, different every iteration."""
+    return config.run.seed * 1_000_003 + iteration * 101
+
+
 def sampling_specs(config: Config, iteration: int) -> dict[str, SamplingSpec]:
-    seed = config.run.seed * 1_000_003 + iteration * 101  # reproducible, different every iteration
+    seed = iteration_seed(config, iteration)
     return {
         "proposer": SamplingSpec(n=1, temperature=config.proposer.temperature, top_p=config.proposer.top_p,
                                  max_tokens=config.proposer.max_tokens, seed=seed + 1),
@@ -318,7 +323,7 @@ def run_iteration(config: Config, components: Components, state: RunState,
         caps = {"judge": config.judge.train_samples} if config.judge.train_samples else {}
         batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config),
                                                  drop_all_equal=config.filter_groups.enabled, sample_caps=caps,
-                                                 seed=config.run.seed * 1_000_003 + state.iteration)
+                                                 seed=iteration_seed(config, state.iteration) + 4)
     diversity = track_diversity(config, state, turns, timer)
     with timer("train"):
         learner_metrics = components.learner.train(batch)
