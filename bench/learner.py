@@ -8,8 +8,8 @@ the sides step in lockstep (bench/common.py), so both see the same machine load;
 over the timed steps.
 
 What is timed:
-- ours: `plan_step` (length bucketing) + `Learner.train_step` (tensors, forward, backward, DeepSpeed ZeRO-2
-  optimizer step with grad clipping).
+- ours: `plan_step` (length bucketing; `--pack`: padding-free rows) + `Learner.train_step` (tensors, forward,
+  backward, DeepSpeed ZeRO-2 optimizer step with grad clipping).
 - TRL: one optimizer step of `GRPOTrainer.train()`, from `on_step_begin` to `on_step_end` (`training_step` with
   `compute_loss` forward + backward, grad clipping, optimizer, scheduler, zero_grad). Generation is excluded by
   replacing `_generate_and_score_completions` (the seam `_prepare_inputs` calls) with a function that returns
@@ -20,7 +20,8 @@ Trained tokens = real (unpadded) prompt + completion tokens per step, the same c
 Leaves out: generation and weight sync (bench/vs_trl.py), multi-rank training. On a GPU box see bench/gpu_smoke.py.
 
     .venv/bin/python bench/learner.py [--model DIR] [--batch 16] [--prompt-tokens 128] [--completion-tokens 128]
-                                      [--completion-min 32] [--trl-gc] [--dtype auto] [--quick]
+                                      [--completion-min 32] [--micro-batch-tokens 4096] [--pack] [--attn sdpa]
+                                      [--trl-gc] [--dtype auto] [--quick]
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     from learner.trainer import Learner, LearnerSetup, plan_step
 
     rows = random_batch(args, vocab_size(model_path))
-    learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype,
-                                                    max_model_len=args.prompt_tokens + args.completion_tokens))
+    config = LearnerConfig(micro_batch_tokens=args.micro_batch_tokens, pack_sequences=args.pack,
+                           attn_implementation=args.attn)
+    learner = Learner(config, LearnerSetup(model_path=model_path, dtype=args.dtype,
+                                           max_model_len=args.prompt_tokens + args.completion_tokens))
     # Rollout logprobs = the learner's own (as from an engine serving the same weights): importance weights 1,
     # so the loss is the one TRL computes. Not timed.
     samples = []
@@ -88,7 +91,7 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     padding, plan, step = 0.0, [[]], 0
     while controller.next_step():
         started = time.perf_counter()
-        plan, padding = plan_step(batch, learner.config.micro_batch_tokens, world_size=1)
+        plan, padding = plan_step(batch, config.micro_batch_tokens, world_size=1, packed=config.pack_sequences)
         metrics = learner.train_step(plan[0], batch.response_tokens)
         seconds = time.perf_counter() - started
         step += 1
@@ -146,7 +149,8 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller, g
 
     rows = random_batch(args, vocab_size(model_path))
     tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, args.dtype))
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, args.dtype),
+                                                 attn_implementation=args.attn)
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as output_dir:
         config = trl_grpo_config(output_dir, args.dtype, per_device_train_batch_size=args.batch,
                                  num_generations=GROUP_SIZE, max_completion_length=args.completion_tokens,
@@ -188,6 +192,11 @@ def main() -> None:
                         help="weights and compute dtype of both sides; auto: bfloat16 only where the CPU "
                              "has native bf16 matmuls (see bench/common.resolve_dtype)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
+    parser.add_argument("--micro-batch-tokens", type=int, default=4096, help="ours: learner.micro_batch_tokens")
+    parser.add_argument("--pack", action="store_true",
+                        help="ours: learner.pack_sequences (one padding-free row per micro-batch)")
+    parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa",
+                        help="attention kernel of both sides (flash_attention_2: CUDA and the flash-attn package)")
     parser.add_argument("--trl-gc", action="store_true", help="also time TRL with gradient checkpointing (its default)")
     parser.add_argument("--profile", action="store_true", help="profile one more step of ours (stderr)")
     parser.add_argument("--quick", action="store_true", help="4 sequences x (32 + 32) tokens, 1 timed step")
@@ -205,7 +214,9 @@ def main() -> None:
     forwarded = [f"--batch={args.batch}", f"--prompt-tokens={args.prompt_tokens}",
                  f"--completion-tokens={args.completion_tokens}", f"--completion-min={args.completion_min}",
                  f"--steps={args.steps}", f"--warmup={args.warmup}", f"--seed={args.seed}",
-                 f"--threads={args.threads}", f"--dtype={args.dtype}"] + (["--profile"] if args.profile else []) + (
+                 f"--threads={args.threads}", f"--dtype={args.dtype}", f"--attn={args.attn}",
+                 f"--micro-batch-tokens={args.micro_batch_tokens}"] + (["--pack"] if args.pack else []) + (
+                    ["--profile"] if args.profile else []) + (
                     [f"--model={args.model}"] if args.model else [])
     started = time.perf_counter()
     load_before = load_average()
@@ -235,7 +246,8 @@ def main() -> None:
         "settings": {"model": args.model or "smollm2-135m", "dtype": args.dtype, "batch": args.batch,
                      "prompt_tokens": args.prompt_tokens, "completion_tokens": args.completion_tokens,
                      "completion_min": args.completion_min, "tokens_per_step": tokens,
-                     "ours_micro_batches": sides["ours"]["micro_batches"],
+                     "ours_micro_batches": sides["ours"]["micro_batches"], "attn": args.attn,
+                     "ours_micro_batch_tokens": args.micro_batch_tokens, "ours_packed": args.pack,
                      "ours_padding_fraction": round(sides["ours"]["padding_fraction"], 4),
                      "trl_gradient_checkpointing": False, **lockstep_settings(args)},
         "total_s": round(time.perf_counter() - started, 1),

@@ -39,6 +39,13 @@ class LearnerConfig(Section):
         "recompute activations in the backward pass: far less memory for long micro-batches, about a third more "
         "compute"))
     micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
+    pack_sequences: bool = Field(False, description=(
+        "padding-free micro-batches: one row of samples end to end, positions restarting at each sample, no "
+        "padding computed. Pays with a varlen kernel (attn_implementation flash_attention_2, GPUs); with sdpa or "
+        "eager a row's attention is dense over all micro_batch_tokens, slower than length bucketing on CPUs"))
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description=(
+        "the learner model's attention kernel (transformers); flash_attention_2 needs CUDA and the flash-attn "
+        "package"))
     logits_chunk_tokens: int = Field(1024, ge=16, description=(
         "positions per output-layer chunk when computing logprobs: bounds the [tokens, vocab] logits in memory"))
     ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")

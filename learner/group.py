@@ -113,7 +113,8 @@ class LearnerGroup:
                                    seed=self.setup.seed + batch.response_tokens)
         per_update = []
         for update in updates:
-            plan, padding = plan_step(update, self.config.micro_batch_tokens, self.config.num_workers)
+            plan, padding = plan_step(update, self.config.micro_batch_tokens, self.config.num_workers,
+                                      self.config.pack_sequences)
             tokens = update.response_tokens
             per_rank = ray.get([worker.train_step.remote(plan[rank], tokens)
                                 for rank, worker in enumerate(self.workers)])

@@ -2,11 +2,12 @@
 
 A micro-batch is padded to its longest sample, so it costs `len(indices) * max_length` tokens of
 compute. Sorting samples by length and filling greedily keeps that padded size within a token
-budget while wasting little padding. Left out: the tensors themselves (the learner pads and
-stacks the samples of each micro-batch) and any packing of several samples into one row.
+budget while wasting little padding. A packed micro-batch (`packed=True`) is one row holding its
+samples end to end, so it costs just its tokens. Left out: the tensors themselves (the learner
+lays out the samples of each micro-batch).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 
@@ -14,12 +15,13 @@ from typing import Sequence
 class MicroBatch:
     """Sample indices into the global batch and their lengths, longest first.
 
-    The learner pads it to [len(indices), max_length].
+    The learner pads it to [len(indices), max_length], or lays it out as one row when `packed`.
     """
 
     indices: tuple[int, ...]
     lengths: tuple[int, ...]
     filler: bool = False  # a copy of a real sample that only keeps a rank in step: its loss counts zero
+    packed: bool = False
 
     def __post_init__(self) -> None:
         if not self.indices or len(self.indices) != len(self.lengths):
@@ -36,20 +38,21 @@ class MicroBatch:
 
     @property
     def padded_tokens(self) -> int:
-        return len(self.indices) * self.max_length
+        """Tokens the learner computes: every sample padded to the longest, or just the tokens when packed."""
+        return self.token_count if self.packed else len(self.indices) * self.max_length
 
 
-def _micro_batch(indices: Sequence[int], lengths: Sequence[int]) -> MicroBatch:
-    return MicroBatch(indices=tuple(indices), lengths=tuple(lengths[index] for index in indices))
+def _micro_batch(indices: Sequence[int], lengths: Sequence[int], packed: bool) -> MicroBatch:
+    return MicroBatch(indices=tuple(indices), lengths=tuple(lengths[index] for index in indices), packed=packed)
 
 
-def pack_micro_batches(lengths: Sequence[int], token_budget: int) -> list[MicroBatch]:
+def pack_micro_batches(lengths: Sequence[int], token_budget: int, packed: bool = False) -> list[MicroBatch]:
     """Pack samples (given their sequence lengths) into micro-batches of padded size <= token_budget.
 
     Samples are sorted longest first (ties by index, so the result is deterministic); each
     micro-batch opens with the longest remaining sample, which fixes its padded length, and takes
-    following samples while `count * max_length <= token_budget`. A sample longer than the budget
-    gets a micro-batch of its own.
+    following samples while `count * max_length <= token_budget` (`packed`: while the sum of their
+    lengths is). A sample longer than the budget gets a micro-batch of its own.
     """
     if token_budget <= 0:
         raise ValueError(f"token_budget must be positive, got {token_budget}")
@@ -60,12 +63,14 @@ def pack_micro_batches(lengths: Sequence[int], token_budget: int) -> list[MicroB
     micro_batches: list[MicroBatch] = []
     current: list[int] = []
     for index in order:
-        if current and (len(current) + 1) * lengths[current[0]] > token_budget:
-            micro_batches.append(_micro_batch(current, lengths))
-            current = []
-        current.append(index)
+        grown = current + [index]
+        size = sum(lengths[member] for member in grown) if packed else len(grown) * lengths[grown[0]]
+        if current and size > token_budget:
+            micro_batches.append(_micro_batch(current, lengths, packed))
+            grown = [index]
+        current = grown
     if current:
-        micro_batches.append(_micro_batch(current, lengths))
+        micro_batches.append(_micro_batch(current, lengths, packed))
     return micro_batches
 
 
@@ -80,8 +85,8 @@ def padding_fraction(micro_batches: Sequence[MicroBatch]) -> float:
 def _split_in_two(micro_batch: MicroBatch) -> tuple[MicroBatch, MicroBatch]:
     middle = len(micro_batch.indices) // 2
     return (
-        MicroBatch(micro_batch.indices[:middle], micro_batch.lengths[:middle]),
-        MicroBatch(micro_batch.indices[middle:], micro_batch.lengths[middle:]),
+        replace(micro_batch, indices=micro_batch.indices[:middle], lengths=micro_batch.lengths[:middle]),
+        replace(micro_batch, indices=micro_batch.indices[middle:], lengths=micro_batch.lengths[middle:]),
     )
 
 
@@ -106,7 +111,8 @@ def split_across_ranks(micro_batches: Sequence[MicroBatch], world_size: int) -> 
         if not splittable:
             length, index = min((length, index) for batch in pending
                                 for index, length in zip(batch.indices, batch.lengths))
-            pending += [MicroBatch((index,), (length,), filler=True)] * (-len(pending) % world_size)
+            filler = MicroBatch((index,), (length,), filler=True, packed=pending[0].packed)
+            pending += [filler] * (-len(pending) % world_size)
             break
         largest = max(splittable, key=lambda position: (pending[position].padded_tokens, -position))
         pending[largest : largest + 1] = _split_in_two(pending[largest])

@@ -1,11 +1,11 @@
 """The DeepSpeed learner: one PEFT LoRA adapter shared by all roles, GRPO steps on the advantages it is given.
 
 Plain class, one instance per data-parallel rank (`learner.group` runs them as Ray actors). Per step:
-length-bucketed micro-batches (no padding waste beyond the bucket), one forward+backward each, one optimizer
-step. There is a single policy update per batch, so the "old" policy of the PPO ratio is the current one
-(ratio 1, gradient of the plain policy gradient); the rollout engine's logprobs enter through truncated
-importance weights instead. That saves a forward pass per step; the KL reference (adapter disabled) costs one
-extra no-grad forward only when `kl_coef > 0`.
+length-bucketed micro-batches (no padding waste beyond the bucket; with `pack_sequences`, one padding-free
+row each), one forward+backward each, one optimizer step. There is a single policy update per batch, so the
+"old" policy of the PPO ratio is the current one (ratio 1, gradient of the plain policy gradient); the rollout
+engine's logprobs enter through truncated importance weights instead. That saves a forward pass per step; the
+KL reference (adapter disabled) costs one extra no-grad forward only when `kl_coef > 0`.
 
 Loss aggregation: every micro-batch contributes sum(token losses) / (response tokens of the whole global
 batch); DeepSpeed averages gradients over ranks, so the loss is multiplied by world_size to keep that a sum.
@@ -119,7 +119,10 @@ class Learner:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // setup.world_size))
         _init_distributed(setup)
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype, setup.dtype)
-        base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[self.compute_dtype])
+        if config.attn_implementation == "flash_attention_2" and not torch.cuda.is_available():
+            raise ValueError("learner.attn_implementation flash_attention_2 needs a CUDA GPU; use sdpa on CPUs")
+        base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[self.compute_dtype],
+                                                    attn_implementation=config.attn_implementation)
         base.config.use_cache = False
         if config.gradient_checkpointing:  # recompute each layer's activations in the backward pass
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -136,42 +139,58 @@ class Learner:
 
     # -- forward ------------------------------------------------------------------------------------------------
     def _micro_batch_tensors(self, samples: list[TrainSample]) -> dict[str, torch.Tensor]:
-        """Left-padded so every response ends at the last position: logits are kept for the last R+1 only."""
+        """Padded: one row per sample, left-padded. Packed (`pack_sequences`): one row of the samples end to end,
+        positions restarting at each and no attention mask (transformers reads the sequence boundaries from the
+        restarts). Either way `predict` [B, R] indexes the flattened hidden states that predict each response
+        token and `targets` [B, R] holds that token; responses are right-aligned in R."""
         device = self.engine.device
-        width = max(sample.length for sample in samples)
+        packed = self.config.pack_sequences
+        rows, width = (1, sum(s.length for s in samples)) if packed else (len(samples), max(s.length for s in samples))
         response_width = max(len(sample.response_token_ids) for sample in samples)
-        input_ids = torch.zeros(len(samples), width, dtype=torch.long)  # [B, T]
-        attention = torch.zeros(len(samples), width, dtype=torch.long)  # [B, T]
+        input_ids = torch.zeros(rows, width, dtype=torch.long)  # [rows, T]
+        attention = torch.zeros(rows, width, dtype=torch.long)  # [rows, T]
+        positions = torch.zeros(rows, width, dtype=torch.long)  # [rows, T]
+        predict = torch.zeros(len(samples), response_width, dtype=torch.long)  # [B, R]
+        targets = torch.zeros(len(samples), response_width, dtype=torch.long)  # [B, R]
         response_mask = torch.zeros(len(samples), response_width)  # [B, R]
         rollout_logprobs = torch.zeros(len(samples), response_width)  # [B, R]
         has_old = all(sample.old_logprobs is not None for sample in samples)
         old_logprobs = torch.zeros(len(samples), response_width)  # [B, R]
-        for row, sample in enumerate(samples):
+        start = 0
+        for index, sample in enumerate(samples):
             tokens = sample.prompt_token_ids + sample.response_token_ids
-            input_ids[row, width - len(tokens):] = torch.tensor(tokens)
-            attention[row, width - len(tokens):] = 1
+            row, start = (0, start) if packed else (index, width - len(tokens))
+            end = start + len(tokens)
+            input_ids[row, start:end] = torch.tensor(tokens)
+            attention[row, start:end] = 1
+            positions[row, start:end] = torch.arange(len(tokens))
             count = len(sample.response_token_ids)
-            response_mask[row, response_width - count:] = 1
-            rollout_logprobs[row, response_width - count:] = torch.tensor(sample.rollout_logprobs)
+            slots = slice(response_width - count, None)
+            first = row * width + end - count - 1  # the position that predicts the first response token
+            predict[index] = first  # masked slots read a real position too
+            predict[index, slots] = torch.arange(first, first + count)
+            targets[index, slots] = torch.tensor(sample.response_token_ids)
+            response_mask[index, slots] = 1
+            rollout_logprobs[index, slots] = torch.tensor(sample.rollout_logprobs)
             if has_old:
-                old_logprobs[row, response_width - count:] = torch.tensor(sample.old_logprobs)
-        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # [B, T]
-        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device),
-                "position_ids": positions.to(device), "response_mask": response_mask.to(device),
-                "rollout_logprobs": rollout_logprobs.to(device),
+                old_logprobs[index, slots] = torch.tensor(sample.old_logprobs)
+            start = end
+        return {"input_ids": input_ids.to(device), "position_ids": positions.to(device),
+                "predict": predict.to(device), "targets": targets.to(device),
+                "response_mask": response_mask.to(device), "rollout_logprobs": rollout_logprobs.to(device),
                 "temperatures": torch.tensor([s.temperature for s in samples], device=device),
                 "advantages": torch.tensor([s.advantage for s in samples], device=device)} | (
+                {} if packed else {"attention_mask": attention.to(device)}) | (
                 {"old_logprobs": old_logprobs.to(device)} if has_old else {})
 
     def _response_logprobs(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logprobs of the response tokens under the current model: [B, R] (fp32)."""
-        response_width = tensors["response_mask"].shape[1]
-        output = self.engine(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
+        output = self.engine(input_ids=tensors["input_ids"], attention_mask=tensors.get("attention_mask"),
                              position_ids=tensors["position_ids"], output_hidden_states=True, logits_to_keep=1)
-        hidden = output.hidden_states[-1][:, -response_width - 1:-1]  # [B, R, H], after the final norm
-        targets = tensors["input_ids"][:, -response_width:]  # [B, R]
-        return token_logprobs(self.model.get_output_embeddings(), hidden, targets, tensors["temperatures"],
-                              self.config.logits_chunk_tokens)
+        hidden = output.hidden_states[-1]  # [rows, T, H], after the final norm
+        predicting = hidden.reshape(-1, hidden.shape[-1])[tensors["predict"]]  # [B, R, H]
+        return token_logprobs(self.model.get_output_embeddings(), predicting, tensors["targets"],
+                              tensors["temperatures"], self.config.logits_chunk_tokens)
 
     # -- one update ---------------------------------------------------------------------------------------------
     def check_batch(self, batch: TrainBatch) -> None:
@@ -258,7 +277,8 @@ class Learner:
         gets several updates."""
         self.engine.eval()
         result: list[tuple[float, ...]] = [()] * len(samples)
-        for micro_batch in pack_micro_batches([sample.length for sample in samples], self.config.micro_batch_tokens):
+        lengths = [sample.length for sample in samples]
+        for micro_batch in pack_micro_batches(lengths, self.config.micro_batch_tokens, self.config.pack_sequences):
             chosen = [samples[index] for index in micro_batch.indices]
             logprobs = self._response_logprobs(self._micro_batch_tensors(chosen)).float().cpu()  # [B, R]
             for row, index in enumerate(micro_batch.indices):
@@ -369,12 +389,13 @@ def plan_updates(batch: TrainBatch, epochs: int, mini_batches: int, seed: int) -
     return updates
 
 
-def plan_step(batch: TrainBatch, token_budget: int, world_size: int) -> tuple[list[list[list[TrainSample]]], float]:
-    """Length-bucketed micro-batches of the global batch, split so every rank gets the same count (filler copies,
-    whose loss counts zero, where the samples cannot go round). Returns ([rank][micro-batch][sample], padding
-    fraction of the real micro-batches)."""
-    packed = pack_micro_batches([sample.length for sample in batch.samples], token_budget)
+def plan_step(batch: TrainBatch, token_budget: int, world_size: int,
+              packed: bool = False) -> tuple[list[list[list[TrainSample]]], float]:
+    """Length-bucketed micro-batches of the global batch (`packed`: the budget counts tokens, for a learner with
+    `pack_sequences`), split so every rank gets the same count (filler copies, whose loss counts zero, where the
+    samples cannot go round). Returns ([rank][micro-batch][sample], padding fraction of the real micro-batches)."""
+    micro_batches = pack_micro_batches([sample.length for sample in batch.samples], token_budget, packed)
     plan = [[[replace(batch.samples[index], filler=True) if micro_batch.filler else batch.samples[index]
               for index in micro_batch.indices] for micro_batch in rank_batches]
-            for rank_batches in split_across_ranks(packed, world_size)]
-    return plan, padding_fraction(packed)
+            for rank_batches in split_across_ranks(micro_batches, world_size)]
+    return plan, padding_fraction(micro_batches)

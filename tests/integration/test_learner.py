@@ -184,3 +184,41 @@ def test_drift_from_base_is_zero_at_start_and_grows_with_training(tiny_model_dir
     for _ in range(3):
         _step(learner, [_sample(prompt, good, 1.0, learner), _sample(prompt, bad, -1.0, learner)])
     assert learner.drift_from_base(general) > 1e-6
+
+
+def test_packed_rows_compute_what_padded_rows_compute(tiny_model_dir):
+    """`pack_sequences` puts a micro-batch's samples end to end in one row, positions restarting at each: it must
+    give the response logprobs, loss, gradient and updated weights of one padded row per sample (float32)."""
+    samples = [_sample((1, 17, 300, 42, 9), (500, 501, 502, 503), 1.0), _sample((5, 6), (70,), -1.0),
+               _sample((8, 9, 10, 11, 12, 13, 14), (80, 81), 0.5),
+               _sample((2, 3, 4), (90, 91, 92, 93, 94, 95), -0.5)]
+    batch = TrainBatch(tuple(samples))
+    results = []
+    for packed in (False, True):
+        config = LearnerConfig(lr=1e-2, micro_batch_tokens=512, pack_sequences=packed, compute_dtype="float32")
+        learner = Learner(config, LearnerSetup(model_path=str(tiny_model_dir), max_model_len=MAX_LEN, seed=5))
+        rows = learner._micro_batch_tensors(samples)["input_ids"].shape
+        assert rows == ((1, sum(sample.length for sample in samples)) if packed else (4, 9))
+        logprobs = learner.policy_logprobs(samples)
+        plan, padding = plan_step(batch, 512, world_size=1, packed=packed)
+        assert len(plan[0]) == 1 and (padding == 0.0) == packed
+        metrics = learner.train_step(plan[0], batch.response_tokens)
+        results.append((logprobs, metrics, learner.lora_parameters(), learner.policy_logprobs(samples)))
+    (padded, padded_metrics, padded_weights, padded_after), (packed, packed_metrics, packed_weights, packed_after) = (
+        results)
+    for before, after, packed_before, packed_later in zip(padded, padded_after, packed, packed_after):
+        assert packed_before == pytest.approx(before, abs=1e-4)
+        assert packed_later == pytest.approx(after, abs=1e-4)
+        assert packed_later != pytest.approx(packed_before, abs=1e-3)  # the step moved every sample's logprobs
+    assert packed_metrics["learner/loss"] == pytest.approx(padded_metrics["learner/loss"], rel=1e-4)
+    assert packed_metrics["learner/grad_norm"] == pytest.approx(padded_metrics["learner/grad_norm"], rel=1e-4)
+    # Adam's first step moves a weight by about lr (1e-2) wherever its gradient is not zero, and it normalises
+    # gradients near zero, where rounding differs: agreement to 1 % of a step.
+    assert all(torch.allclose(padded_weights[name], packed_weights[name], atol=1e-4) for name in padded_weights)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_flash_attention_on_a_cpu_is_refused_in_one_line(tiny_model_dir):
+    with pytest.raises(ValueError, match="flash_attention_2 needs a CUDA GPU"):
+        Learner(LearnerConfig(attn_implementation="flash_attention_2"),
+                LearnerSetup(model_path=str(tiny_model_dir), max_model_len=MAX_LEN))

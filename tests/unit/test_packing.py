@@ -17,6 +17,26 @@ def test_pack_micro_batches_hand_computed() -> None:
     assert padding_fraction(micro_batches) == pytest.approx(3 / 38)
 
 
+def test_packed_micro_batches_count_tokens_not_padding() -> None:
+    micro_batches = pack_micro_batches([5, 9, 3, 9, 2, 7], token_budget=20, packed=True)
+    # Longest first: 9 + 9 = 18 (7 more is 25), then 7 + 5 + 3 + 2 = 17: one row each, nothing padded.
+    assert [micro_batch.indices for micro_batch in micro_batches] == [(1, 3), (5, 0, 2, 4)]
+    assert [micro_batch.padded_tokens for micro_batch in micro_batches] == [18, 17]
+    assert all(micro_batch.packed for micro_batch in micro_batches)
+    assert padding_fraction(micro_batches) == 0.0
+
+
+def test_split_across_ranks_keeps_micro_batches_packed() -> None:
+    packed = pack_micro_batches([5, 9, 3, 9, 2, 7], token_budget=20, packed=True)  # 18 and 17 tokens
+    halves = split_across_ranks(packed, world_size=3)
+    # Two for three ranks: the one with more tokens, (1, 3), is split into (1,) and (3,), 9 tokens each.
+    assert [[(batch.indices, batch.packed) for batch in rank] for rank in halves] == [
+        [((5, 0, 2, 4), True)], [((1,), True)], [((3,), True)]]
+    fillers = split_across_ranks(pack_micro_batches([30, 20], token_budget=40, packed=True), world_size=3)
+    assert [[(batch.indices, batch.filler, batch.packed) for batch in rank] for rank in fillers] == [
+        [((0,), False, True)], [((1,), False, True)], [((1,), True, True)]]
+
+
 def test_sample_longer_than_budget_gets_its_own_micro_batch() -> None:
     micro_batches = pack_micro_batches([4, 30, 4], token_budget=10)
     assert [micro_batch.indices for micro_batch in micro_batches] == [(1,), (0, 2)]
@@ -67,7 +87,7 @@ def test_split_across_ranks_invariants_on_random_batches(world_size: int) -> Non
     for _ in range(20):
         lengths = [generator.randint(1, 300) for _ in range(world_size * generator.randint(1, 12))]
         budget = generator.randint(200, 1200)
-        ranks = split_across_ranks(pack_micro_batches(lengths, budget), world_size)
+        ranks = split_across_ranks(pack_micro_batches(lengths, budget, packed=generator.random() < 0.5), world_size)
         assert len({len(rank) for rank in ranks}) == 1
         assert sorted(index for rank in ranks for batch in rank for index in batch.indices) == list(
             range(len(lengths))
