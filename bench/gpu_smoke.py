@@ -3,6 +3,7 @@ exports reloaded in HF/PEFT and compared with the learner's own logprobs on a pr
 trip, peak memory. Prints one final JSON line; exits 1 when a check fails.
 
     python bench/gpu_smoke.py --model DIR [--steps 3] [--batch 16] [--prompt-tokens 128] [--completion-tokens 128]
+                              [--pack] [--attn sdpa]
 
 It runs on a CPU too (the embedded model by default), which is how the test suite keeps it working.
 """
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="large enough that the update shows in the probe")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto")
     parser.add_argument("--micro-batch-tokens", type=int, default=4096)
+    parser.add_argument("--pack", action="store_true", help="learner.pack_sequences: padding-free rows")
+    parser.add_argument("--attn", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"], default="sdpa",
+                        help="learner.attn_implementation")
     args = parser.parse_args()
     args.seed, args.completion_min = 0, args.completion_tokens // 4
     offline()
@@ -80,10 +84,11 @@ def main() -> None:
         from selfplay.embedded_model import prepare_embedded_model
 
         args.model = str(prepare_embedded_model("smollm2-135m"))
-    result: dict = {"model": args.model, "dtype": dtype, "device": torch.cuda.get_device_name()
-                    if torch.cuda.is_available() else "cpu"}
-    learner = Learner(LearnerConfig(lr=args.lr, micro_batch_tokens=args.micro_batch_tokens),
-                      LearnerSetup(model_path=args.model, dtype=dtype,
+    result: dict = {"model": args.model, "dtype": dtype, "packed": args.pack, "attn": args.attn,
+                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    config = LearnerConfig(lr=args.lr, micro_batch_tokens=args.micro_batch_tokens, pack_sequences=args.pack,
+                           attn_implementation=args.attn)
+    learner = Learner(config, LearnerSetup(model_path=args.model, dtype=dtype,
                                    max_model_len=args.prompt_tokens + args.completion_tokens))
     result["learner_start_s"] = round(time.perf_counter() - started, 2)
     rows = random_batch(args, vocab_size(args.model))
@@ -93,7 +98,7 @@ def main() -> None:
     steps = []
     for _ in range(args.steps):
         began = time.perf_counter()
-        plan, _ = plan_step(batch, learner.config.micro_batch_tokens, world_size=1)
+        plan, _ = plan_step(batch, config.micro_batch_tokens, world_size=1, packed=config.pack_sequences)
         metrics = learner.train_step(plan[0], batch.response_tokens)
         steps.append({"seconds": round(time.perf_counter() - began, 3), "loss": round(metrics["learner/loss"], 5),
                       "grad_norm": round(metrics["learner/grad_norm"], 5)})
@@ -117,7 +122,7 @@ def main() -> None:
 
         saved = learner.lora_parameters()
         learner.save_checkpoint(str(Path(scratch) / "checkpoint"))
-        plan, _ = plan_step(batch, learner.config.micro_batch_tokens, world_size=1)
+        plan, _ = plan_step(batch, config.micro_batch_tokens, world_size=1, packed=config.pack_sequences)
         learner.train_step(plan[0], batch.response_tokens)
         learner.load_checkpoint(str(Path(scratch) / "checkpoint"))
         restored = learner.lora_parameters()

@@ -21,7 +21,7 @@ Leaves out: generation and weight sync (bench/vs_trl.py), multi-rank training. O
 
     .venv/bin/python bench/learner.py [--model DIR] [--batch 16] [--prompt-tokens 128] [--completion-tokens 128]
                                       [--completion-min 32] [--micro-batch-tokens 4096] [--pack] [--attn sdpa]
-                                      [--trl-gc] [--dtype auto] [--quick]
+                                      [--trl-attn sdpa] [--trl-gc] [--dtype auto] [--quick]
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller, g
     rows = random_batch(args, vocab_size(model_path))
     tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, args.dtype),
-                                                 attn_implementation=args.attn)
+                                                 attn_implementation=args.trl_attn)
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as output_dir:
         config = trl_grpo_config(output_dir, args.dtype, per_device_train_batch_size=args.batch,
                                  num_generations=GROUP_SIZE, max_completion_length=args.completion_tokens,
@@ -195,8 +195,10 @@ def main() -> None:
     parser.add_argument("--micro-batch-tokens", type=int, default=4096, help="ours: learner.micro_batch_tokens")
     parser.add_argument("--pack", action="store_true",
                         help="ours: learner.pack_sequences (one padding-free row per micro-batch)")
-    parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa",
-                        help="attention kernel of both sides (flash_attention_2: CUDA and the flash-attn package)")
+    parser.add_argument("--attn", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"], default="sdpa",
+                        help="ours: learner.attn_implementation (flex_attention, flash_attention_2: CUDA only)")
+    parser.add_argument("--trl-attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa",
+                        help="TRL's attention kernel (its padded batches)")
     parser.add_argument("--trl-gc", action="store_true", help="also time TRL with gradient checkpointing (its default)")
     parser.add_argument("--profile", action="store_true", help="profile one more step of ours (stderr)")
     parser.add_argument("--quick", action="store_true", help="4 sequences x (32 + 32) tokens, 1 timed step")
@@ -215,6 +217,7 @@ def main() -> None:
                  f"--completion-tokens={args.completion_tokens}", f"--completion-min={args.completion_min}",
                  f"--steps={args.steps}", f"--warmup={args.warmup}", f"--seed={args.seed}",
                  f"--threads={args.threads}", f"--dtype={args.dtype}", f"--attn={args.attn}",
+                 f"--trl-attn={args.trl_attn}",
                  f"--micro-batch-tokens={args.micro_batch_tokens}"] + (["--pack"] if args.pack else []) + (
                     ["--profile"] if args.profile else []) + (
                     [f"--model={args.model}"] if args.model else [])
@@ -246,7 +249,7 @@ def main() -> None:
         "settings": {"model": args.model or "smollm2-135m", "dtype": args.dtype, "batch": args.batch,
                      "prompt_tokens": args.prompt_tokens, "completion_tokens": args.completion_tokens,
                      "completion_min": args.completion_min, "tokens_per_step": tokens,
-                     "ours_micro_batches": sides["ours"]["micro_batches"], "attn": args.attn,
+                     "ours_micro_batches": sides["ours"]["micro_batches"], "attn": args.attn, "trl_attn": args.trl_attn,
                      "ours_micro_batch_tokens": args.micro_batch_tokens, "ours_packed": args.pack,
                      "ours_padding_fraction": round(sides["ours"]["padding_fraction"], 4),
                      "trl_gradient_checkpointing": False, **lockstep_settings(args)},

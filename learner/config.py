@@ -41,11 +41,12 @@ class LearnerConfig(Section):
     micro_batch_tokens: int = Field(4096, ge=64, description="padded tokens per micro-batch (length bucketing)")
     pack_sequences: bool = Field(False, description=(
         "padding-free micro-batches: one row of samples end to end, positions restarting at each sample, no "
-        "padding computed. Pays with a varlen kernel (attn_implementation flash_attention_2, GPUs); with sdpa or "
-        "eager a row's attention is dense over all micro_batch_tokens, slower than length bucketing on CPUs"))
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description=(
-        "the learner model's attention kernel (transformers); flash_attention_2 needs CUDA and the flash-attn "
-        "package"))
+        "padding computed. Pays with a kernel that skips attention across samples (attn_implementation "
+        "flex_attention or flash_attention_2, GPUs); with sdpa or eager a row's attention is dense over all its "
+        "tokens: 0.99x TRL against 1.68x for length bucketing on a 2-core CPU"))
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = Field("sdpa", description=(
+        "the learner model's attention kernel (transformers). flex_attention (torch's own) and flash_attention_2 "
+        "(the flash-attn package) need CUDA: torch has no flex_attention backward on CPUs"))
     logits_chunk_tokens: int = Field(1024, ge=16, description=(
         "positions per output-layer chunk when computing logprobs: bounds the [tokens, vocab] logits in memory"))
     ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")

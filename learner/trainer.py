@@ -34,6 +34,7 @@ from learner.records import TrainBatch, TrainSample
 from learner.weights import SyncMode, SyncProbe, WeightUpdate, prune_exports, read_files
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+GPU_ATTENTION = ("flex_attention", "flash_attention_2")  # no training on CPUs: torch has no flex backward there
 
 
 class BatchError(ValueError):
@@ -119,8 +120,9 @@ class Learner:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // setup.world_size))
         _init_distributed(setup)
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype, setup.dtype)
-        if config.attn_implementation == "flash_attention_2" and not torch.cuda.is_available():
-            raise ValueError("learner.attn_implementation flash_attention_2 needs a CUDA GPU; use sdpa on CPUs")
+        if config.attn_implementation in GPU_ATTENTION and not torch.cuda.is_available():
+            raise ValueError(f"learner.attn_implementation {config.attn_implementation} needs a CUDA GPU; "
+                             f"use sdpa on CPUs")
         base = AutoModelForCausalLM.from_pretrained(setup.model_path, dtype=DTYPES[self.compute_dtype],
                                                     attn_implementation=config.attn_implementation)
         base.config.use_cache = False

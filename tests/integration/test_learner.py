@@ -218,7 +218,8 @@ def test_packed_rows_compute_what_padded_rows_compute(tiny_model_dir):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
-def test_flash_attention_on_a_cpu_is_refused_in_one_line(tiny_model_dir):
-    with pytest.raises(ValueError, match="flash_attention_2 needs a CUDA GPU"):
-        Learner(LearnerConfig(attn_implementation="flash_attention_2"),
+@pytest.mark.parametrize("kernel", ["flex_attention", "flash_attention_2"])
+def test_gpu_attention_on_a_cpu_is_refused_in_one_line(tiny_model_dir, kernel):
+    with pytest.raises(ValueError, match=f"{kernel} needs a CUDA GPU"):
+        Learner(LearnerConfig(attn_implementation=kernel),
                 LearnerSetup(model_path=str(tiny_model_dir), max_model_len=MAX_LEN))
