@@ -86,11 +86,16 @@ def resolve_dtype(name: str) -> str:
 
 
 def release_free_memory() -> None:
-    """glibc keeps freed heap pages (a step's activations, GBs in fp32); malloc_trim returns them to the OS."""
+    """glibc keeps freed heap pages (a step's activations, GBs in fp32); malloc_trim returns them to the OS. On a
+    GPU, torch's caching allocator keeps freed blocks the same way: they go back too, for the other side's step."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 def mean(values: list[float]) -> float:
@@ -280,8 +285,9 @@ def trl_grpo_config(output_dir: str, dtype: str, **values):
     return GRPOConfig(**settings)
 
 
-def side_setup(threads: int, reply_fd: int) -> tuple[str, Controller]:
-    """A side's process: offline, `threads` torch threads (0: torch's default), the embedded model, its reply pipe."""
+def side_setup(threads: int, reply_fd: int, model: str | None = None) -> tuple[str, Controller]:
+    """A side's process: offline, `threads` torch threads (0: torch's default), `model` or else the embedded model
+    (prepared only then: a bare GPU box has a model directory and no converter), its reply pipe."""
     import torch
 
     from selfplay.embedded_model import prepare_embedded_model
@@ -289,4 +295,4 @@ def side_setup(threads: int, reply_fd: int) -> tuple[str, Controller]:
     offline()
     if threads:
         torch.set_num_threads(threads)
-    return str(prepare_embedded_model("smollm2-135m")), Controller(reply_fd)
+    return model or str(prepare_embedded_model("smollm2-135m")), Controller(reply_fd)

@@ -169,8 +169,7 @@ def run_trl(args: argparse.Namespace, model_path: str, controller: Controller, g
 
 # -- driver ---------------------------------------------------------------------------------------------------------
 def side_main(args: argparse.Namespace) -> None:
-    embedded_path, controller = side_setup(args.threads, args.reply_fd)
-    model_path = args.model or embedded_path
+    model_path, controller = side_setup(args.threads, args.reply_fd, args.model)
     if args.side == "ours":
         run_ours(args, model_path, controller)
     else:
