@@ -7,12 +7,14 @@ scoring in `selfplay.scoring`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
+from rollout.probe import SEPARATION
 from selfplay.checkpoint import checkpoint_name, checkpoint_root, latest_checkpoint, load_state, save_checkpoint
 from selfplay.config import Config, config_to_yaml, metrics_namespace
 from selfplay.console import log
@@ -106,7 +108,19 @@ def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> 
             f"judge {value('judge/format_failure_rate', 2)}. Pool {value('pool/size', 0)} questions "
             f"(+{value('pool/accepted', 0)}). Generation {value('rollout/tokens_per_second', 0)} tokens/s; "
             f"loss {value('learner/loss', 4)}, weight version {value('sync/version', 0)}, "
-            f"probe gap {value('sync/probe_gap', 4)}, position {value('sync/probe_position', 2)}.")
+            f"probe gap {value('sync/probe_gap', 4)}, {probe_position(metrics)}.")
+
+
+def probe_position(metrics: dict[str, float]) -> str:
+    """Where the engines sit between the previous weights (0) and these (1); a step within the probe's noise is
+    not placed (rollout/probe.py), and saying so beats printing nan."""
+    if "sync/probe_position" not in metrics:
+        return "no probe reading"
+    position = metrics["sync/probe_position"]
+    if math.isfinite(position):
+        return f"position {position:.2f}"
+    separation = metrics.get("sync/probe_separation", math.nan)
+    return f"step within the probe's noise (separation {separation:.2f} of the {SEPARATION:.2f} needed to place it)"
 
 
 def held_out_eval(config: Config, started: Started,

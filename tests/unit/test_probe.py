@@ -76,3 +76,12 @@ def test_advanced_moves_this_version_to_previous():
 def test_a_reading_of_the_wrong_length_is_refused():
     with pytest.raises(ValueError, match="3 logprobs for 4 positions"):
         read_probe([-1.0, -2.0, -3.0], probe())
+
+
+def test_the_iteration_line_places_the_engines_or_says_the_step_was_within_the_noise():
+    from selfplay.driver import probe_position
+
+    assert probe_position({"sync/probe_position": 0.984, "sync/probe_separation": 9.0}) == "position 0.98"
+    assert probe_position({"sync/probe_position": math.nan, "sync/probe_separation": 1.234}) == (
+        "step within the probe's noise (separation 1.23 of the 4.00 needed to place it)")
+    assert probe_position({}) == "no probe reading"
