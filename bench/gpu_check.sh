@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The learner's checks on a bare GPU box, in one run (.gpu/ made by bench/gpu_kit.sh and carried along). Each check
 # writes its JSON line to $OUT/NAME.json (stderr to NAME.err) and prints one summary line; LIMIT bounds each check
-# in seconds (default 150). Random-weight Qwen2.5 shapes: 0.5B for the smoke checks, 3B for the benchmarks.
+# in seconds (default 120: the set-up and four checks stay under the device tool's 10 minutes a command).
+# Random-weight Qwen2.5 shapes: 0.5B for the smoke checks, 3B for the benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.gpu/out}
@@ -13,7 +14,7 @@ python3 .gpu/make_models.py --3b
 check() {
   local name=$1
   shift
-  timeout "${LIMIT:-150}" python3 "$@" >"$out/$name.json" 2>"$out/$name.err"
+  timeout "${LIMIT:-120}" python3 "$@" >"$out/$name.json" 2>"$out/$name.err"
   echo "$name: rc $? $(tail -n 1 "$out/$name.json" | cut -c 1-600)"
 }
 check smoke bench/gpu_smoke.py --model /tmp/qwen05b
