@@ -89,7 +89,7 @@ def main() -> None:
     config = LearnerConfig(lr=args.lr, micro_batch_tokens=args.micro_batch_tokens, pack_sequences=args.pack,
                            attn_implementation=args.attn)
     learner = Learner(config, LearnerSetup(model_path=args.model, dtype=dtype,
-                                   max_model_len=args.prompt_tokens + args.completion_tokens))
+                                           max_model_len=args.prompt_tokens + args.completion_tokens))
     result["learner_start_s"] = round(time.perf_counter() - started, 2)
     rows = random_batch(args, vocab_size(args.model))
     batch = TrainBatch(tuple(TrainSample(tuple(prompt), tuple(completion),
