@@ -16,11 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import offline, peak_rss_mb, resolve_dtype  # noqa: E402
 from bench.learner import random_batch, vocab_size  # noqa: E402
+from learner.config import AttentionKernel  # noqa: E402
 
 RELOAD_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}  # max |logprob difference| of a reload
 
@@ -66,7 +68,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto")
     parser.add_argument("--micro-batch-tokens", type=int, default=4096)
     parser.add_argument("--pack", action="store_true", help="learner.pack_sequences: padding-free rows")
-    parser.add_argument("--attn", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"], default="sdpa",
+    parser.add_argument("--attn", choices=get_args(AttentionKernel), default="sdpa",
                         help="learner.attn_implementation")
     args = parser.parse_args()
     args.seed, args.completion_min = 0, args.completion_tokens // 4

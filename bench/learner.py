@@ -32,12 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (Controller, load_average, lockstep_settings, log, peft_lora_config,  # noqa: E402
                           resolve_dtype, round_ratios, run_lockstep, side_setup, timed_summary, trl_grpo_config,
                           trl_lockstep_callback)
+from learner.config import AttentionKernel  # noqa: E402
 
 GROUP_SIZE = 4  # answers per question: TRL's num_generations (it only groups rewards, which are not computed here)
 
@@ -194,7 +196,7 @@ def main() -> None:
     parser.add_argument("--micro-batch-tokens", type=int, default=4096, help="ours: learner.micro_batch_tokens")
     parser.add_argument("--pack", action="store_true",
                         help="ours: learner.pack_sequences (one padding-free row per micro-batch)")
-    parser.add_argument("--attn", choices=["sdpa", "eager", "flex_attention", "flash_attention_2"], default="sdpa",
+    parser.add_argument("--attn", choices=get_args(AttentionKernel), default="sdpa",
                         help="ours: learner.attn_implementation (flex_attention, flash_attention_2: CUDA only)")
     parser.add_argument("--trl-attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa",
                         help="TRL's attention kernel (its padded batches)")

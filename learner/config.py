@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+AttentionKernel = Literal["sdpa", "eager", "flex_attention", "flash_attention_2"]  # transformers' names
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -45,7 +47,7 @@ class LearnerConfig(Section):
         "padding computed. Pays with a kernel that skips attention across samples (attn_implementation "
         "flex_attention or flash_attention_2, GPUs); with sdpa or eager a row's attention is dense over all its "
         "tokens: 0.99x TRL on a 2-core CPU, where length bucketing ran at 1.68-1.89x"))
-    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = Field("sdpa", description=(
+    attn_implementation: AttentionKernel = Field("sdpa", description=(
         "the learner model's attention kernel (transformers). flex_attention (torch's own) and flash_attention_2 "
         "(the flash-attn package) need CUDA: torch has no flex_attention backward on CPUs"))
     logits_chunk_tokens: int = Field(1024, ge=16, description=(
