@@ -24,12 +24,15 @@ class RolloutConfig(Section):
     kv_cache_gb: float = Field(2.0, gt=0, description="KV cache size (CPU: VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="GPU only: vLLM memory fraction")
     enforce_eager: bool = Field(True, description="skip graph compilation (fast start, slower decode)")
-    max_num_seqs: int = Field(256, ge=1, description="vLLM batch size cap per engine")
+    max_num_seqs: int = Field(256, ge=1, description=(
+        "vLLM batch size cap per engine; also the most sampled sequences one batch of merged generate calls holds"))
     sync_mode: Literal["auto", "adapter", "merged"] = Field("auto", description=(
         "how new weights reach the engines: a new LoRA version or merged weights; auto = merged on CPU, "
         "adapter on GPU (bench/rollout.py measures both)"))
     sync_tolerance: float = Field(0.05, gt=0, description="max mean |logprob| gap on the probe after a sync")
-    request_timeout_s: float = Field(900.0, gt=0, description="a generate call slower than this marks the engine hung")
+    request_timeout_s: float = Field(900.0, gt=0, description=(
+        "an engine whose running vLLM call (one batch of at most max_num_seqs sequences, a weight load) has run this "
+        "long is hung, and replaced; calls queued behind a batch wait it out"))
     max_restarts: int = Field(3, ge=0, description="engine restarts allowed per run before giving up")
     weights_path: str | None = Field(None, description=(
         "a directory every node mounts, for the learner's weight exports; unset = /dev/shm (or the temp dir) of the "

@@ -4,7 +4,9 @@ restarts.
 `EnginePool` (plain class; the driver may use it in-process) spreads requests over the hosts least-loaded first,
 in chunks, and returns completions in request order; several threads may call it at once. It pushes each weight
 update to every host and keeps the latest, so that a dead or hung host is killed, restarted, re-synced to the
-latest weights and given its unfinished requests again (up to `max_restarts` per pool). `RemoteEnginePool` runs
+latest weights and given its unfinished requests again (up to `max_restarts` per pool). A host is hung when the
+vLLM call it runs has run `request_timeout_s` (or it stops answering `status`): a chunk queued behind other
+callers' batches waits as long as they take. `RemoteEnginePool` runs
 an `EnginePool` in its own threaded actor and is a picklable handle to it, so role actors can share one pool.
 
 Leaves out: prompting and parsing (agents/), making the weights (learner/), placement groups for multi-GPU
@@ -19,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -40,6 +42,8 @@ POOL_CONCURRENCY = 64  # threads of a RemoteEnginePool actor: concurrent role ca
 POLL_SECONDS = 1.0  # how often a waiting call re-checks deadlines and restarts
 MIN_START_SECONDS = 600.0  # engine start-up may take longer than a request (compiling, loading a large model)
 CLOSE_SECONDS = 15.0  # an engine's own shutdown before it is killed (vLLM takes about 5 s)
+STATUS_SECONDS = 30.0  # a host that does not answer `status` within this is hung
+HEALTH_GROUP = "health"  # hosts answer `status` on a thread of their own, free while generate calls fill the rest
 
 
 # -- the pool -----------------------------------------------------------------------------------------------------
@@ -67,8 +71,9 @@ class _Flight:
     indices: tuple[int, ...]
     slot: int
     incarnation: int
+    handle: Any
     sequences: int
-    deadline: float
+    deadline: float  # when to ask the engine whether it is hung (time.monotonic())
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -105,7 +110,7 @@ class EnginePool:
         """Start `rollout.num_engines` engine actors (blocks until they serve). `host_class` is the actor body:
         `EngineHost`, or a stand-in with the same methods in tests."""
         self.spec, self.rollout, self.name = spec, rollout, name
-        self._remote_host = ray.remote(host_class)
+        self._remote_host = ray.remote(concurrency_groups={HEALTH_GROUP: 1})(host_class)
         self._start_timeout = max(rollout.request_timeout_s, MIN_START_SECONDS)
         self._lock = threading.Condition()  # guards slots, the latest update and the counters
         self._sync_lock = threading.Lock()  # one weight update at a time
@@ -184,7 +189,7 @@ class EnginePool:
             slot.load += sequences
             handle, incarnation = slot.handle, slot.incarnation
         ref = handle.generate.remote([requests[index] for index in indices])
-        return ref, _Flight(indices, slot.index, incarnation, sequences,
+        return ref, _Flight(indices, slot.index, incarnation, handle, sequences,
                             time.monotonic() + self.rollout.request_timeout_s)
 
     def _collect(self, flights: dict[Any, _Flight], waiting: deque, results: list[Completion | None]) -> None:
@@ -205,14 +210,31 @@ class EnginePool:
             for index, completion in zip(flight.indices, completions):
                 results[index] = completion
             self._count(completions)
-        now = time.monotonic()
         for ref, flight in list(flights.items()):
-            if flight.deadline <= now and not ray.wait([ref], timeout=0)[0]:  # a finished chunk is not hung
-                del flights[ref]
-                self._release(flight)
-                self._replace(flight.slot, flight.incarnation,
-                              f"hung (no result within request_timeout_s={self.rollout.request_timeout_s:g} s)")
-                waiting.append(flight.indices)
+            if flight.deadline > time.monotonic() or ray.wait([ref], timeout=0)[0]:  # a finished chunk is not hung
+                continue
+            deadline = self._hang_deadline(flight.handle)
+            if deadline is not None:
+                flights[ref] = replace(flight, deadline=deadline)
+                continue
+            del flights[ref]
+            self._release(flight)
+            self._replace(flight.slot, flight.incarnation,
+                          f"hung (a vLLM call ran request_timeout_s={self.rollout.request_timeout_s:g} s, or it "
+                          f"stopped answering)")
+            waiting.append(flight.indices)
+
+    def _hang_deadline(self, handle: Any) -> float | None:
+        """When the engine's running vLLM call will have run request_timeout_s (from now if it is idle), or None if
+        it already has or the engine does not answer: the engine is hung."""
+        timeout = self.rollout.request_timeout_s
+        try:
+            status = ray.get(handle.status.options(concurrency_group=HEALTH_GROUP).remote(), timeout=STATUS_SECONDS)
+        except (RayActorError, RayTaskError, GetTimeoutError):
+            return None
+        if status.running_s >= timeout:
+            return None
+        return time.monotonic() + timeout - status.running_s
 
     def _release(self, flight: _Flight) -> None:
         with self._lock:
@@ -375,7 +397,8 @@ class EnginePool:
     def status(self) -> list[EngineStatus]:
         with self._lock:
             handles = [slot.handle for slot in self._slots]
-        return ray.get([handle.status.remote() for handle in handles], timeout=self.rollout.request_timeout_s)
+        return ray.get([handle.status.options(concurrency_group=HEALTH_GROUP).remote() for handle in handles],
+                       timeout=self.rollout.request_timeout_s)
 
     def engine_handles(self) -> list[Any]:
         with self._lock:

@@ -1,8 +1,9 @@
 """One engine actor's body: a threaded Ray actor around `rollout.engine.Engine`.
 
 vLLM's `LLM` is not thread-safe, so generate calls run one batch at a time; calls that arrive while a batch runs
-are merged into the next batch (one large batch decodes faster than several small ones), and `status` answers
-meanwhile. Engines sharing one CPU node get disjoint cores.
+are merged into the next batch (one large batch decodes faster than several small ones) up to the engine's
+`max_num_seqs` sequences, and `status` answers meanwhile, with how long the running batch has run: the pool's hang
+deadline counts from there, not from when a call was submitted. Engines sharing one CPU node get disjoint cores.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,8 +33,9 @@ class EngineStatus:
     """What an engine host reports while it may be busy."""
 
     weight_version: int
-    busy: bool  # a vLLM batch is running
+    busy: bool  # a vLLM call (a batch, a weight load, a probe) is running
     queued_requests: int  # requests waiting for the next batch
+    running_s: float = 0.0  # how long that call has run (0 when idle)
 
 
 class _Call:
@@ -54,15 +58,30 @@ def bind_cpu_share(index: int, count: int) -> None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(cpu) for cpu in cpus[index * share:(index + 1) * share])
 
 
+def batch_length(sequences: list[int], max_sequences: int) -> int:
+    """How many of the queued calls (their sampled sequences, oldest first) the next batch takes: those that fit in
+    `max_sequences`, at least one. vLLM runs no more than max_num_seqs at once, and a batch merged without bound
+    would run ever longer as the queue grows, until the pool took a healthy engine for a hung one."""
+    taken, total = 0, 0
+    for count in sequences:
+        if taken and total + count > max_sequences:
+            break
+        taken, total = taken + 1, total + count
+    return taken
+
+
 class EngineHost:
-    def __init__(self, spec: EngineSpec, cpu_share: tuple[int, int] | None = None) -> None:
+    def __init__(self, spec: EngineSpec, cpu_share: tuple[int, int] | None = None,
+                 engine_class: type = Engine) -> None:
+        """`engine_class`: `Engine`, or a stand-in with its methods in tests."""
         if cpu_share is not None:
             bind_cpu_share(*cpu_share)
-        self.engine = Engine(spec)
+        self.engine = engine_class(spec)
+        self._max_sequences = spec.max_num_seqs
         self._engine_lock = threading.Lock()  # one vLLM call at a time
         self._queue_lock = threading.Lock()
         self._queue: list[_Call] = []
-        self._busy = False
+        self._call_started: float | None = None  # time.monotonic() when the running vLLM call began
         self._received: Path | None = None  # where updates from other nodes are written
 
     def ready(self) -> int:
@@ -74,31 +93,42 @@ class EngineHost:
     def status(self) -> EngineStatus:
         with self._queue_lock:
             queued = sum(len(call.requests) for call in self._queue)
-        return EngineStatus(self.engine.weight_version, self._busy, queued)
+        started = self._call_started
+        running = 0.0 if started is None else time.monotonic() - started
+        return EngineStatus(self.engine.weight_version, started is not None, queued, running)
+
+    @contextmanager
+    def _timed(self):
+        """One vLLM call, under the engine lock: `status` reports how long it has run."""
+        self._call_started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._call_started = None
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         call = _Call(list(requests))
         with self._queue_lock:
             self._queue.append(call)
         with self._engine_lock:
-            if not call.finished:  # else an earlier thread ran it in its batch
+            while not call.finished:  # else an earlier thread ran it in one of its batches
                 with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._run(batch)
+                    taken = batch_length([sum(request.sampling.n for request in queued.requests)
+                                          for queued in self._queue], self._max_sequences)
+                    batch, self._queue = self._queue[:taken], self._queue[taken:]
+                with self._timed():
+                    self._run(batch)
         if call.error is not None:
             raise call.error
         return call.completions
 
     def _run(self, batch: list[_Call]) -> None:
-        self._busy = True
         try:
             completions = self.engine.generate([request for call in batch for request in call.requests])
         except Exception as error:  # handed to every merged caller, which re-raises it
             for call in batch:
                 call.error, call.finished = error, True
             return
-        finally:
-            self._busy = False
         offset = 0
         for call in batch:
             call.completions = completions[offset:offset + len(call.requests)]
@@ -106,7 +136,7 @@ class EngineHost:
             offset += len(call.requests)
 
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
-        with self._engine_lock:
+        with self._engine_lock, self._timed():
             return self.engine.apply_update(self._on_this_node(update))
 
     def _on_this_node(self, update: WeightUpdate) -> WeightUpdate:
@@ -135,5 +165,5 @@ class EngineHost:
             shutil.rmtree(self._received, ignore_errors=True)
 
     def read_probe(self, probe: SyncProbe) -> ProbeReading:
-        with self._engine_lock:
+        with self._engine_lock, self._timed():
             return self.engine.read_probe(probe)

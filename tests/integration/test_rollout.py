@@ -58,16 +58,20 @@ class FakeHost:
         self.state = Path(spec.model_path)
         self.version = 0
         self.identity = f"{os.getpid()}-{time.monotonic_ns()}"
+        self.hung_since: float | None = None
 
     def ready(self) -> int:
         return self.version
 
     def status(self) -> EngineStatus:
-        return EngineStatus(self.version, False, 0)
+        hung_since = self.hung_since
+        return EngineStatus(self.version, hung_since is not None, 0,
+                            0.0 if hung_since is None else time.monotonic() - hung_since)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         try:
             (self.state / "hang-once").unlink()
+            self.hung_since = time.monotonic()
             time.sleep(3600)
         except FileNotFoundError:
             pass
@@ -169,6 +173,52 @@ def test_fake_pool_gives_up_after_max_restarts_naming_the_engine(ray_session, tm
         (tmp_path / "hang-once").touch()
         with pytest.raises(RuntimeError, match=r"rollout engine 0 hung .*max_restarts=0"):
             pool.generate(numbered(3))
+
+
+class SlowEngine:
+    """Stands for `Engine` inside a real `EngineHost`: every batch takes BATCH_S."""
+
+    BATCH_S = 4.0
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.weight_version = 0
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        time.sleep(self.BATCH_S)
+        return [Completion(prompt_token_ids=(int(request.messages[0]["content"]),),
+                           samples=(Sample("", (1,), (-0.5,), "length"),) * request.sampling.n, weight_version=0)
+                for request in requests]
+
+    def shutdown(self) -> None:
+        pass
+
+
+class SlowHost(EngineHost):
+    def __init__(self, spec: EngineSpec, cpu_share=None) -> None:
+        super().__init__(spec, cpu_share, engine_class=SlowEngine)
+
+
+def test_a_call_queued_behind_a_long_batch_is_not_taken_for_a_hang(ray_session, tmp_path):
+    """One engine, 4 s batches, request_timeout_s=5 and no restart to spare: B, submitted 2 s into A's batch, runs
+    from 4 s to 8 s, 6 s after it was submitted. Its deadline moves to 5 s after its own batch started (9 s), so the
+    engine is not replaced."""
+    config = RolloutConfig(cpus_per_engine=0.1, num_engines=1, request_timeout_s=5.0, max_restarts=0)
+    with EnginePool(EngineSpec(model_path=str(tmp_path), max_num_seqs=8), config, host_class=SlowHost) as pool:
+        results, seconds = {}, {}
+
+        def call(name: str, first: int) -> None:
+            started = time.monotonic()
+            results[name] = [c.prompt_token_ids[0] for c in pool.generate(numbered(first + 2)[first:])]
+            seconds[name] = time.monotonic() - started
+
+        first = threading.Thread(target=call, args=("A", 0))
+        first.start()
+        time.sleep(2.0)
+        call("B", 10)
+        first.join()
+        assert results == {"A": [0, 1], "B": [10, 11]}
+        assert seconds["B"] > config.request_timeout_s  # waited longer than the timeout since it was submitted
+        assert pool.metrics()["rollout/engine_restarts"] == 0
 
 
 # -- real vLLM engines on the tiny model ----------------------------------------------------------------------------
