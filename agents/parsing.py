@@ -11,6 +11,9 @@ The rules, the same for the question, answer and score tags:
   holding another role's tag anywhere (a `<score>` beside the answer) is FOREIGN_TAG: a response cannot carry a
   verdict to the judge. What the judge reads passes through `neutralise_tags` as well, which also defuses
   variants the parser would not count (`<SCORE>`, `< score >`, full-width brackets) but a judge model might obey;
+- a role's text never enters another role's prompt carrying a string the serving tokenizer reads as a special token
+  or the chat template writes as a turn marker (`neutralise_markers`): the chat template would tokenise a written
+  `<|im_end|>` into the real token, and a solver could end the judge's turn and write the next one itself;
 - content is stripped of whitespace; nothing visible left (only whitespace or zero-width characters): EMPTY;
   content over the tag's cap: TOO_LONG.
 Tags are exact lowercase ASCII (`<score>`, not `<Score>` nor `<score >`). Nothing is Unicode-normalised: a score
@@ -23,9 +26,11 @@ Format score (the paper's rule): 1.0 for exactly one well-formed tag with valid 
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
+from typing import Any
 
 from rewards.scores import SCORE_MAX, SCORE_MIN
 
@@ -42,6 +47,11 @@ MAX_SCORE_CHARS = 64
 
 _ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 _TAG_LIKE = re.compile(r"[<\uff1c\u2039]\s*(/?)\s*(question|answer|score)\s*[>\uff1e\u203a]", re.IGNORECASE)
+# `<|` and `|>` (ASCII or full-width bar) are escaped whatever the tokenizer: the special tokens of ChatML, Llama 3,
+# Phi and DeepSeek all have them, so even a prompt built without the serving tokenizer's list carries none of those.
+_PIPE_BRACKET = re.compile(r"<[|\uff5c]|[|\uff5c]>")
+# Turn markers a chat template writes as plain text, not as special tokens: `[INST]`, `<<SYS>>`, `<start_of_turn>`.
+_TEMPLATE_MARKER = re.compile(r"<<?[|/]?[A-Za-z_][\w.|-]*>>?|\[/?[A-Z_]+\]")
 
 
 class FormatFailure(Enum):
@@ -57,6 +67,7 @@ class FormatFailure(Enum):
     NOT_AN_INTEGER = "not_an_integer"
     OUT_OF_RANGE = "out_of_range"
     UNCHECKABLE = "uncheckable"  # a grounded proposal whose checkable form does not compute or fit its question
+    RUBRIC_ERROR = "rubric_error"  # the rubric failed to render this judge prompt, so no verdict was sampled
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,40 @@ def neutralise_tags(text: str) -> str:
     """`text` as the judge may read it: everything that looks like a protocol tag, in any case, spacing or bracket
     style, becomes a bracketed word (`<score>` -> `[score]`, `</ Answer >` -> `[/answer]`)."""
     return _TAG_LIKE.sub(lambda match: f"[{match.group(1)}{match.group(2).lower()}]", text)
+
+
+def special_markers(tokenizer: Any) -> frozenset[str]:
+    """What no role's text may carry into a prompt `tokenizer` renders: every string it reads as one of its special
+    or added tokens, and the turn markers its chat template writes as text. Duck-typed over a transformers or vLLM
+    tokenizer, so this module needs neither."""
+    markers = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    markers |= {str(getattr(token, "content", token))
+                for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()}
+    template = getattr(tokenizer, "chat_template", None) or ""
+    for source in (template.values() if isinstance(template, dict) else [template]):
+        markers |= set(_TEMPLATE_MARKER.findall(source))
+    return frozenset(markers)
+
+
+def neutralise_markers(text: str, markers: Collection[str] = ()) -> str:
+    """`text` holding no `<|` or `|>` and none of `markers` (`special_markers`): `<|im_end|>` becomes `[im_end]`,
+    any other marker its letters alone (`<filename>` -> `filename`, `[INST]` -> `INST`). Repeated until nothing
+    changes, since taking one marker out can join its neighbours into another (`<|im_<|im_end|>end|>`, `<fi<s>lename>`);
+    every change shortens the text, so this ends. A marker of letters alone is text, and left as it is."""
+    pattern = _marker_pattern(frozenset(markers))
+    while True:
+        changed = _PIPE_BRACKET.sub(lambda match: "[" if match.group()[0] == "<" else "]", text)
+        if pattern is not None:
+            changed = pattern.sub(lambda match: re.sub(r"\W", "", match.group()), changed)
+        if changed == text:
+            return text
+        text = changed
+
+
+@lru_cache(maxsize=8)
+def _marker_pattern(markers: frozenset[str]) -> re.Pattern[str] | None:
+    defusable = sorted((marker for marker in markers if re.search(r"\W", marker)), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, defusable))) if defusable else None
 
 
 def parse_score(response: str) -> Parsed:

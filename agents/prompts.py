@@ -2,12 +2,15 @@
 
 Returns messages as {"role", "content"} dicts; the rollout engine applies the tokenizer's chat template. The
 output format (the tags agents/parsing.py reads) is fixed here, in system messages, and rubrics only supply the
-judge's criteria, so no rubric edit can break the parser. Leaves out parsing and generation settings.
+judge's criteria, so no rubric edit can break the parser. Every request passes through `neutralise_markers` with
+`markers`, the serving tokenizer's special strings (`agents.parsing.special_markers`): text another role wrote (a
+question, an answer) cannot open or close a turn. Leaves out parsing and generation settings.
 """
 
+from collections.abc import Collection
 from typing import TypedDict
 
-from agents.parsing import neutralise_tags
+from agents.parsing import neutralise_markers, neutralise_tags
 from rewards.rubric import Rubric, render_answer, render_question
 
 
@@ -46,36 +49,39 @@ JUDGE_DEMONSTRATION = (  # the judge reads responses with their tags neutralised
 )
 
 
-def _demonstrated(system: str, demonstration: tuple[str, str], request: str) -> list[ChatMessage]:
+def _demonstrated(system: str, demonstration: tuple[str, str], request: str,
+                  markers: Collection[str]) -> list[ChatMessage]:
     example_request, example_response = demonstration
+    # the whole request, not each value: two values side by side could spell a marker between them
     return [_message("system", system), _message("user", example_request), _message("assistant", example_response),
-            _message("user", request)]
+            _message("user", neutralise_markers(request, markers))]
 
 
-def proposer_messages(reference_question: str | None, system: str,
-                      demonstration: tuple[str, str]) -> list[ChatMessage]:
+def proposer_messages(reference_question: str | None, system: str, demonstration: tuple[str, str],
+                      markers: Collection[str] = ()) -> list[ChatMessage]:
     """Ask for a new question from scratch (`reference_question` None) or a harder rewrite of the reference, in the
     output format a task family's `system` message and `demonstration` (request, response) set."""
     if reference_question is None:
         request = PROPOSER_FROM_SCRATCH
     else:
         request = PROPOSER_REWRITE.format(reference_question=reference_question)
-    return _demonstrated(system, demonstration, request)
+    return _demonstrated(system, demonstration, request, markers)
 
 
-def solver_messages(question: str) -> list[ChatMessage]:
+def solver_messages(question: str, markers: Collection[str] = ()) -> list[ChatMessage]:
     """Ask for reasoning, then the final answer in one answer tag."""
-    return _demonstrated(SOLVER_SYSTEM, SOLVER_DEMONSTRATION, question)
+    return _demonstrated(SOLVER_SYSTEM, SOLVER_DEMONSTRATION, question, markers)
 
 
-def judge_question_messages(rubric: Rubric, question: str) -> list[ChatMessage]:
+def judge_question_messages(rubric: Rubric, question: str, markers: Collection[str] = ()) -> list[ChatMessage]:
     """Ask the judge to score a question's quality under `rubric`; the question is shown with its tags
     neutralised, so no tag in it can speak for the judge."""
-    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, render_question(rubric, neutralise_tags(question)))
+    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, render_question(rubric, neutralise_tags(question)),
+                         markers)
 
 
 def judge_answer_messages(
-    rubric: Rubric, question: str, answer: str, reference_answer: str | None
+    rubric: Rubric, question: str, answer: str, reference_answer: str | None, markers: Collection[str] = ()
 ) -> list[ChatMessage]:
     """Ask the judge to score an answer under `rubric`.
 
@@ -85,7 +91,7 @@ def judge_answer_messages(
     """
     content = render_answer(rubric, neutralise_tags(question), neutralise_tags(answer),
                             None if reference_answer is None else neutralise_tags(reference_answer))
-    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, content)
+    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, content, markers)
 
 
 def _message(role: str, content: str) -> ChatMessage:
