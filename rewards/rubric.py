@@ -11,6 +11,12 @@ reach private attributes or mutate values, and an unknown name fails instead of 
 answers are passed as values, never parsed as template text. `reference_answer` is None when no reference exists,
 so templates test it with `{% if reference_answer %}`.
 
+A template holds text, `{{ name }}`, `{% if %}`/`{% elif %}`/`{% else %}`, comparisons, tests (`is none`), `~`,
+`a if b else c` and the filters of ALLOWED_FILTERS, nothing else (no loops, calls, attributes or arithmetic): so what
+it renders is at most as long as its text plus its values, and takes as long to render; a render over
+MAX_RENDERED_CHARS stops there. Load renders each template twice, with short values and with the longest the
+parser lets through, so a template too long for real values fails at load (or, on a re-read, keeps the rubric in use).
+
 Leaves out the judge's output format (analysis, then one score tag): agents/prompts.py fixes it, so no rubric
 edit can break the parser.
 """
@@ -21,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from rewards.scores import SCORE_MAX, SCORE_MIN
@@ -35,11 +41,26 @@ TEMPLATE_VARIABLES = {
     "question_template": ({"question"}, {"question"}),
     "answer_template": ({"question", "answer"}, {"question", "answer", "reference_answer"}),
 }
-# Values for the trial render at load, so a template that only fails when rendered fails before the run starts.
+# Values for the trial renders at load, so a template that only fails when rendered fails before the run starts:
+# short ones, and the longest the judge is shown (agents.parsing: MAX_QUESTION_CHARS, MAX_RESPONSE_CHARS for the
+# whole answer it reads, MAX_ANSWER_CHARS; a test keeps them equal).
 _TRIAL_VALUES = {"question": "What is 2 + 3?", "answer": "5", "reference_answer": "5"}
+_LONGEST_VALUES = {"question": "q" * 4_000, "answer": "a" * 32_000, "reference_answer": "r" * 1_000}
+# Five times the longest values together: room for a rubric's own text, far below what could hurt a process.
+MAX_RENDERED_CHARS = 200_000
+_ALLOWED_NODES = (nodes.Output, nodes.TemplateData, nodes.Name, nodes.Const, nodes.If, nodes.Not, nodes.And,
+                  nodes.Or, nodes.Compare, nodes.Operand, nodes.Test, nodes.CondExpr, nodes.Concat, nodes.Filter,
+                  nodes.Keyword)
+# Filters whose result is no longer than their input and arguments.
+ALLOWED_FILTERS = ("capitalize", "d", "default", "first", "last", "length", "lower", "string", "striptags", "title",
+                   "trim", "truncate", "upper", "wordcount")
+_CONSTRUCTS = {"For": "a for loop", "Call": "a call", "Getattr": "an attribute", "Getitem": "an index",
+               "Mul": "*", "Pow": "**", "Add": "+", "Sub": "-", "Div": "/", "FloorDiv": "//", "Mod": "%",
+               "Macro": "a macro", "Assign": "set", "AssignBlock": "set", "List": "a list", "Tuple": "a tuple",
+               "Dict": "a dict", "FilterBlock": "a filter block", "Include": "include", "Extends": "extends"}
 
 _ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-# Template code can also fail like any expression ({{ 1 / 0 }}, a sandbox-blocked huge range).
+# Template code can also fail like any expression ({{ reference_answer|length }} with no reference).
 _RENDER_ERRORS = (TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
 
 
@@ -154,6 +175,9 @@ def _check_template(path: Path, field: str, source: object) -> None:
         raise RubricError(
             f"rubric file {path}: {field} has a template syntax error at line {error.lineno} ({_one_line(error)})"
         ) from error
+    refused = _refused_construct(source)
+    if refused:
+        raise RubricError(f"rubric file {path}: {field} {refused}")
     required, allowed = TEMPLATE_VARIABLES[field]
     missing = sorted(required - used)
     if missing:
@@ -163,20 +187,47 @@ def _check_template(path: Path, field: str, source: object) -> None:
     if unknown:
         names, allowed_names = ", ".join(unknown), ", ".join(sorted(allowed))
         raise RubricError(f"rubric file {path}: {field} uses unknown name(s) {names} (allowed: {allowed_names})")
-    trial_values = {name: _TRIAL_VALUES[name] for name in allowed}
-    _render(path, field, source, trial_values)
-    if "reference_answer" in allowed:
-        _render(path, field, source, trial_values | {"reference_answer": None})
+    for trial in (_TRIAL_VALUES, _LONGEST_VALUES):
+        trial_values = {name: value for name, value in trial.items() if name in allowed}
+        _render(path, field, source, trial_values)
+        if "reference_answer" in allowed:
+            _render(path, field, source, trial_values | {"reference_answer": None})
+
+
+def _refused_construct(source: str) -> str | None:
+    """Why the template is not one a rubric may hold (the module's docstring), or None."""
+    for node in _ENVIRONMENT.parse(source).find_all(nodes.Node):
+        kind = type(node).__name__
+        if not isinstance(node, _ALLOWED_NODES):
+            return (f"uses {_CONSTRUCTS.get(kind, kind)} (line {node.lineno}); a rubric template holds text, "
+                    "{{ name }}, {% if %}, comparisons, tests, ~ and the filters " + ", ".join(ALLOWED_FILTERS))
+        if isinstance(node, nodes.Filter) and node.name not in ALLOWED_FILTERS:
+            return (f"uses the filter {node.name} (line {node.lineno}); the filters allowed: "
+                    + ", ".join(ALLOWED_FILTERS))
+    return None
 
 
 @lru_cache(maxsize=64)
 def _compile(source: str) -> Template:
+    refused = _refused_construct(source)  # a Rubric built without load_rubric is held to the same bounds
+    if refused:
+        raise TemplateError(refused)
     return _ENVIRONMENT.from_string(source)
 
 
 def _render(path: Path, field: str, source: str, values: dict[str, str | None]) -> str:
     try:
-        return _compile(source).render(values)
+        pieces, length = [], 0
+        for piece in _compile(source).generate(values):
+            length += len(piece)
+            if length > MAX_RENDERED_CHARS:
+                sizes = ", ".join(f"{name} of {len(value)}" for name, value in values.items() if value)
+                raise RubricError(f"rubric file {path}: {field} renders over {MAX_RENDERED_CHARS} characters "
+                                  f"(values: {sizes} characters)")
+            pieces.append(piece)
+        return "".join(pieces)
+    except RubricError:
+        raise
     except _RENDER_ERRORS as error:
         raise RubricError(f"rubric file {path}: {field} failed to render ({_one_line(error)})") from error
 
