@@ -9,8 +9,9 @@ Each SOURCE is a run directory, a run checkpoint (RUN_DIR/checkpoints/iter-N) or
 its latest checkpoint). The merge itself is learner/merge.py: in the space of weight deltas, factored back by SVD to
 --rank (default: the inputs' summed ranks, exact for linear and slerp; a TIES result's truncation error is printed).
 The output directory (adapter_config.json, adapter_model.safetensors, merge.json) loads in
-`launch/eval.py --adapter` and as a vLLM LoRA. Problems exit with status 2 and one line; the last stdout line is a
-JSON summary. A run keeps its last `run.keep_checkpoints` checkpoints (and each eval set's best).
+`launch/eval.py --adapter` and as a vLLM LoRA; --output may be new, empty or an earlier merge's output (its merge.json
+marks it), which is replaced. Problems exit with status 2 and one line; the last stdout line is a JSON summary. A run
+keeps its last `run.keep_checkpoints` checkpoints (and each eval set's best).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ import _bootstrap  # noqa: F401
 from learner.merge import METHODS, LoRAFactors, MergeError, lora_factors, merge_adapters  # noqa: E402
 from selfplay.adapters import AdapterError, AdapterWeights, read_adapter, resolve_adapter  # noqa: E402
 from selfplay.checkpoint import checkpoint_root  # noqa: E402
+
+SUMMARY = "merge.json"  # written into every output with its adapter: what marks a directory as a merge's output
 
 
 def number_list(kind):
@@ -46,7 +50,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--t", type=float, default=0.5, help="slerp position: 0 = first adapter, 1 = second")
     parser.add_argument("--density", type=float, default=1.0, help="ties: share of each delta kept by magnitude")
     parser.add_argument("--rank", type=int, help="rank of the merged adapter (default: sum of the inputs' ranks)")
-    parser.add_argument("--output", required=True, help="directory for the merged PEFT adapter (replaced)")
+    parser.add_argument("--output", required=True,
+                        help="directory for the merged PEFT adapter: new, empty, or an earlier merge's (replaced)")
     return parser.parse_args(argv)
 
 
@@ -67,14 +72,23 @@ def expand_sources(sources: list[str], iterations: list[int] | None) -> list[Pat
     return paths
 
 
-def write_adapter(factors: LoRAFactors, like: AdapterWeights, target: Path) -> None:
-    """A standard PEFT adapter of the factors (scaling 1: lora_alpha = r)."""
+def check_output(target: Path) -> None:
+    """Refuse an output the merge would destroy: anything but a new path, an empty directory or an earlier output."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise MergeError(f"--output {target}: exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not (target / SUMMARY).is_file():
+        raise MergeError(f"--output {target}: a non-empty directory that is not an earlier merge's output (it has no "
+                         f"{SUMMARY}); choose a new directory")
+
+
+def write_adapter(factors: LoRAFactors, like: AdapterWeights, target: Path, summary: dict) -> None:
+    """A standard PEFT adapter of the factors (scaling 1: lora_alpha = r) and its summary, in place of `target`
+    at once (`check_output` passed it)."""
     from peft import LoraConfig
     from safetensors.torch import save_file
 
     rank = next(iter(factors.a.values())).shape[0]
-    scratch = target.with_name(target.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
+    scratch = target.with_name(f"{target.name}.partial-{os.getpid()}")  # its own: never a directory of someone else's
     scratch.mkdir(parents=True)
     LoraConfig(r=rank, lora_alpha=rank, target_modules=list(like.target_modules), task_type="CAUSAL_LM",
                base_model_name_or_path=like.base_model).save_pretrained(str(scratch))
@@ -83,6 +97,7 @@ def write_adapter(factors: LoRAFactors, like: AdapterWeights, target: Path) -> N
         tensors[f"{name}.lora_A.weight"] = factors.a[name].contiguous()
         tensors[f"{name}.lora_B.weight"] = factors.b[name].contiguous()
     save_file(tensors, scratch / "adapter_model.safetensors", metadata={"format": "pt"})
+    (scratch / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     if target.exists():
         shutil.rmtree(target)
     scratch.rename(target)
@@ -90,7 +105,9 @@ def write_adapter(factors: LoRAFactors, like: AdapterWeights, target: Path) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    output = Path(args.output)
     try:
+        check_output(output)
         paths = expand_sources(args.sources, args.iterations)
         if len(paths) < 2:
             raise MergeError(f"{len(paths)} adapter given; merging needs at least two (see --iterations)")
@@ -100,14 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     except (AdapterError, MergeError) as error:
         print(f"merge: {error}", file=sys.stderr)
         return 2
-    output = Path(args.output)
-    write_adapter(merged.factors, adapters[0], output)
     summary = {"output": str(output), "method": args.method, "sources": [str(path) for path in paths],
                "weights": args.weights, "t": args.t if args.method == "slerp" else None,
                "density": args.density if args.method == "ties" else None,
                "rank": next(iter(merged.factors.a.values())).shape[0],
                "relative_error": round(merged.relative_error, 6)}
-    (output / "merge.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_adapter(merged.factors, adapters[0], output, summary)
     print(f"merged {len(paths)} adapters ({args.method}) into {output}", file=sys.stderr)
     print(json.dumps(summary))
     return 0
