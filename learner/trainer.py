@@ -13,9 +13,9 @@ batch); DeepSpeed averages gradients over ranks, so the loss is multiplied by wo
 
 from __future__ import annotations
 
+import math
 import os
 import random
-import shutil
 import socket
 import sys
 import time
@@ -26,12 +26,12 @@ import torch
 
 from learner import grpo
 from learner.config import LearnerConfig
-from learner.export import export_adapter, export_merged, peft_lora_config
+from learner.export import export_adapter, export_bytes, export_merged, peft_lora_config
 from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
-from learner.weights import SyncMode, SyncProbe, WeightUpdate, prune_exports, read_files
+from learner.weights import ExportDirectories, SyncMode, SyncProbe, WeightUpdate, read_files
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 GPU_ATTENTION = ("flex_attention", "flash_attention_2")  # no training on CPUs: torch has no flex backward there
@@ -136,7 +136,9 @@ class Learner:
         self.model = self.engine.module
         self.step_count = 0
         self.skipped_steps = 0
-        self._export_dirs: set[Path] = set()  # removed by remove_exports when the run ends
+        # DeepSpeed skips steps only for optimizers with an overflow flag (engine._take_model_step)
+        self._has_overflow_path = hasattr(self.engine.optimizer, "overflow")
+        self._export_dirs = ExportDirectories()  # removed by remove_exports when the run ends
         self._check_output_layer()
 
     # -- forward ------------------------------------------------------------------------------------------------
@@ -218,22 +220,36 @@ class Learner:
         nonfinite = False
         self.engine.train()
         for position, samples in enumerate(micro_batches):
-            self.engine.set_gradient_accumulation_boundary(position == len(micro_batches) - 1)
+            last = position == len(micro_batches) - 1
+            self.engine.set_gradient_accumulation_boundary(last)
             loss, metrics = self._micro_batch_loss(samples, global_response_tokens)
-            if not torch.isfinite(loss):
-                nonfinite = True
-                loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # keep the backward call count equal across ranks
-            if all(sample.filler for sample in samples):
-                self.engine.backward(loss * 0.0, scale_wrt_gas=False)  # only keeps this rank in step
-                continue
-            self.engine.backward(loss * self.setup.world_size, scale_wrt_gas=False)
-            for key, value in metrics.items():
-                totals[key] = max(totals.get(key, value), value) if key.endswith("_max") else totals.get(key, 0) + value
-        if nonfinite:
-            self.engine.optimizer.zero_grad()
+            finite, filler = bool(torch.isfinite(loss)), all(sample.filler for sample in samples)
+            nonfinite = self._on_any_rank(nonfinite or not finite) if last else nonfinite or not finite
+            # Every rank runs every backward pass (ZeRO-2 reduces gradients inside them); a filler's counts zero.
+            scale = float(self.setup.world_size) if finite and not filler else 0.0
+            if nonfinite and last and self._has_overflow_path:
+                # ZeRO-2 has already reduced the earlier micro-batches' gradients into its partitions, which
+                # zero_grad does not clear. NaN gradients on every rank send step() down DeepSpeed's overflow
+                # path: partitions and buffers dropped, no optimizer or scheduler step, the skip counted.
+                scale = math.nan
+            self.engine.backward(loss.nan_to_num(0.0, 0.0, 0.0) * scale, scale_wrt_gas=False)
+            if not filler:
+                for key, value in metrics.items():
+                    totals[key] = (max(totals.get(key, value), value) if key.endswith("_max")
+                                   else totals.get(key, 0) + value)
         skipped_before = self.engine.skipped_steps
-        self.engine.step()
-        skipped = nonfinite or self.engine.skipped_steps > skipped_before
+        if self._has_overflow_path:
+            self.engine.step()
+            skipped = self.engine.skipped_steps > skipped_before
+        else:  # the bare torch optimizer of ZeRO-0 in float32: gradients are whole, reduced, and unchecked
+            skipped = self._on_any_rank(nonfinite or not all(
+                bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None))
+            if skipped:
+                self.engine.zero_grad()
+            else:
+                self.engine.step()
+        if nonfinite and not skipped:
+            raise RuntimeError("DeepSpeed applied an update that should have been skipped (non-finite loss)")
         self.skipped_steps += int(skipped)
         self.step_count += 1
         grad_norm = self.engine.get_global_grad_norm()
@@ -248,6 +264,12 @@ class Learner:
             "learner/step_seconds": time.perf_counter() - started,
         })
         return totals
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """Whether `flag` is set on any rank (a collective: every rank calls it)."""
+        value = torch.tensor([float(flag)], device=self.engine.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
 
     def _micro_batch_loss(self, samples: list[TrainSample], total_tokens: int) -> tuple[torch.Tensor, dict]:
         tensors = self._micro_batch_tensors(samples)
@@ -349,22 +371,20 @@ class Learner:
     def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
         """Write weight version `version` for the engines. With the previous version's `probe`, the update
         carries it advanced to these weights, so each engine can verify what it serves."""
-        target = Path(directory) / f"{mode.value}-v{version}"
-        self._export_dirs.add(Path(directory))
+        dtype = DTYPES[self.setup.dtype]
+        needed = export_bytes(self.model, merged=mode is SyncMode.MERGED, dtype=dtype)
+        target = self._export_dirs.place(Path(directory), mode, version, needed) / f"{mode.value}-v{version}"
         if mode is SyncMode.ADAPTER:
-            export_adapter(self.model, target, DTYPES[self.setup.dtype])
+            export_adapter(self.model, target, dtype)
         else:
-            export_merged(self.model, target, DTYPES[self.setup.dtype])
-        prune_exports(Path(directory), mode, oldest_kept=version - 1)
+            export_merged(self.model, target, dtype)
         advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
         return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
 
     def remove_exports(self) -> None:
         """Remove the directories this learner exported to (weights in /dev/shm are memory: a finished run
         must not keep them)."""
-        for directory in self._export_dirs:
-            shutil.rmtree(directory, ignore_errors=True)
-        self._export_dirs.clear()
+        self._export_dirs.remove()
 
     def write_marker(self, directory: str) -> str:
         """A small file in `directory` (created), whose name says which rank wrote it."""

@@ -67,6 +67,84 @@ def test_nonfinite_loss_skips_step_and_counts(learner):
     assert metrics["learner/skipped_nonfinite"] == 0.0  # training continues
 
 
+def _loss_made_infinite_on(learner: Learner, monkeypatch, prompt: tuple[int, ...]) -> None:
+    """Micro-batches whose first sample has `prompt` get their loss plus a constant +inf: the loss value is not
+    finite, its gradient is the real loss's (finite). No real loss term does this: a non-finite advantage,
+    logprob or KL term makes its gradient non-finite too, which DeepSpeed's gradient check already catches."""
+    real = learner._micro_batch_loss
+
+    def loss(samples, total_tokens):
+        value, metrics = real(samples, total_tokens)
+        assert torch.isfinite(value)
+        return (value + math.inf if samples[0].prompt_token_ids == prompt else value), metrics
+
+    monkeypatch.setattr(learner, "_micro_batch_loss", loss)
+
+
+def test_nonfinite_loss_with_finite_gradients_skips_the_other_micro_batch_too(tiny_model_dir, tmp_path,
+                                                                             monkeypatch):
+    """ZeRO-2 reduces each micro-batch's gradient into its partitions during backward: the skip must drop the
+    finite micro-batch's gradient too, and leave nothing behind for the next step (float32: exact)."""
+    learner = Learner(LearnerConfig(lr=1e-2, micro_batch_tokens=512, compute_dtype="float32"),
+                      LearnerSetup(model_path=str(tiny_model_dir), dtype="float32", max_model_len=MAX_LEN, seed=6))
+    good = _sample((1, 17, 300), (500, 501), 1.0, learner)
+    bad = _sample((2, 18, 301), (600, 601), -1.0, learner)
+    learner.save_checkpoint(str(tmp_path))
+    before = learner.lora_parameters()
+    _loss_made_infinite_on(learner, monkeypatch, bad.prompt_token_ids)
+    for micro_batches in ([[bad], [good]], [[good], [bad]]):  # the finite one's gradient reduced last, then first
+        metrics = learner.train_step(micro_batches, global_response_tokens=4)
+        assert metrics["learner/skipped_nonfinite"] == 1.0
+        after = learner.lora_parameters()
+        assert all(torch.equal(before[name], after[name]) for name in before), "a skipped step moved the LoRA"
+    monkeypatch.undo()
+    assert learner.train_step([[good]], global_response_tokens=2)["learner/skipped_nonfinite"] == 0.0
+    after_skips = learner.lora_parameters()
+    learner.load_checkpoint(str(tmp_path))  # the same step without the skipped ones before it
+    learner.train_step([[good]], global_response_tokens=2)
+    assert any(not torch.equal(before[name], after_skips[name]) for name in before)
+    assert all(torch.equal(after_skips[name], value) for name, value in learner.lora_parameters().items()), (
+        "the skipped steps left gradients or optimizer state behind")
+
+
+def _rank_with_one_infinite_loss(rank: int, port: int, model_dir: str, results) -> None:
+    """One of two DeepSpeed ranks (a spawned process): rank 1's micro-batch has an infinite loss with finite
+    gradients, rank 0's is finite. Reports the skip flag and whether the LoRA stayed as it was."""
+    import pytest as _pytest
+
+    learner = Learner(LearnerConfig(lr=1e-2, micro_batch_tokens=512, compute_dtype="float32"),
+                      LearnerSetup(model_path=model_dir, dtype="float32", max_model_len=MAX_LEN, seed=7, rank=rank,
+                                   world_size=2, master_port=port))
+    sample = _sample((1 + rank, 17, 300), (500 + rank, 501), 1.0, learner)
+    with _pytest.MonkeyPatch.context() as monkeypatch:
+        _loss_made_infinite_on(learner, monkeypatch, (2, 17, 300))
+        before = learner.lora_parameters()
+        metrics = learner.train_step([[sample]], global_response_tokens=4)
+    after = learner.lora_parameters()
+    results.put((rank, metrics["learner/skipped_nonfinite"], all(torch.equal(before[k], after[k]) for k in before)))
+
+
+def test_an_infinite_loss_on_one_rank_skips_the_step_on_both(tiny_model_dir):
+    import multiprocessing
+
+    from learner.trainer import free_port
+
+    context = multiprocessing.get_context("spawn")
+    results, port = context.Queue(), free_port()
+    ranks = [context.Process(target=_rank_with_one_infinite_loss, args=(rank, port, str(tiny_model_dir), results))
+             for rank in range(2)]
+    for process in ranks:
+        process.start()
+    try:
+        reports = sorted(results.get(timeout=300) for _ in ranks)
+    finally:
+        for process in ranks:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    assert reports == [(0, 1.0, True), (1, 1.0, True)]  # (rank, skipped, LoRA unchanged)
+
+
 def test_empty_batch_is_a_no_op(learner):
     assert learner.train_step([], 0) == {"learner/empty_batch": 1.0}
 
