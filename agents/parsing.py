@@ -133,7 +133,7 @@ def special_markers(tokenizer: Any) -> frozenset[str]:
 def neutralise_markers(text: str, markers: Collection[str] = ()) -> str:
     """`text` holding no `<|` or `|>` and none of `markers` (`special_markers`): `<|im_end|>` becomes `[im_end]`,
     any other marker its letters alone (`<filename>` -> `filename`, `[INST]` -> `INST`). Repeated until nothing
-    changes, since taking one marker out can join its neighbours into another (`<|im_<|im_end|>end|>`, `<fi<s>lename>`);
+    changes, since taking one marker out can join its neighbours into another (`<<repo_name>>` -> `<repo_name>`);
     every change shortens the text, so this ends. A marker of letters alone is text, and left as it is."""
     pattern = _marker_pattern(frozenset(markers))
     while True:
