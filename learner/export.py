@@ -23,6 +23,20 @@ def peft_lora_config(lora):
                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
 
 
+CONFIG_BYTES = 1 << 20  # config files and safetensors headers, generously
+
+
+def export_bytes(peft_model, merged: bool, dtype: torch.dtype) -> int:
+    """About the disk one export takes: merged, each base weight once (tied ones share storage) in `dtype`; an
+    adapter, its LoRA weights in `dtype` or their own dtype where larger (PEFT writes them so first)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    sizes = {}
+    for name, tensor in peft_model.state_dict().items():
+        if (".lora_" in name) != merged:
+            sizes[tensor.data_ptr()] = tensor.numel() * (itemsize if merged else max(itemsize, tensor.element_size()))
+    return sum(sizes.values()) + CONFIG_BYTES
+
+
 def _finish(scratch: Path, target: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)

@@ -1,18 +1,32 @@
 """What the learner hands the engines after an update: where the weights are, in which form, and how an engine
-checks that it serves them (a probe sequence with the learner's logprobs; the check itself is rollout.probe)."""
+checks that it serves them (a probe sequence with the learner's logprobs; the check itself is rollout.probe).
+
+Export directories are named `{prefix}{host}_{owner}_{pid}-XXXX` (`process_scratch_dir`): the machine and run that
+made one, and its process. Only directories of this machine and owner whose process has ended are swept: a pid
+means nothing on another node (a learner may write on a node other than the one that named the directory, and
+shared storage holds every node's), nor in another container sharing this /dev/shm.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 MIN_NOISE = 1e-6  # a noise norm measured as 0 (bit-identical kernels) still admits rounding differences later
+MEMORY_ROOT = Path("/dev/shm")
+MIB = 1 << 20
 
 
 class SyncMode(str, Enum):
@@ -82,12 +96,20 @@ def scratch_dir(prefix: str, root: str | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
-def process_scratch_dir(prefix: str, root: str | None = None) -> Path:
-    """`scratch_dir` named after this process (`{prefix}{pid}-XXXX`), after removing the directories of `prefix`
-    whose process has ended: an engine the pool killed (hung, crashed) cannot remove its own copy."""
-    directory = scratch_dir(f"{prefix}{os.getpid()}-", root)
-    for other in of_ended_processes(directory.parent, prefix):
-        shutil.rmtree(other, ignore_errors=True)
+def name_part(text: str) -> str:
+    """`text` as one part of a scratch directory's name: no '_' (it separates the parts) nor '/'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "unnamed"
+
+
+def process_scratch_dir(prefix: str, root: str | None = None, owner: str = "") -> Path:
+    """`scratch_dir` named after this machine, `owner` (say, the run) and this process
+    (`{prefix}{host}_{owner}_{pid}-XXXX`), after removing the directories of the same prefix, machine and owner
+    whose process has ended: a killed engine or a crashed run cannot remove its own."""
+    own = f"{prefix}{name_part(socket.gethostname())}_{name_part(owner) if owner else ''}_"
+    directory = scratch_dir(f"{own}{os.getpid()}-", root)
+    for parent in {directory.parent, Path(tempfile.gettempdir())}:  # the temp dir: where exports fall back to
+        for other in of_ended_processes(parent, own):
+            shutil.rmtree(other, ignore_errors=True)
     return directory
 
 
@@ -114,9 +136,58 @@ def process_alive(pid: int) -> bool:
 
 def prune_exports(directory: Path, mode: SyncMode, oldest_kept: int) -> None:
     """Delete the exports of `mode` in `directory` older than version `oldest_kept`. The learner calls it on its own
-    node when it writes version k, keeping k - 1: engines serve k - 1 until k is synced, and a replacement engine
+    node before it writes version k, keeping k - 1: engines serve k - 1 until k is synced, and a replacement engine
     loads whichever is the latest."""
     for old in directory.glob(f"{mode.value}-v*"):
         version = old.name.removeprefix(f"{mode.value}-v")
         if version.isdigit() and int(version) < oldest_kept:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem that holds `path`, or will (its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def export_place(directory: Path, needed: int, free: Callable[[Path], int], disk: Path) -> tuple[Path, str]:
+    """Where an export of `needed` bytes meant for `directory` goes: there if its filesystem has room; else, for a
+    directory in memory (/dev/shm: a container's is 64 MiB by default), the directory of the same name under `disk`,
+    with the line saying so ("" when it stays). Raises OSError, one line, when there is no room."""
+    if free(directory) >= needed:
+        return directory, ""
+    short = (f"weight export needs {needed / MIB:.0f} MiB, {directory.parent} has {free(directory) / MIB:.0f} MiB "
+             f"free")
+    if MEMORY_ROOT not in directory.parents:
+        raise OSError(f"{short}: make room there or set rollout.weights_path to a disk with room")
+    fallback = disk / directory.name
+    if free(fallback) < needed:
+        raise OSError(f"{short} and {disk} {free(fallback) / MIB:.0f} MiB: make room or set rollout.weights_path "
+                      f"to a disk with room")
+    return fallback, f"{short}: exporting to {fallback} on disk instead for the rest of the run (slower reloads)"
+
+
+class ExportDirectories:
+    """The directories one learner exports to: each requested one, or its fallback on disk (`export_place`) from
+    the first export that did not fit in memory on. `free` and `disk` are the free-space query and the disk root
+    (the temp dir), for tests."""
+
+    def __init__(self, free: Callable[[Path], int] = free_bytes, disk: Path | None = None) -> None:
+        self.free, self.disk = free, disk or Path(tempfile.gettempdir())
+        self.chosen: dict[Path, Path] = {}  # requested -> where its exports go
+
+    def place(self, requested: Path, mode: SyncMode, version: int, needed: int) -> Path:
+        """The directory for `version`, after pruning the versions before `version - 1` in it and in `requested`."""
+        current = self.chosen.get(requested, requested)
+        for directory in {requested, current}:
+            prune_exports(directory, mode, oldest_kept=version - 1)
+        self.chosen[requested], moved = export_place(current, needed, self.free, self.disk)
+        if moved:
+            logger.warning(moved)
+        return self.chosen[requested]
+
+    def remove(self) -> None:
+        for directory in set(self.chosen) | set(self.chosen.values()):
+            shutil.rmtree(directory, ignore_errors=True)
+        self.chosen.clear()

@@ -8,8 +8,10 @@ deadline counts from there, not from when a call was submitted. Engines sharing 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -18,10 +20,12 @@ from pathlib import Path
 
 import ray
 
-from learner.weights import SyncProbe, WeightUpdate, process_scratch_dir, write_files
+from learner.weights import SyncProbe, WeightUpdate, export_place, free_bytes, process_scratch_dir, write_files
 from rollout.engine import Engine, EngineSpec
 from rollout.probe import ProbeReading
 from rollout.records import Completion, GenerationRequest
+
+logger = logging.getLogger(__name__)
 
 HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
 RECEIVED_PREFIX = "selfplay-received-"  # weights shipped from another node, in this node's scratch directory
@@ -146,10 +150,16 @@ class EngineHost:
             return update
         if self._received is None:
             self._received = process_scratch_dir(RECEIVED_PREFIX)
-        target = self._received / Path(update.path).name
         for old in self._received.iterdir():
             shutil.rmtree(old, ignore_errors=True)
-        write_files(ray.get(update.files), target)
+        files = ray.get(update.files)
+        place, moved = export_place(self._received, sum(map(len, files.values())), free_bytes,
+                                    Path(tempfile.gettempdir()))
+        if moved:
+            logger.warning(moved)
+            shutil.rmtree(self._received, ignore_errors=True)
+            self._received = place
+        target = write_files(files, self._received / Path(update.path).name)
         return replace(update, path=str(target), node_id="", files=None)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import ray
 
 from agents.players import Judge, Proposer, Solver
 from learner.hardware import alive_nodes
-from learner.weights import SyncProbe, process_scratch_dir, scratch_dir
+from learner.weights import SyncProbe, process_scratch_dir
 from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
 from selfplay.components import Components
@@ -105,11 +105,12 @@ def probe_token_ids(tokenizer: Any) -> list[int]:
     return tokenizer(prompt + PROBE_RESPONSE, add_special_tokens=False)["input_ids"]
 
 
-def export_dir_for(config: Config) -> Path:
-    """Where the learner writes weight exports: rollout.weights_path (shared storage) or a new local scratch dir."""
-    if config.rollout.weights_path is not None:
-        return scratch_dir("selfplay-weights-", config.rollout.weights_path)
-    return process_scratch_dir("selfplay-weights-")  # also removes those of runs that were killed on this node
+def export_dir_for(config: Config, run_dir: Path | None = None) -> Path:
+    """A new directory for the learner's weight exports, in rollout.weights_path (shared storage) or this node's
+    /dev/shm, named after this machine and the run (`run_dir`'s name; without it, run.name). Making it removes what
+    this run's earlier processes left there on this machine (after a crash or a kill), and nothing else."""
+    owner = run_dir.name if run_dir is not None else config.run.name
+    return process_scratch_dir("selfplay-weights-", config.rollout.weights_path, owner=owner)
 
 
 def start_components(config: Config, export_dir: Path) -> Started:

@@ -1,0 +1,40 @@
+"""learner/export.py's size of an export, which the learner checks against free space before writing it: on a
+2-layer-free toy Llama, counted by hand and against what the export writes."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from learner.export import CONFIG_BYTES, export_adapter, export_bytes, export_merged  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    """One layer, hidden 16, vocab 32, tied embeddings, float32; LoRA rank 2 on q_proj and v_proj."""
+    config = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    base = transformers.LlamaForCausalLM(config)
+    return peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+
+
+def test_a_merged_export_counts_each_base_weight_once_in_the_engines_dtype(toy_model, tmp_path):
+    # embeddings 32 * 16 = 512 (lm_head tied: not again); q, k, v, o 16 * 16 = 256 each; gate, up, down
+    # 16 * 32 = 512 each; three norms of 16: 512 + 1024 + 1536 + 48 = 3120 weights
+    assert export_bytes(toy_model, merged=True, dtype=torch.bfloat16) == 3120 * 2 + CONFIG_BYTES
+    assert export_bytes(toy_model, merged=True, dtype=torch.float32) == 3120 * 4 + CONFIG_BYTES
+    written = load_file(export_merged(toy_model, tmp_path / "merged-v1", torch.bfloat16) / "model.safetensors")
+    assert sum(tensor.numel() * tensor.element_size() for tensor in written.values()) == 3120 * 2
+
+
+def test_an_adapter_export_counts_its_lora_weights_at_the_larger_of_both_dtypes(toy_model, tmp_path):
+    # A (2 x 16) and B (16 x 2) on two modules: 128 weights, written first in float32 by PEFT
+    assert export_bytes(toy_model, merged=False, dtype=torch.bfloat16) == 128 * 4 + CONFIG_BYTES
+    written = load_file(export_adapter(toy_model, tmp_path / "adapter-v1", torch.bfloat16)
+                        / "adapter_model.safetensors")
+    assert sum(tensor.numel() for tensor in written.values()) == 128
