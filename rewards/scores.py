@@ -11,7 +11,6 @@ the grades).
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from statistics import fmean
 
 # The judge's score scale; the parser and the rubric validator read it from here.
 SCORE_MIN = 1
@@ -59,6 +58,9 @@ class RewardSettings:
     """How a verifiable grade enters an answer's score."""
     grading_weight: float
     """Weight of the grade in GradingMode.MIX."""
+    reference_agreement: float = 0.5
+    """Share of a new question's N answers that must equal its computed reference before that reference counts
+    as verified (see `reference_verified`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.quality_threshold, int) or not SCORE_MIN <= self.quality_threshold <= SCORE_MAX:
@@ -69,7 +71,7 @@ class RewardSettings:
         if not isinstance(self.grading_mode, GradingMode):
             choices = ", ".join(mode.value for mode in GradingMode)
             raise ValueError(f"grading_mode must be a GradingMode ({choices}), got {self.grading_mode!r}")
-        for name in ("solver_judge_weight", "judge_agreement_weight", "grading_weight"):
+        for name in ("solver_judge_weight", "judge_agreement_weight", "grading_weight", "reference_agreement"):
             _check_unit(name, getattr(self, name))
 
 
@@ -79,11 +81,15 @@ class ProposerReward:
 
     reward: float | None
     accepted: bool
-    """The question goes into the pool (its quality reached the threshold)."""
+    """The question goes into the pool: its quality reached the threshold and its reference, if any, is verified."""
     quality: float | None
     """Normalised judge quality score; None when there was no question or no verdict."""
     difficulty: float | None
-    """Value of the chosen difficulty variant; None when the question was not accepted or no answer was scored."""
+    """Value of the chosen difficulty variant; None when the question was not accepted."""
+    solve_rate: float | None = None
+    """Share of correct answers among those with an outcome; None when no answer had one."""
+    verified: bool | None = None
+    """Whether the question's computed reference was verified by the solver's answers; None without a reference."""
 
 
 def normalise_score(score: int) -> float:
@@ -91,6 +97,34 @@ def normalise_score(score: int) -> float:
     if not SCORE_MIN <= score <= SCORE_MAX:
         raise ValueError(f"a judge score is an integer from 1 to 10, got {score!r}")
     return (score - SCORE_MIN) / (SCORE_MAX - SCORE_MIN)
+
+
+CORRECT_SCORE = 0.5
+"""A normalised judge score at or above this counts an answer as correct where no grade exists (6 of 10 and up)."""
+
+
+def answer_outcome(judge_score: int | None, grade: bool | None) -> bool | None:
+    """Whether a parsed answer is correct: its verifiable grade where one exists, else the judge's score
+    thresholded at CORRECT_SCORE; None when neither exists (the verdict did not parse)."""
+    if grade is not None:
+        return grade
+    return None if judge_score is None else normalise_score(judge_score) >= CORRECT_SCORE
+
+
+def solve_rate(outcomes: Sequence[bool | None]) -> float | None:
+    """p, the share of correct answers among those with an outcome. Answers that did not parse (or whose verdict
+    did not) carry None and are left out: a truncated answer is neither a success nor evidence of difficulty."""
+    known = [outcome for outcome in outcomes if outcome is not None]
+    return sum(known) / len(known) if known else None
+
+
+def reference_verified(grades: Sequence[bool], agreement: float) -> bool:
+    """A computed reference counts as verified when at least `agreement` of all N answers to its question equal it
+    (an answer that did not parse is False). The proposer writes both the question and the expression that
+    computes the reference, so the expression can compute something other than what the question asks; answers
+    sampled independently from the question alone rarely agree on a reference that answers another question
+    (the majority check of R-Zero and Self-Questioning Language Models, here against a computed answer)."""
+    return bool(grades) and sum(grades) >= agreement * len(grades)
 
 
 def answer_score(judge_score: int | None, grade: bool | None, settings: RewardSettings) -> float | None:
@@ -138,15 +172,18 @@ def proposer_reward(
     question_found: bool,
     format_score: float,
     quality_score: int | None,
-    solver_scores: Sequence[float],
+    outcomes: Sequence[bool | None],
     settings: RewardSettings,
+    verified: bool | None = None,
 ) -> ProposerReward:
-    """The proposer's reward from the judge's quality score Q and the solver answers' scores.
+    """The proposer's reward from the judge's quality score Q, the solver answers' outcomes and, for a question
+    with a computed reference, whether the answers verified that reference.
 
-    No question found: 0. Judge gave no quality score: masked. Q below the threshold: (Q + F) / 3, discarded (a
-    difficulty of 0, so an accepted question never earns less than a discarded one of the same quality). Otherwise
-    (Q + D + F) / 3 and accepted, D the chosen variant of the mean answer score; masked when no answer was scored.
-    `solver_scores` holds answer_score for each scored answer, 0.0 for answers that held no answer tag.
+    No question found: 0. Judge gave no quality score: masked. Q below the threshold, or a reference that was not
+    verified: (Q + F) / 3, discarded (a challenge of 0, so an accepted question never earns less than a discarded
+    one of the same quality). Otherwise (Q + D + F) / 3 and accepted, D the chosen variant of the solve rate p
+    (`solve_rate` of `outcomes`, one per answer, None where an answer did not parse); D is 0 when no answer had an
+    outcome, so answers that fail to parse never earn the question a challenge.
     """
     _check_unit("format_score", format_score)
     if not question_found:
@@ -154,15 +191,13 @@ def proposer_reward(
     if quality_score is None:
         return ProposerReward(reward=None, accepted=False, quality=None, difficulty=None)
     quality = normalise_score(quality_score)
-    if quality_score < settings.quality_threshold:
-        return ProposerReward(reward=(quality + format_score) / 3, accepted=False, quality=quality, difficulty=None)
-    if not solver_scores:
-        return ProposerReward(reward=None, accepted=True, quality=quality, difficulty=None)
-    for score in solver_scores:
-        _check_unit("solver score", score)
-    challenge = DIFFICULTY_VARIANTS[settings.difficulty_variant](fmean(solver_scores))
-    reward = (quality + challenge + format_score) / 3
-    return ProposerReward(reward=reward, accepted=True, quality=quality, difficulty=challenge)
+    rate = solve_rate(outcomes)
+    if quality_score < settings.quality_threshold or verified is False:
+        return ProposerReward(reward=(quality + format_score) / 3, accepted=False, quality=quality, difficulty=None,
+                              solve_rate=rate, verified=verified)
+    challenge = 0.0 if rate is None else DIFFICULTY_VARIANTS[settings.difficulty_variant](rate)
+    return ProposerReward(reward=(quality + challenge + format_score) / 3, accepted=True, quality=quality,
+                          difficulty=challenge, solve_rate=rate, verified=verified)
 
 
 def _check_unit(name: str, value: float) -> None:

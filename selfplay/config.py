@@ -109,6 +109,11 @@ class PoolConfig(Section):
     replay_ratio: float = Field(0.3, ge=0, le=1, description=(
         "share of older questions (seeds and those accepted before the last iteration) among the pool questions "
         "solved each iteration; 0.1-0.3 is the usual range against forgetting (pool/replay_share logs it)"))
+    reference_agreement: float = Field(0.5, ge=0, le=1, description=(
+        "share of the solver's N answers to a new grounded question that must equal its computed reference before "
+        "the reference counts as verified; an unverified question trains no answer and never enters the pool "
+        "(the proposer writes both the question and the expression, which can compute something else; 0 = trust "
+        "every computed reference)"))
     diversity_alert: float = Field(0.5, ge=0, lt=1, description=(
         "log a line when the proposals' distinct-bigram share falls below this fraction of its first value "
         "(0 = never)"))

@@ -23,8 +23,8 @@ from agents.players import Turn
 from agents.roles import Role
 from learner.grpo import group_advantages
 from learner.records import TrainBatch, TrainSample
-from rewards.scores import (ProposerReward, RewardSettings, answer_score, judge_reward, normalise_score,
-                            proposer_reward, solver_reward)
+from rewards.scores import (ProposerReward, RewardSettings, answer_outcome, answer_score, judge_reward,
+                            normalise_score, proposer_reward, reference_verified, solver_reward)
 from rollout.records import PROMPT_TOO_LONG
 
 
@@ -72,51 +72,72 @@ def _score_of(verdict: Turn | None) -> int | None:
     return verdict.parsed.value if verdict is not None and verdict.parsed.failure is None else None
 
 
+def trusted_grades(turns: IterationTurns, settings: RewardSettings) -> tuple[tuple[bool | None, ...], ...]:
+    """`turns.grades` where the reference can be trusted: a seed's or a pool question's, or a new proposal's that
+    its answers verified (rewards.scores.reference_verified). An unverified reference grades nothing (None)."""
+    return tuple(tuple(None for _ in grades)
+                 if item.proposal_index is not None and item.reference_answer is not None
+                 and not reference_verified(grades, settings.reference_agreement) else grades
+                 for item, grades in zip(turns.solve_items, turns.grades))
+
+
 def score_iteration(turns: IterationTurns, settings: RewardSettings) -> IterationScores:
+    """Rewards of every turn. The answers to a new question whose computed reference was not verified train
+    nothing (their reward is None: the reference may answer another question, and the judge's opinion is no
+    better evidence), and the judge's verdicts on them earn their format score only."""
     scored: list[ScoredTurn] = []
     answer_scores: list[tuple[float | None, ...]] = []
-    for item_index, (attempts, verdicts, grades) in enumerate(zip(turns.attempts, turns.answer_verdicts,
-                                                                  turns.grades)):
-        scores = []
+    outcomes_by_item: list[tuple[bool | None, ...]] = []
+    trusted = trusted_grades(turns, settings)
+    for item_index, (item, attempts, verdicts, grades) in enumerate(zip(turns.solve_items, turns.attempts,
+                                                                        turns.answer_verdicts, trusted)):
+        unverified = item.reference_answer is not None and all(grade is None for grade in grades)
+        scores, outcomes = [], []
         for attempt, verdict, grade in zip(attempts, verdicts, grades):
             answered = attempt.parsed.failure is None
             score = answer_score(_score_of(verdict), grade, settings) if answered else 0.0
             scores.append(score)
-            scored.append(ScoredTurn(attempt, solver_reward(score, attempt.parsed.format_score, settings),
-                                     f"solver:{item_index}"))
+            outcomes.append(answer_outcome(_score_of(verdict), grade) if answered else None)
+            reward = None if unverified else solver_reward(score, attempt.parsed.format_score, settings)
+            scored.append(ScoredTurn(attempt, reward, f"solver:{item_index}"))
             if verdict is not None:
                 reward = judge_reward(verdict.parsed.format_score, _score_of(verdict), grade, settings)
                 scored.append(ScoredTurn(verdict, reward, "judge"))
         answer_scores.append(tuple(scores))
-    scores_by_proposal = {item.proposal_index: answer_scores[index] for index, item in enumerate(turns.solve_items)
-                          if item.proposal_index is not None}
+        outcomes_by_item.append(tuple(outcomes))
+    by_proposal = {item.proposal_index: index for index, item in enumerate(turns.solve_items)
+                   if item.proposal_index is not None}
     proposer_results = []
     for index, (proposal, verdict) in enumerate(zip(turns.proposals, turns.quality_verdicts)):
-        solver_scores = [s for s in scores_by_proposal.get(index, ()) if s is not None]
+        item_index = by_proposal.get(index)
+        outcomes = () if item_index is None else outcomes_by_item[item_index]
+        verified = (None if item_index is None or turns.solve_items[item_index].reference_answer is None
+                    else any(grade is not None for grade in trusted[item_index]))
         result = proposer_reward(proposal.parsed.failure is None, proposal.parsed.format_score, _score_of(verdict),
-                                 solver_scores, settings)
+                                 outcomes, settings, verified)
         proposer_results.append(result)
         scored.append(ScoredTurn(proposal, result.reward, "proposer"))
         if verdict is not None:
             scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), None,
                                                            settings), "judge"))
-    all_equal = frozenset(group for group, outcomes in group_outcomes(turns, scored).items()
+    all_equal = frozenset(group for group, outcomes in group_outcomes(turns, scored, trusted).items()
                           if len(set(outcomes)) <= 1)
-    metrics = _metrics(turns, scored, proposer_results, settings.difficulty_variant, all_equal)
+    metrics = _metrics(turns, scored, proposer_results, settings.difficulty_variant, all_equal, trusted)
     return IterationScores(tuple(scored), tuple(proposer_results), tuple(answer_scores), metrics, all_equal)
 
 
-def group_outcomes(turns: IterationTurns, scored: list[ScoredTurn]) -> dict[str, tuple]:
-    """Each group's raw outcomes: a solver group's grades where its question has a reference answer (an answer
-    that did not parse is wrong), otherwise the rewards of its unmasked samples."""
+def group_outcomes(turns: IterationTurns, scored: list[ScoredTurn],
+                   grades: tuple[tuple[bool | None, ...], ...]) -> dict[str, tuple]:
+    """Each group's raw outcomes: a solver group's `grades` (the trusted ones) where its question has a trusted
+    reference (an answer that did not parse is wrong), otherwise the rewards of its unmasked samples."""
     outcomes: dict[str, list] = {}
     for turn in scored:
         outcomes.setdefault(turn.group, [])
         if turn.reward is not None:
             outcomes[turn.group].append(turn.reward)
-    for index, (item, grades) in enumerate(zip(turns.solve_items, turns.grades)):
-        if item.reference_answer is not None:
-            outcomes[f"solver:{index}"] = list(grades)
+    for index, row in enumerate(grades):
+        if row and all(grade is not None for grade in row):
+            outcomes[f"solver:{index}"] = list(row)
     return {group: tuple(values) for group, values in outcomes.items()}
 
 
@@ -139,7 +160,7 @@ def _rate_metrics(prefix: str, turns: list[Turn]) -> dict[str, float]:
 
 
 def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: list[ProposerReward],
-             challenge_name: str, all_equal: frozenset[str]) -> dict:
+             challenge_name: str, all_equal: frozenset[str], grades: tuple[tuple[bool | None, ...], ...]) -> dict:
     metrics: dict[str, float] = {}
     groups = dict.fromkeys(s.group for s in scored)
     for role in Role:
@@ -161,16 +182,22 @@ def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: 
         if valid:
             metrics[f"judge/{name}"] = fmean(valid)
     agreements = [(normalise_score(s) >= 0.5) == grade
-                  for row_v, row_g in zip(turns.answer_verdicts, turns.grades)
+                  for row_v, row_g in zip(turns.answer_verdicts, grades)
                   for v, grade in zip(row_v, row_g) if grade is not None and (s := _score_of(v)) is not None]
     if agreements:
         metrics["judge/accuracy_vs_truth"] = fmean(agreements)
-    graded = [g for row in turns.grades for g in row if g is not None]
+    graded = [g for row in grades for g in row if g is not None]
     if graded:
         metrics["solver/verifiable_accuracy"] = fmean(graded)
         metrics["solver/grade_timeouts"] = float(turns.grade_timeouts)
     accepted = sum(r.accepted for r in proposer_results)
     metrics["proposer/accepted_rate"] = accepted / len(proposer_results) if proposer_results else 0.0
+    checked = [r.verified for r in proposer_results if r.verified is not None]
+    if checked:  # of the new questions with a computed reference, the share whose answers verified it
+        metrics["proposer/verified_rate"] = fmean(checked)
+    rates = [r.solve_rate for r in proposer_results if r.solve_rate is not None]
+    if rates:
+        metrics["proposer/solve_rate_mean"] = fmean(rates)
     difficulties = [r.difficulty for r in proposer_results if r.difficulty is not None]
     if difficulties:
         metrics[f"proposer/{challenge_name}_mean"] = fmean(difficulties)  # the variant the reward used

@@ -2,7 +2,10 @@
 that solves it, and a safe evaluator (rewards.arithmetic) computes the true answer. Model text is never executed.
 
 A proposal is UNCHECKABLE (format 0, counted) when its expression is refused (not arithmetic, too large, division
-by zero) or does not fit its question: every number in the expression must appear in the question's text.
+by zero), does not fit its question (every number in the expression must appear in the question's text), or does
+not compute a whole number of zero or more, the only answers the proposer is asked for. A computed answer is only
+the answer to the expression: the solver's answers decide whether it answers the question (rewards.scores.
+reference_verified).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class ArithmeticFamily:
         try:
             value = evaluate(str(expression.value))
         except ArithmeticRefused:
+            return Parsed(None, FormatFailure.UNCHECKABLE)
+        if value.denominator != 1 or value < 0:
             return Parsed(None, FormatFailure.UNCHECKABLE)
         if not _numbers(str(expression.value)) <= _numbers(str(question.value)):
             return Parsed(None, FormatFailure.UNCHECKABLE)

@@ -7,10 +7,13 @@ from rewards.scores import (
     GradingMode,
     ProposerReward,
     RewardSettings,
+    answer_outcome,
     answer_score,
     judge_reward,
     normalise_score,
     proposer_reward,
+    reference_verified,
+    solve_rate,
     solver_reward,
 )
 
@@ -45,24 +48,34 @@ def test_normalise_score_refuses_out_of_range(score: int) -> None:
 
 
 def test_proposer_accepted_question_averages_quality_difficulty_and_format() -> None:
-    # Q = 7/9; answers scored 1 and 4 -> 0 and 1/3, mean 1/6, D = 5/6; (7/9 + 5/6 + 1) / 3 = 47/54.
-    result = proposer_reward(True, 1.0, 8, [normalise_score(1), normalise_score(4)], DEFAULTS)
+    # Q = 7/9; one of three answers right -> p = 1/3, D = 2/3; (7/9 + 2/3 + 1) / 3 = 22/27.
+    result = proposer_reward(True, 1.0, 8, [False, True, False], DEFAULTS)
     assert result.accepted
-    assert result.reward == pytest.approx(47 / 54)
+    assert result.reward == pytest.approx(22 / 27)
     assert result.quality == pytest.approx(7 / 9)
-    assert result.difficulty == pytest.approx(5 / 6)
+    assert result.difficulty == pytest.approx(2 / 3)
+    assert result.solve_rate == pytest.approx(1 / 3)
 
 
 def test_proposer_quality_at_the_threshold_is_accepted() -> None:
-    # Q = 6/9, every answer perfect -> D = 0; (2/3 + 0 + 1) / 3 = 5/9.
-    result = proposer_reward(True, 1.0, 7, [1.0, 1.0], DEFAULTS)
+    # Q = 6/9, every answer right -> D = 0; (2/3 + 0 + 1) / 3 = 5/9.
+    result = proposer_reward(True, 1.0, 7, [True, True], DEFAULTS)
     assert result.accepted and result.reward == pytest.approx(5 / 9)
 
 
 def test_proposer_low_quality_question_is_discarded_without_difficulty() -> None:
-    # Q = 4/9; (4/9 + 1) / 3 = 13/27, the solver scores are ignored.
-    result = proposer_reward(True, 1.0, 5, [0.0], DEFAULTS)
-    assert result == ProposerReward(reward=pytest.approx(13 / 27), accepted=False, quality=4 / 9, difficulty=None)
+    # Q = 4/9; (4/9 + 1) / 3 = 13/27, the answers' outcomes are ignored.
+    result = proposer_reward(True, 1.0, 5, [False], DEFAULTS)
+    assert result == ProposerReward(reward=pytest.approx(13 / 27), accepted=False, quality=4 / 9, difficulty=None,
+                                    solve_rate=0.0)
+
+
+def test_proposer_with_an_unverified_reference_is_discarded_without_difficulty() -> None:
+    # Q = 1; the reference was not verified: (1 + 1) / 3, not accepted, whatever the solve rate.
+    result = proposer_reward(True, 1.0, 10, [True, False], LEARNABILITY, verified=False)
+    assert result.reward == pytest.approx(2 / 3) and not result.accepted and result.verified is False
+    verified = proposer_reward(True, 1.0, 10, [True, False], LEARNABILITY, verified=True)
+    assert verified.reward == pytest.approx(1.0) and verified.accepted  # (1 + 4 * 1/2 * 1/2 + 1) / 3
 
 
 def test_proposer_without_a_question_gets_zero() -> None:
@@ -71,13 +84,15 @@ def test_proposer_without_a_question_gets_zero() -> None:
 
 
 def test_proposer_without_a_quality_verdict_is_masked_not_neutral() -> None:
-    result = proposer_reward(True, 1.0, None, [0.5], DEFAULTS)
+    result = proposer_reward(True, 1.0, None, [True], DEFAULTS)
     assert result.reward is None and not result.accepted
 
 
-def test_proposer_accepted_but_no_answer_scored_is_masked() -> None:
-    result = proposer_reward(True, 1.0, 9, [], DEFAULTS)
-    assert result.reward is None and result.accepted and result.quality == pytest.approx(8 / 9)
+def test_proposer_whose_answers_have_no_outcome_earns_no_challenge() -> None:
+    # Q = 8/9, every answer failed to parse (None): p unknown, D = 0, never the top difficulty; (8/9 + 0 + 1) / 3.
+    for outcomes in ([], [None, None, None]):
+        result = proposer_reward(True, 1.0, 9, outcomes, DEFAULTS)
+        assert result.reward == pytest.approx(17 / 27) and result.difficulty == 0.0 and result.solve_rate is None
 
 
 @pytest.mark.parametrize(("solve_rate", "expected"), [(0.0, 0.0), (0.25, 0.75), (0.5, 1.0), (0.75, 0.75), (1.0, 0.0)])
@@ -86,12 +101,41 @@ def test_learnability_peaks_at_half_solved(solve_rate: float, expected: float) -
 
 
 def test_unsolvable_question_tops_difficulty_but_earns_no_learnability() -> None:
-    unsolved = [0.0, 0.0, 0.0, 0.0]
+    unsolved = [False, False, False, False]
     assert proposer_reward(True, 1.0, 10, unsolved, DEFAULTS).reward == pytest.approx(1.0)
     # (1 + 0 + 1) / 3 with learnability.
     assert proposer_reward(True, 1.0, 10, unsolved, LEARNABILITY).reward == pytest.approx(2 / 3)
     # Half the answers right: learnability 1, (1 + 1 + 1) / 3.
-    assert proposer_reward(True, 1.0, 10, [0.0, 1.0], LEARNABILITY).reward == pytest.approx(1.0)
+    assert proposer_reward(True, 1.0, 10, [False, True], LEARNABILITY).reward == pytest.approx(1.0)
+
+
+def test_learnability_comes_from_outcomes_not_from_mean_scores() -> None:
+    # Eight answers all judged 5/10 (no grade): each 4/9 < 0.5 is wrong, p = 0, learnability 0 (the mean of
+    # continuous scores, 4/9, gave 4 * 4/9 * 5/9 = 0.988).
+    judged_five = [answer_outcome(5, None)] * 8
+    assert judged_five == [False] * 8
+    assert solve_rate(judged_five) == 0.0
+    assert proposer_reward(True, 1.0, 10, judged_five, LEARNABILITY).difficulty == 0.0
+    # Four truncated answers (no outcome) and four judged 10: p = 4/4 = 1, learnability 0 (it gave 1.0, counting
+    # the truncated ones as 0).
+    mixed = [None] * 4 + [answer_outcome(10, None)] * 4
+    assert solve_rate(mixed) == 1.0
+    assert proposer_reward(True, 1.0, 10, mixed, LEARNABILITY).difficulty == 0.0
+    # A grade wins over the judge: a right answer judged 1 is right.
+    assert answer_outcome(1, True) is True and answer_outcome(10, False) is False
+    assert answer_outcome(None, None) is None and answer_outcome(6, None) is True
+
+
+@pytest.mark.parametrize(("grades", "agreement", "verified"), [
+    ([True] * 4 + [False] * 4, 0.5, True),  # 4 of 8 >= 0.5 * 8
+    ([True] * 3 + [False] * 5, 0.5, False),  # 3 of 8 < 4
+    ([True] * 3 + [False] * 5, 0.375, True),
+    ([True, False, False], 0.5, False),  # 1 of 3 < 1.5
+    ([], 0.5, False),  # nothing answered: nothing verified
+    ([False] * 8, 0.0, True),  # agreement 0 trusts every computed reference (the check off)
+])
+def test_reference_verified_needs_the_agreeing_share_of_all_answers(grades, agreement, verified) -> None:
+    assert reference_verified(grades, agreement) is verified
 
 
 def test_solver_reward_mixes_answer_score_and_format() -> None:
@@ -168,7 +212,7 @@ def test_settings_refuse_bad_values(overrides: dict, message: str) -> None:
 
 
 def test_out_of_range_inputs_are_errors_not_rewards() -> None:
-    with pytest.raises(ValueError, match="solver score"):
-        proposer_reward(True, 1.0, 9, [1.5], DEFAULTS)
+    with pytest.raises(ValueError, match="format_score"):
+        proposer_reward(True, 1.5, 9, [True], DEFAULTS)
     with pytest.raises(ValueError, match="format_score"):
         solver_reward(0.5, 2.0, DEFAULTS)

@@ -138,3 +138,40 @@ def test_dynamic_sampling_leaves_all_equal_groups_out_of_the_batch():
     assert [s.advantage for s in filtered.samples if s.role == "solver"] == pytest.approx([2 / 15, -2 / 15])
     assert metrics["learner/dropped_all_equal_groups"] == 1.0 and kept_metrics["learner/dropped_all_equal_groups"] == 0
     assert metrics["learner/samples_proposer"] == kept_metrics["learner/samples_proposer"] == 2.0
+
+
+def _grounded_iteration(grades: tuple[bool, ...]) -> IterationTurns:
+    """One proposal with a computed reference "42", answered four times with the given grades (True = "42"); the
+    judge scores every answer 10 and the question 10."""
+    proposal = _turn(Role.PROPOSER, "A box holds 6 rows of 7. How many?")
+    attempts = tuple(_turn(Role.SOLVER, "42" if grade else "13") for grade in grades)
+    return IterationTurns(
+        proposals=(proposal,), quality_verdicts=(_turn(Role.JUDGE, 10),),
+        solve_items=(SolveItem("A box holds 6 rows of 7. How many?", "it1-q0", "42", 0),),
+        attempts=(attempts,), answer_verdicts=(tuple(_turn(Role.JUDGE, 10) for _ in grades),), grades=(grades,))
+
+
+def test_an_unverified_reference_trains_no_answer_and_is_not_accepted():
+    # 1 of 4 answers equals the computed reference: below the agreement 0.5 * 4 = 2, so the reference may answer
+    # another question. The answers are masked, the judge earns its format score (1.0) only, and the proposal is
+    # discarded: (Q + F) / 3 = (1 + 1) / 3.
+    scores = score_iteration(_grounded_iteration((True, False, False, False)), SETTINGS)
+    assert _rewards(scores, Role.SOLVER) == [None] * 4
+    assert _rewards(scores, Role.JUDGE) == pytest.approx([1.0] * 5)
+    result = scores.proposer_results[0]
+    assert not result.accepted and result.verified is False and result.reward == pytest.approx(2 / 3)
+    assert scores.metrics["proposer/verified_rate"] == 0.0
+    assert "solver/verifiable_accuracy" not in scores.metrics  # untrusted grades are no accuracy either
+    assert not any(sample.role == "solver" for sample in build_train_batch(scores, normalize_std=False)[0].samples)
+
+
+def test_a_verified_reference_grades_and_the_solve_rate_sets_the_challenge():
+    # 2 of 4 agree: verified. p = 2/4, learnability 1: (1 + 1 + 1) / 3. Solver (mix 0.5, judge 10 -> 1):
+    # right 0.8 * 1 + 0.2 = 1.0; wrong 0.8 * 0.5 + 0.2 = 0.6. Judge vs grade: right 1.0, wrong 0.5 + 0.5 * 0 = 0.5.
+    scores = score_iteration(_grounded_iteration((True, True, False, False)), SETTINGS)
+    assert _rewards(scores, Role.SOLVER) == pytest.approx([1.0, 1.0, 0.6, 0.6])
+    assert _rewards(scores, Role.JUDGE) == pytest.approx([1.0, 1.0, 0.5, 0.5, 1.0])
+    result = scores.proposer_results[0]
+    assert result.accepted and result.verified is True and result.solve_rate == 0.5
+    assert result.reward == pytest.approx(1.0)
+    assert scores.metrics["proposer/verified_rate"] == 1.0

@@ -28,8 +28,8 @@ def test_math_proposals_carry_no_reference():
     ("<question>A baker has 24 muffins and sells 3 boxes of 6. How many are left?</question>\n"
      "<expression>24 - 3 * 6</expression>",
      Proposal("A baker has 24 muffins and sells 3 boxes of 6. How many are left?", "6")),
-    ("<question>Split 7 pizzas among 2 friends. How much each?</question><expression>7 / 2</expression>",
-     Proposal("Split 7 pizzas among 2 friends. How much each?", "3.5")),
+    ("<question>Split 8 pizzas among 2 friends. How many each?</question><expression>8 / 2</expression>",
+     Proposal("Split 8 pizzas among 2 friends. How many each?", "4")),
     ("<question>A ticket costs 2.50 and Ann buys 4.</question><expression>2.5 * 4</expression>",
      Proposal("A ticket costs 2.50 and Ann buys 4.", "10")),
 ])
@@ -46,6 +46,11 @@ def test_an_arithmetic_proposal_carries_the_value_of_its_expression(response, pr
      FormatFailure.UNCHECKABLE),
     ("<question>2 and 2</question><expression>2 + 2</expression><answer>4</answer>", FormatFailure.FOREIGN_TAG),
     ("No tags, 2 + 2.", FormatFailure.MISSING_TAG),
+    # the proposer is asked for whole-number answers: 7/3, 3.5 and negative references are refused
+    ("<question>Share 7 cakes among 3.</question><expression>7 / 3</expression>", FormatFailure.UNCHECKABLE),
+    ("<question>Split 7 pizzas among 2.</question><expression>7 / 2</expression>", FormatFailure.UNCHECKABLE),
+    ("<question>A car goes 600 miles in 3 hours and 30 minutes. How many minutes?</question>"
+     "<expression>600 - 3 * 30 * 600</expression>", FormatFailure.UNCHECKABLE),
 ])
 def test_an_unchecked_or_unfitting_expression_fails_the_proposal(response, failure):
     parsed = ARITHMETIC.parse_proposal(response)
