@@ -1,8 +1,9 @@
 """The logger seam: a small `Tracker` protocol with JSONL, W&B, null and fan-out implementations.
 
 Only the driver logs. Callers namespace their keys (`proposer/*`, `solver/*`, `judge/*`, `pool/*`, `rollout/*`,
-`learner/*`, `sync/*`, `time/*`, `eval/*`); trackers never rename. There is one global step: the iteration.
-The JSONL tracker is always on (plots and `launch/report.py` read it) and writes strictly valid JSON: NaN and
+`learner/*`, `sync/*`, `time/*`, `eval/*`); trackers never rename. Callers key everything by the iteration; the JSONL
+tracker writes it as `step`, W&B as the metric `iteration` (its x-axis) beside a W&B step that only grows, so the
+iterations a resumed run re-runs are kept, not dropped. The JSONL tracker is always on (plots and `launch/report.py` read it) and writes strictly valid JSON: NaN and
 infinities become null there, while W&B receives them as they are. W&B is imported lazily, so the pure packages
 that import this module's types stay free of it. Left out: computing metrics (pure functions return them) and
 reading the W&B transaction log back (`tests/wandb_reader.py`).
@@ -29,6 +30,9 @@ TABLES_DIRECTORY = "tables"
 TEXTS_DIRECTORY = "texts"
 RUN_ID_FILE = "wandb-run-id"
 """Holds the W&B run id inside the run directory, so a resumed run continues the same W&B run."""
+STEP_FILE = "wandb-next-step"
+"""The first W&B step no process of this run has used (offline, W&B itself restarts a resumed run at step 0)."""
+ITERATION_KEY = "iteration"
 WANDB_MODES = ("online", "offline", "disabled")
 _CONFIG_MODES = ("auto", *WANDB_MODES)
 _ENVIRONMENT_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
@@ -124,6 +128,13 @@ def json_safe(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} {value!r} as JSON")
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """A crash mid-write leaves the old file whole: write a temporary file beside it, then rename it over."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def _file_stem(name: str, step: int) -> str:
     return f"{name.replace('/', '.')}-{step}"
 
@@ -171,6 +182,28 @@ class JsonlTracker:
         """Nothing to flush: every call already wrote its file."""
 
 
+def drop_metrics_after(run_dir: str | Path, last_step: int) -> int:
+    """Remove the rows of RUN_DIR/metrics.jsonl whose step is above `last_step` (and a truncated last line): a
+    resumed run re-runs those iterations and logs them again. Returns how many rows went."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number == len(lines):  # the line in flight when the process died
+                continue
+            raise ValueError(f"{path}:{number}: not a metrics row") from None
+        if step <= last_step:
+            kept.append(line)
+    if len(kept) < len(lines):
+        write_text_atomically(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
 def read_saved_run_id(run_dir: str | Path) -> str | None:
     """The W&B run id an earlier process of this run saved, or None for a fresh run."""
     path = Path(run_dir) / RUN_ID_FILE
@@ -202,7 +235,10 @@ class WandbTracker:
     The run id is saved to RUN_DIR/wandb-run-id; a later tracker for the same run directory (after a crash) picks
     it up when no `run_id` is given and resumes the same W&B run. Texts (the judge rubric) are logged as a table
     `<name>` with one row per version seen by this process, so a rubric change shows as a new row in the UI.
-    W&B drops a log whose step is below the run's current step (it warns), so log each iteration's data in order.
+    W&B drops a log whose step is below the run's current step, so the W&B step is not the iteration: each change
+    of iteration takes the next step, counted on across processes in RUN_DIR/wandb-next-step, and every row carries
+    `iteration`, the x-axis of every chart. A resumed run's re-run iterations (and the base model's evaluation,
+    logged after the rubric of iteration 1) are thus kept; a re-run iteration has two points, the later one current.
     """
 
     def __init__(self, run_dir: str | Path, project: str, run_name: str, config_dict: dict[str, Any], mode: str,
@@ -223,27 +259,38 @@ class WandbTracker:
         self._run = wandb.init(project=project, name=run_name, dir=str(self.run_dir), mode=mode, id=run_id,
                                resume="allow", config=config_dict, settings=wandb.Settings(silent=True))
         self.run_id: str = self._run.id
-        (self.run_dir / RUN_ID_FILE).write_text(self.run_id + "\n")
+        write_text_atomically(self.run_dir / RUN_ID_FILE, self.run_id + "\n")
+        self._run.define_metric(ITERATION_KEY)
+        self._run.define_metric("*", step_metric=ITERATION_KEY)
+        saved_step = self.run_dir / STEP_FILE
+        self._next_step = max(int(saved_step.read_text()) if saved_step.is_file() else 0, self._run.step)
+        self._iteration: int | None = None
         self.offline_directory: Path | None = Path(self._run.sync_dir) if mode == "offline" else None
         self.url: str | None = self._run.url if mode == "online" else None
         self._text_rows: dict[str, list[list]] = {}
         self._finished = False
 
+    def _log(self, data: dict[str, Any], iteration: int) -> None:
+        if iteration != self._iteration:
+            self._iteration = iteration
+            self._step = self._next_step
+            self._next_step += 1
+            write_text_atomically(self.run_dir / STEP_FILE, f"{self._next_step}\n")  # before W&B can keep the step
+        self._run.log(data | {ITERATION_KEY: iteration}, step=self._step)
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         _check_metrics(metrics)
-        self._run.log(dict(metrics), step=int(step))
+        self._log(dict(metrics), int(step))
 
     def log_table(self, name: str, columns: list[str], rows: list[list], step: int) -> None:
         _check_name(name)
-        self._run.log({name: self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])},
-                      step=int(step))
+        self._log({name: self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])}, int(step))
 
     def log_text(self, name: str, text: str, step: int) -> None:
         _check_name(name)
         rows = self._text_rows.setdefault(name, [])
         rows.append([int(step), text])
-        self._run.log({name: self._wandb.Table(columns=["step", "text"], data=[list(row) for row in rows])},
-                      step=int(step))
+        self._log({name: self._wandb.Table(columns=["step", "text"], data=[list(row) for row in rows])}, int(step))
 
     def sync_command(self) -> str | None:
         """`wandb sync` for every offline piece of this run (one per resumed process); None when online."""

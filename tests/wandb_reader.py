@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,23 @@ def read_records(wandb_file: str | Path) -> Iterator[Any]:
             yield record
 
 
+def complete_records(wandb_file: str | Path, timeout: float = 15.0) -> list[Any]:
+    """The records of one piece once its `exit` record is written, or what is there after `timeout` s (a killed
+    process's piece never gets one). wandb-core 0.31 writes an offline piece out after `finish()` has returned: for
+    a moment the file holds only its 7-byte header, or part of a chunk."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = list(read_records(wandb_file))
+        except ValueError:  # a chunk half written
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if time.monotonic() > deadline or any(record.WhichOneof("record_type") == "exit" for record in records):
+                return records
+        time.sleep(0.1)
+
+
 def _item_key(item: Any) -> list[str]:
     return list(item.nested_key) if item.nested_key else [item.key]
 
@@ -80,21 +98,21 @@ def read_offline_history(run_dir: str | Path, run_id: str | None = None) -> list
     """Each logged step's dict (`_step` included) across all offline pieces of the run(s), in order."""
     return [_items_to_dict(record.history.item)
             for file in offline_run_files(run_dir, run_id)
-            for record in read_records(file) if record.WhichOneof("record_type") == "history"]
+            for record in complete_records(file) if record.WhichOneof("record_type") == "history"]
 
 
 def read_offline_run_ids(run_dir: str | Path) -> list[str]:
     """The run id in each offline piece's run record, oldest first (equal ids: a resumed run)."""
     return [record.run.run_id
             for file in offline_run_files(run_dir)
-            for record in read_records(file) if record.WhichOneof("record_type") == "run"]
+            for record in complete_records(file) if record.WhichOneof("record_type") == "run"]
 
 
 def read_offline_config(run_dir: str | Path) -> dict[str, Any]:
     """The run config as recorded (latest value per top-level key, plus W&B's own `_wandb` entry)."""
     config: dict[str, Any] = {}
     for file in offline_run_files(run_dir):
-        for record in read_records(file):
+        for record in complete_records(file):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 config.update(_items_to_dict(record.run.config.update))

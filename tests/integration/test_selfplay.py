@@ -110,12 +110,13 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     assert (run_dir / "plots" / "time.png").is_file()
 
     history = read_offline_history(run_dir)
-    logged_steps = sorted({row["_step"] for row in history if "solver/samples" in row})
+    logged_iterations = sorted({row["iteration"] for row in history if "solver/samples" in row})
     # The JSONL above is the complete record; W&B keeps what its service flushed before the SIGKILL, and the
-    # resumed process continues the same W&B run id.
-    assert 3 in logged_steps
+    # resumed process continues the same W&B run id, at W&B steps after the killed one's.
+    assert 3 in logged_iterations
+    assert all(row["_step"] <= after["_step"] for row, after in zip(history, history[1:]))
     assert set(read_offline_run_ids(run_dir)) == {read_saved_run_id(run_dir)}
-    last = next(row for row in history if row["_step"] == 3 and "solver/samples" in row)
+    last = next(row for row in history if row["iteration"] == 3 and "solver/samples" in row)
     for key in ("proposer/samples", "solver/samples", "solver/format_failure_rate", "pool/size", "sync/version",
                 "sync/probe_gap", "sync/probe_separation", "time/wave1_propose_solve", "rollout/tokens_per_second",
                 "solver/all_equal_group_share", "proposer/all_equal_group_share", "time/refill"):

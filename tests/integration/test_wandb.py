@@ -7,7 +7,7 @@ import math
 import pytest
 
 from selfplay.config import TrackingConfig
-from selfplay.tracking import RUN_ID_FILE, WandbTracker, build_tracker, read_saved_run_id
+from selfplay.tracking import RUN_ID_FILE, WandbTracker, build_tracker, drop_metrics_after, read_saved_run_id
 from tests.wandb_reader import offline_run_files, read_offline_config, read_offline_history, read_offline_run_ids
 
 pytestmark = pytest.mark.integration
@@ -94,6 +94,37 @@ def test_resume_continues_the_same_run(tmp_path):
     assert {step: row["solver/reward_mean"] for step, row in steps.items()} == {0: 0.1, 1: 0.2, 2: 0.3}
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in metrics] == [0, 1, 2]
+
+
+def test_iterations_rerun_after_a_resume_are_kept_by_wandb_and_logged_once_in_jsonl(tmp_path):
+    # The killed process logged the rubric at iteration 1, then the base evaluation (iteration 0), iterations 1-3;
+    # its last checkpoint was iteration 2, so the resumed process re-runs iteration 3 and goes on to 4.
+    first = build_tracker(tmp_path, TrackingConfig(wandb="offline"), "tiny", CONFIG)
+    first.log_text("judge/rubric", "strict v1", step=1)
+    first.log({"eval/accuracy": 0.1}, step=0)
+    for iteration in (1, 2, 3):
+        first.log({"solver/reward_mean": iteration / 10}, step=iteration)
+        first.log_table("samples", ["question"], [[f"q{iteration}"]], step=iteration)
+    run_id = first.summary()["wandb_run_id"]
+    first.finish()
+
+    assert drop_metrics_after(tmp_path, 2) == 1
+    second = build_tracker(tmp_path, TrackingConfig(wandb="offline"), "tiny", CONFIG)
+    for iteration in (3, 4):
+        second.log({"solver/reward_mean": iteration / 10 + 0.05}, step=iteration)
+    second.finish()
+
+    history = read_offline_history(tmp_path, run_id)
+    assert [row["_step"] for row in history] == [0, 1, 2, 3, 4, 5, 6]  # none at or below an earlier one
+    assert [row["iteration"] for row in history] == [1, 0, 1, 2, 3, 3, 4]
+    assert [row.get("solver/reward_mean") for row in history] == [None, None, 0.1, 0.2, 0.3, 0.35, 0.45]
+    assert history[1]["eval/accuracy"] == 0.1 and history[4]["samples"]["nrows"] == 1
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], row.get("solver/reward_mean")) for row in metrics] == [
+        (0, None), (1, 0.1), (2, 0.2), (3, 0.35), (4, 0.45)]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == [
+        "metrics.jsonl", "wandb-next-step", RUN_ID_FILE]  # no temporary file left behind
+    assert (tmp_path / "wandb-next-step").read_text() == "7\n"
 
 
 def test_explicit_run_id_is_used_and_saved(tmp_path):

@@ -17,6 +17,8 @@ from selfplay.tracking import (
     WandbChoice,
     build_tracker,
     choose_wandb_mode,
+    drop_metrics_after,
+    write_text_atomically,
 )
 
 ROOT = Path(__file__).parents[2]
@@ -95,6 +97,33 @@ def test_jsonl_tracker_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="tracker name"):
         tracker.log_text("judge rubric", "x", step=0)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_drop_metrics_after_keeps_the_rows_up_to_the_resumed_checkpoint(tmp_path):
+    assert drop_metrics_after(tmp_path, 2) == 0  # no metrics file yet: nothing to do
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 0, "eval/accuracy": 0.1}\n{"step": 1, "pool/size": 5}\n{"step": 2, "pool/size": 6}\n'
+        '{"step": 3, "pool/size": 7}\n{"step": 2, "eval/accuracy": 0.2}\n{"step": 4, "pool/si')
+    assert drop_metrics_after(tmp_path, 2) == 2  # step 3 and the line cut off by the crash
+    assert (tmp_path / "metrics.jsonl").read_text() == (
+        '{"step": 0, "eval/accuracy": 0.1}\n{"step": 1, "pool/size": 5}\n{"step": 2, "pool/size": 6}\n'
+        '{"step": 2, "eval/accuracy": 0.2}\n')
+    assert drop_metrics_after(tmp_path, -1) == 4 and (tmp_path / "metrics.jsonl").read_text() == ""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\nnot json\n{"step": 1}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl:2: not a metrics row"):
+        drop_metrics_after(tmp_path, 0)
+
+
+def test_write_text_atomically_leaves_the_old_text_when_the_write_fails(tmp_path):
+    path = tmp_path / "wandb-run-id"
+    write_text_atomically(path, "first\n")
+    (tmp_path / ".wandb-run-id.tmp").mkdir()  # the temporary file cannot be written
+    with pytest.raises(OSError):
+        write_text_atomically(path, "second\n")
+    assert path.read_text() == "first\n"
+    (tmp_path / ".wandb-run-id.tmp").rmdir()
+    write_text_atomically(path, "second\n")
+    assert path.read_text() == "second\n" and sorted(p.name for p in tmp_path.iterdir()) == ["wandb-run-id"]
 
 
 def test_multi_tracker_fans_out_and_merges_summaries(tmp_path):
