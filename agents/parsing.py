@@ -47,9 +47,10 @@ MAX_SCORE_CHARS = 64
 
 _ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 _TAG_LIKE = re.compile(r"[<\uff1c\u2039]\s*(/?)\s*(question|answer|score)\s*[>\uff1e\u203a]", re.IGNORECASE)
-# `<|` and `|>` (ASCII or full-width bar) are escaped whatever the tokenizer: the special tokens of ChatML, Llama 3,
-# Phi and DeepSeek all have them, so even a prompt built without the serving tokenizer's list carries none of those.
-_PIPE_BRACKET = re.compile(r"<[|\uff5c]|[|\uff5c]>")
+# `<|name|>` (ASCII or full-width bars) is escaped whatever the tokenizer: the special tokens of ChatML, Llama 3, Phi
+# and DeepSeek all have that form, so even a prompt built without the serving tokenizer's list carries none of them.
+# A lone `<|` or `|>` stays (`|x|>3` is mathematics).
+_PIPE_TOKEN = re.compile(r"<[|\uff5c]([^<>|\uff5c\s]{1,64})[|\uff5c]>")
 # Turn markers a chat template writes as plain text, not as special tokens: `[INST]`, `<<SYS>>`, `<start_of_turn>`.
 _TEMPLATE_MARKER = re.compile(r"<<?[|/]?[A-Za-z_][\w.|-]*>>?|\[/?[A-Z_]+\]")
 
@@ -131,13 +132,13 @@ def special_markers(tokenizer: Any) -> frozenset[str]:
 
 
 def neutralise_markers(text: str, markers: Collection[str] = ()) -> str:
-    """`text` holding no `<|` or `|>` and none of `markers` (`special_markers`): `<|im_end|>` becomes `[im_end]`,
+    """`text` holding no `<|name|>` and none of `markers` (`special_markers`): `<|im_end|>` becomes `[im_end]`,
     any other marker its letters alone (`<filename>` -> `filename`, `[INST]` -> `INST`). Repeated until nothing
     changes, since taking one marker out can join its neighbours into another (`<<repo_name>>` -> `<repo_name>`);
     every change shortens the text, so this ends. A marker of letters alone is text, and left as it is."""
     pattern = _marker_pattern(frozenset(markers))
     while True:
-        changed = _PIPE_BRACKET.sub(lambda match: "[" if match.group()[0] == "<" else "]", text)
+        changed = _PIPE_TOKEN.sub(r"[\1]", text)
         if pattern is not None:
             changed = pattern.sub(lambda match: re.sub(r"\W", "", match.group()), changed)
         if changed == text:
