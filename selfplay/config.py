@@ -57,6 +57,13 @@ class JudgeConfig(Section):
     max_tokens: int = Field(160, ge=8)
     quality_threshold: int = Field(6, ge=1, le=10, description="questions scoring below it are discarded")
     truth_weight: float = Field(0.5, ge=0, le=1, description="weight of agreement with verifiable grades")
+    anchor_questions: int = Field(4, ge=0, description=(
+        "known-good seed questions (with reference answers) and the same cut short (known bad), alternately, that "
+        "the judge scores beside each iteration's proposals: those verdicts earn agreement with the label, and "
+        "judge/anchor_* and judge/question_score_drift track the judge against them (0 = none)"))
+    drift_alert: float = Field(2.0, gt=0, le=9, description=(
+        "log a line when the judge's mean score on proposals exceeds its mean on known-good anchors by more than "
+        "this many points (judge/question_score_drift)"))
     train_samples: int | None = Field(None, ge=1, description=(
         "at most this many judge turns train per iteration, a random subset (advantages come from all of them); "
         "unset = all. Judge prompts hold a question and an answer: in the arithmetic run the judge's turns were "

@@ -11,6 +11,7 @@ logging and checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from rewards.rubric import Rubric
 from rewards.scores import RewardSettings
 from rollout.records import SamplingSpec
 from selfplay.components import Components, JudgeRole
+from selfplay.anchors import draw_anchors
 from selfplay.config import Config
 from selfplay.diversity import diversity_metrics
 from selfplay.preflight import trained_roles
@@ -92,7 +94,8 @@ def reward_settings(config: Config) -> RewardSettings:
                           solver_judge_weight=config.solver.judge_weight,
                           judge_agreement_weight=config.judge.truth_weight,
                           grading_mode=GradingMode(config.solver.verifiable),
-                          grading_weight=config.solver.verifiable_weight)
+                          grading_weight=config.solver.verifiable_weight,
+                          reference_agreement=config.pool.reference_agreement)
 
 
 def verdicts_on_graded_answers_count(config: Config) -> bool:
@@ -152,8 +155,10 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         proposals = proposing.result()
         new_items = [SolveItem(p.parsed.value.text, f"it{state.iteration}-q{i}", p.parsed.value.reference, i)
                      for i, p in enumerate(proposals) if p.parsed.failure is None]
-        quality_judging = components.judge.judge_questions(state.rubric, [item.question for item in new_items],
-                                                           specs["judge"])
+        anchors = draw_anchors(state.questions.questions(), config.judge.anchor_questions,
+                               random.Random(iteration_seed(config, state.iteration) + 5))
+        quality_judging = components.judge.judge_questions(
+            state.rubric, [item.question for item in new_items] + [anchor.text for anchor in anchors], specs["judge"])
         new_solving = components.solver.solve([item.question for item in new_items], specs["solver"])
         pool_attempts = pool_solving.result()
         grading = components.grader.submit(_grading_pairs(pool_items, pool_attempts))  # runs while judges work
@@ -165,7 +170,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         new_grading = components.grader.submit(_grading_pairs(new_items, new_attempts))  # grounded proposals
         new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts, specs["judge"],
                                  judge_graded)
-        quality_verdicts = iter(quality_judging.result())
+        quality_results = quality_judging.result()
+        quality_verdicts, anchor_verdicts = iter(quality_results[:len(new_items)]), quality_results[len(new_items):]
         answer_verdicts = [_align_verdicts(a, judging)
                            for a, judging in zip(pool_attempts + new_attempts, pool_judging + new_judging)]
     with timer("grade_wait"):  # grading ran during wave 2: only what that did not hide
@@ -181,7 +187,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         grades=tuple(_place_grades(items, attempts, grades)),  # None where a question has no reference
         grade_timeouts=sum(grade.timed_out for grade in grades),
         replay_share=sum(q.added_iteration < state.iteration - RECENT_ITERATIONS for q in drawn)
-        / max(len(drawn), 1))
+        / max(len(drawn), 1),
+        anchors=tuple(anchors), anchor_verdicts=tuple(anchor_verdicts))
 
 
 def refill_groups(config: Config, components: Components, state: RunState, turns: IterationTurns,
@@ -243,6 +250,15 @@ def track_diversity(config: Config, state: RunState, turns: IterationTurns, time
     return metrics
 
 
+def watch_judge_drift(config: Config, metrics: dict[str, float], timer: PhaseTimer) -> None:
+    """One line when the judge scores this iteration's proposals far above the known-good anchors."""
+    drift = metrics.get("judge/question_score_drift")
+    if drift is not None and drift > config.judge.drift_alert:
+        timer.progress(f"  judge drift alert: proposals scored {drift:.1f} points above known-good seed questions "
+                       f"(judge.drift_alert {config.judge.drift_alert:g}); anchor accuracy "
+                       f"{metrics.get('judge/anchor_accuracy', float('nan')):.2f}")
+
+
 def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
     """Every sample must come from the weights the learner last synced: never silent staleness."""
     for turns in turn_lists:
@@ -254,7 +270,7 @@ def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
 
 def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores) -> dict[str, float]:
     """Accepted proposals join the pool; pool questions record how well they were solved."""
-    accepted, duplicates = [], 0
+    accepted, refused = [], {outcome: 0 for outcome in AddOutcome}
     for index, (proposal, result) in enumerate(zip(turns.proposals, scores.proposer_results)):
         if not result.accepted:
             continue
@@ -264,8 +280,7 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
         outcome = state.questions.add(question).outcome
         if outcome is AddOutcome.ACCEPTED:
             accepted.append(question.text)
-        else:
-            duplicates += 1
+        refused[outcome] += 1
     for item, answer_scores in zip(turns.solve_items, scores.answer_scores):
         scored = [score for score in answer_scores if score is not None]
         if item.proposal_index is None and scored:
@@ -273,13 +288,16 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
     counters = state.questions.counters
     return {"pool/size": float(len(state.questions)), "pool/accepted": float(len(accepted)),
             "pool/replay_share": turns.replay_share,
-            "pool/rejected_duplicate_this_iteration": float(duplicates),
+            "pool/rejected_duplicate_this_iteration": float(refused[AddOutcome.REJECTED_DUPLICATE]),
+            "pool/rejected_full_this_iteration": float(refused[AddOutcome.REJECTED_FULL]),
+            "pool/rejected_unverified": float(sum(r.verified is False for r in scores.proposer_results)),
             "pool/accepted_total": float(counters.accepted),
             "pool/rejected_duplicate_total": float(counters.rejected_duplicate),
             "pool/evicted_solved_total": float(counters.evicted_solved),
             "pool/evicted_oldest_total": float(counters.evicted_oldest),
             "pool/rejected_low_quality": float(sum(1 for r in scores.proposer_results
-                                                   if r.quality is not None and not r.accepted))}
+                                                   if r.quality is not None and not r.accepted
+                                                   and r.verified is not False))}
 
 
 def sync_weights(config: Config, components: Components, state: RunState) -> dict[str, float]:
@@ -299,7 +317,7 @@ def sync_weights(config: Config, components: Components, state: RunState) -> dic
 
 def _rollout_counts(turns: IterationTurns) -> str:
     answers = sum(len(a) for a in turns.attempts)
-    verdicts = sum(v is not None for v in turns.quality_verdicts) + sum(
+    verdicts = len(turns.anchor_verdicts) + sum(v is not None for v in turns.quality_verdicts) + sum(
         v is not None for row in turns.answer_verdicts for v in row)
     tokens = sum(len(t.sample.token_ids) for t in turns.proposals) + sum(
         len(t.sample.token_ids) for a in turns.attempts for t in a)
@@ -325,6 +343,7 @@ def run_iteration(config: Config, components: Components, state: RunState,
                                                  drop_all_equal=config.filter_groups.enabled, sample_caps=caps,
                                                  seed=iteration_seed(config, state.iteration) + 4)
     diversity = track_diversity(config, state, turns, timer)
+    watch_judge_drift(config, scores.metrics, timer)
     with timer("train"):
         learner_metrics = components.learner.train(batch)
         if components.drift_samples:

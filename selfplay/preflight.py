@@ -148,6 +148,13 @@ def check_node_fit(config: Config, nodes: list[dict[str, float]]) -> None:
                              f"own node, but only {holding} node(s) can hold a rank")
 
 
+def _check_pool_capacity(config: Config, seeds: list) -> None:
+    anchored = sum(seed.answer is not None for seed in seeds)
+    if anchored >= config.pool.capacity:
+        raise PreflightError(f"pool.capacity: {config.pool.capacity} leaves no room beside the seed file's {anchored} "
+                             f"seeds with reference answers, which are never evicted; raise it above {anchored}")
+
+
 def preflight(config: Config) -> None:
     """Raise PreflightError (one line) for the first problem found."""
     from rewards.rubric import RubricError, load_rubric
@@ -173,6 +180,8 @@ def preflight(config: Config) -> None:
         if not Path(path).is_file():
             raise PreflightError(f"{key}: file {path!r} not found")
         try:
-            loader(path)
+            loaded = loader(path)
         except (SeedFileError, EvalDataError) as error:
             raise PreflightError(f"{key}: {error}") from None
+        if key == "pool.seed_file":
+            _check_pool_capacity(config, loaded)

@@ -1,7 +1,8 @@
 """The question pool: seed questions plus accepted proposals, served as references to the proposer.
 
 Policy in one place: near-duplicates are rejected (MinHash LSH over word shingles), the pool is
-capped (evicting reliably solved questions first, then the oldest), and references mix recent
+capped (evicting reliably solved questions first, then the oldest; seed questions with a reference answer are
+never evicted, so the grounded part of the pool lasts the whole run), and references mix recent
 questions with a replayed share of older ones so the proposer keeps seeing the whole pool.
 Deterministic given the seed; `state_dict` / `from_state_dict` save and restore it, random state
 included. Left out: judging question quality (the judge role) and choosing what to solve.
@@ -73,6 +74,7 @@ class QuestionStats:
 class AddOutcome(StrEnum):
     ACCEPTED = "accepted"
     REJECTED_DUPLICATE = "rejected_duplicate"
+    REJECTED_FULL = "rejected_full"  # every question held is a protected seed
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class PoolCounters:
 
     accepted: int = 0
     rejected_duplicate: int = 0
+    rejected_full: int = 0
     evicted_solved: int = 0
     evicted_oldest: int = 0
 
@@ -133,6 +136,11 @@ def _seed_checkable(raw: Any) -> str | None:
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError("'checkable' must be a non-empty string when given")
     return raw.strip()
+
+
+def _protected(question: PoolQuestion) -> bool:
+    """Seeds with a reference answer anchor grading to truth; they stay whatever the pool's capacity."""
+    return question.source is QuestionSource.SEED and question.answer is not None
 
 
 def load_seed_file(path: str | Path) -> list[PoolQuestion]:
@@ -244,7 +252,8 @@ class QuestionPool:
         )
 
     def add(self, question: PoolQuestion) -> AddResult:
-        """Accept the question unless it nearly duplicates one in the pool; evict if full.
+        """Accept the question unless it nearly duplicates one in the pool; evict if full (and reject it when
+        every question held is a protected seed).
 
         Raises ValueError if its id is already in the pool (ids are the caller's to keep unique).
         """
@@ -255,7 +264,12 @@ class QuestionPool:
         if duplicate_of is not None:
             self._counts["rejected_duplicate"] += 1
             return AddResult(AddOutcome.REJECTED_DUPLICATE, question.id, duplicate_of=duplicate_of)
-        evicted_id = self._evict() if len(self._questions) >= self._capacity else None
+        evicted_id = None
+        if len(self._questions) >= self._capacity:
+            evicted_id = self._evict()
+            if evicted_id is None:
+                self._counts["rejected_full"] += 1
+                return AddResult(AddOutcome.REJECTED_FULL, question.id)
         self._insert(question, minhash)
         self._counts["accepted"] += 1
         return AddResult(AddOutcome.ACCEPTED, question.id, evicted_id=evicted_id)
@@ -274,10 +288,14 @@ class QuestionPool:
             and sum(record.recent_scores) / len(record.recent_scores) >= self._solved_threshold
         )
 
-    def _evict(self) -> str:
-        """Remove the oldest reliably solved question, else the oldest; return its id."""
+    def _evict(self) -> str | None:
+        """Remove the oldest reliably solved question, else the oldest, never a seed with a reference answer;
+        return its id (None when nothing may go)."""
         # sorted is stable, so insertion order breaks ties between questions of one iteration.
-        by_age = sorted(self._questions, key=lambda question_id: self._questions[question_id].added_iteration)
+        evictable = [question_id for question_id, question in self._questions.items() if not _protected(question)]
+        by_age = sorted(evictable, key=lambda question_id: self._questions[question_id].added_iteration)
+        if not by_age:
+            return None
         solved = [question_id for question_id in by_age if self._is_solved(question_id)]
         if solved:
             evicted_id = solved[0]

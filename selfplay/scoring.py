@@ -26,6 +26,7 @@ from learner.records import TrainBatch, TrainSample
 from rewards.scores import (ProposerReward, RewardSettings, answer_outcome, answer_score, judge_reward,
                             normalise_score, proposer_reward, reference_verified, solver_reward)
 from rollout.records import PROMPT_TOO_LONG
+from selfplay.anchors import Anchor
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class IterationTurns:
     grades: tuple[tuple[bool | None, ...], ...]  # [question][N]; None where no reference answer
     grade_timeouts: int = 0  # grades that overran their time limit (counted wrong in `grades`)
     replay_share: float = 0.0  # of the pool questions drawn first, the share of older ones (pool.replay_ratio)
+    anchors: tuple[Anchor, ...] = ()  # known-good and known-bad questions judged beside the proposals
+    anchor_verdicts: tuple[Turn, ...] = ()  # per anchor
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,13 @@ def score_iteration(turns: IterationTurns, settings: RewardSettings) -> Iteratio
         if verdict is not None:
             scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), None,
                                                            settings), "judge"))
+    for anchor, verdict in zip(turns.anchors, turns.anchor_verdicts):  # the label is the truth its score meets
+        scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), anchor.good,
+                                                       settings), "judge"))
     all_equal = frozenset(group for group, outcomes in group_outcomes(turns, scored, trusted).items()
                           if len(set(outcomes)) <= 1)
     metrics = _metrics(turns, scored, proposer_results, settings.difficulty_variant, all_equal, trusted)
+    metrics |= _anchor_metrics(turns, settings.quality_threshold, metrics.get("judge/question_score_mean"))
     return IterationScores(tuple(scored), tuple(proposer_results), tuple(answer_scores), metrics, all_equal)
 
 
@@ -201,6 +208,23 @@ def _metrics(turns: IterationTurns, scored: list[ScoredTurn], proposer_results: 
     difficulties = [r.difficulty for r in proposer_results if r.difficulty is not None]
     if difficulties:
         metrics[f"proposer/{challenge_name}_mean"] = fmean(difficulties)  # the variant the reward used
+    return metrics
+
+
+def _anchor_metrics(turns: IterationTurns, threshold: int, question_score_mean: float | None) -> dict[str, float]:
+    """The judge against its anchors: the share on the right side of the quality threshold, its mean score on each
+    kind, and how far its mean score on the proposals lies above its mean on known-good questions (drift)."""
+    judged = [(anchor, score) for anchor, verdict in zip(turns.anchors, turns.anchor_verdicts)
+              if (score := _score_of(verdict)) is not None]
+    if not judged:
+        return {}
+    metrics = {"judge/anchor_accuracy": fmean((score >= threshold) == anchor.good for anchor, score in judged)}
+    for name, good in (("good", True), ("bad", False)):
+        scores = [score for anchor, score in judged if anchor.good is good]
+        if scores:
+            metrics[f"judge/anchor_{name}_score_mean"] = fmean(scores)
+    if question_score_mean is not None and "judge/anchor_good_score_mean" in metrics:
+        metrics["judge/question_score_drift"] = question_score_mean - metrics["judge/anchor_good_score_mean"]
     return metrics
 
 

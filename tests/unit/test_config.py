@@ -168,6 +168,7 @@ def test_quiet_libraries_sets_what_the_user_left_unset(monkeypatch):
     (["judge.temperature=0"], "judge.temperature: 0 (greedy) cannot train"),
     (["proposer.top_p=0.9"], "proposer.top_p=0.9: the engine's logprobs would be renormalised"),
     (["rollout.sync_mode=adapter", "learner.lora.rank=600"], "learner.lora.rank: LoRA rank 600 is above vLLM's"),
+    (["pool.capacity=10"], "pool.capacity: 10 leaves no room beside the seed file's 43 seeds with reference answers"),
 ])
 def test_settings_that_would_break_training_are_refused_before_anything_starts(overrides, message):
     from selfplay.preflight import PreflightError, preflight

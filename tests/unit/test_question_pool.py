@@ -176,6 +176,21 @@ def test_full_pool_evicts_solved_questions_first_then_the_oldest() -> None:
     assert pool.add(_question(5, iteration=4, text=TEXTS[0])).outcome is AddOutcome.ACCEPTED
 
 
+def test_seeds_with_reference_answers_are_never_evicted() -> None:
+    pool = _pool(capacity=3)
+    grounded = PoolQuestion(id="s0", text=TEXTS[0], answer="10", source=QuestionSource.SEED, added_iteration=0)
+    ungrounded = PoolQuestion(id="s1", text=TEXTS[1], answer=None, source=QuestionSource.SEED, added_iteration=0)
+    pool.add(grounded), pool.add(ungrounded), pool.add(_question(2, iteration=1))
+    assert pool.record_solve("s0", 1.0) and pool.record_solve("s0", 1.0)  # reliably solved, and the oldest
+    assert pool.add(_question(3, iteration=2)).evicted_id == "s1"  # the oldest question without a reference
+    assert pool.add(_question(4, iteration=3)).evicted_id == "q2"
+    assert [question.id for question in pool.questions()] == ["s0", "q3", "q4"]
+    full = _pool(capacity=1)
+    full.add(grounded)
+    assert full.add(_question(1)).outcome is AddOutcome.REJECTED_FULL  # nothing may go: the new one stays out
+    assert [question.id for question in full.questions()] == ["s0"] and full.counters.rejected_full == 1
+
+
 def test_recent_mean_score_covers_the_last_min_attempts() -> None:
     pool = _pool(capacity=2)
     pool.add(_question(0))
