@@ -12,11 +12,12 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 from rollout.probe import ProbeReading, read_probe
-from rollout.records import PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec
+from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec,
+                             sample_seeds)
 from rollout.shm_segments import mapped_segments, note_segments, noted_segments, remove_unmapped, sweep_dead_hosts
 
 GIB = 1 << 30
@@ -138,11 +139,15 @@ class Engine:
         # vLLM fails a whole batch, every caller's requests, for one prompt that leaves no room to answer: such a
         # request is not sent, and answers with empty samples whose finish reason says why (a format failure).
         fits = [len(ids) + 1 <= self.spec.max_model_len for ids in rendered]
-        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, fit in zip(rendered, fits) if fit]
-        params = [_sampling_params(SamplingParams, request.sampling, self.spec.max_model_len - len(ids))
-                  for request, ids, fit in zip(requests, rendered, fits) if fit]
+        prompts, params = [], []
+        for request, ids, fit in zip(requests, rendered, fits):
+            # one vLLM request per sample, each with its own seed (sample_seeds): vLLM's n > 1 seeds overlap
+            for seed in sample_seeds(request.sampling.seed, ids, request.sampling.n) if fit else ():
+                prompts.append(TokensPrompt(prompt_token_ids=ids))
+                params.append(_sampling_params(SamplingParams, replace(request.sampling, n=1, seed=seed),
+                                               self.spec.max_model_len - len(ids)))
         outputs = iter(self._generate(prompts, params) if prompts else [])
-        return [_completion(next(outputs), self.weight_version) if fit else
+        return [_completion([next(outputs) for _ in range(request.sampling.n)], self.weight_version) if fit else
                 _prompt_too_long(ids, request.sampling.n, self.weight_version)
                 for request, ids, fit in zip(requests, rendered, fits)]
 
@@ -231,12 +236,13 @@ def _prompt_too_long(prompt_token_ids: list[int], n: int, weight_version: int) -
     return Completion(prompt_token_ids=tuple(prompt_token_ids), samples=(empty,) * n, weight_version=weight_version)
 
 
-def _completion(output, weight_version: int) -> Completion:
+def _completion(outputs: list, weight_version: int) -> Completion:
+    """One request's samples from its vLLM outputs (one per sample)."""
     samples = []
-    for choice in output.outputs:
+    for choice in (choice for output in outputs for choice in output.outputs):
         token_ids = tuple(choice.token_ids)
         logprobs = tuple(step[token].logprob for token, step in zip(token_ids, choice.logprobs))
         samples.append(Sample(text=choice.text, token_ids=token_ids, logprobs=logprobs,
                               finish_reason=str(choice.finish_reason)))
-    return Completion(prompt_token_ids=tuple(output.prompt_token_ids), samples=tuple(samples),
+    return Completion(prompt_token_ids=tuple(outputs[0].prompt_token_ids), samples=tuple(samples),
                       weight_version=weight_version)

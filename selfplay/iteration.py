@@ -23,14 +23,15 @@ from agents.players import AnswerToJudge, Turn
 from rewards.grading_pool import Grade
 from rewards.rubric import Rubric
 from rewards.scores import RewardSettings
-from rollout.records import SamplingSpec
+from rollout.records import SamplingSpec, stream_seed
 from selfplay.components import Components, JudgeRole
 from selfplay.anchors import draw_anchors
 from selfplay.config import Config
 from selfplay.diversity import diversity_metrics
 from selfplay.preflight import trained_roles
 from selfplay.question_pool import RECENT_ITERATIONS, AddOutcome, PoolQuestion, QuestionPool, QuestionSource
-from selfplay.scoring import IterationScores, IterationTurns, SolveItem, build_train_batch, score_iteration
+from selfplay.scoring import (BatchSettings, IterationScores, IterationTurns, SolveItem, build_train_batch,
+                              score_iteration)
 
 
 @dataclass
@@ -75,14 +76,19 @@ def iteration_seed(config: Config, iteration: int) -> int:
 
 
 def sampling_specs(config: Config, iteration: int) -> dict[str, SamplingSpec]:
-    seed = iteration_seed(config, iteration)
+    """Each role's sampling in `iteration`. Seeds are hashes of (run seed, iteration, role); players add a request's
+    index and the engine hashes in the prompt and the sample's index (rollout.records.sample_seeds), so roles,
+    iterations, requests and samples draw from streams of their own."""
+    def seed(role: str) -> int:
+        return stream_seed(config.run.seed, iteration, role)
+
     return {
         "proposer": SamplingSpec(n=1, temperature=config.proposer.temperature, top_p=config.proposer.top_p,
-                                 max_tokens=config.proposer.max_tokens, seed=seed + 1),
+                                 max_tokens=config.proposer.max_tokens, seed=seed("proposer")),
         "solver": SamplingSpec(n=config.solver.num_answers, temperature=config.solver.temperature,
-                               top_p=config.solver.top_p, max_tokens=config.solver.max_tokens, seed=seed + 2),
+                               top_p=config.solver.top_p, max_tokens=config.solver.max_tokens, seed=seed("solver")),
         "judge": SamplingSpec(n=1, temperature=config.judge.temperature, top_p=config.judge.top_p,
-                              max_tokens=config.judge.max_tokens, seed=seed + 3),
+                              max_tokens=config.judge.max_tokens, seed=seed("judge")),
     }
 
 
@@ -339,9 +345,11 @@ def run_iteration(config: Config, components: Components, state: RunState,
         scores = score_iteration(turns, reward_settings(config))
         pool_metrics = update_pool(state, turns, scores)
         caps = {"judge": config.judge.train_samples} if config.judge.train_samples else {}
-        batch, batch_metrics = build_train_batch(scores, config.learner.normalize_std, trained_roles(config),
-                                                 drop_all_equal=config.filter_groups.enabled, sample_caps=caps,
-                                                 seed=iteration_seed(config, state.iteration) + 4)
+        batch_settings = BatchSettings(normalize_std=config.learner.normalize_std,
+                                       trained_roles=trained_roles(config),
+                                       drop_all_equal=config.filter_groups.enabled, sample_caps=caps,
+                                       role_token_mean=config.learner.role_token_mean)
+        batch, batch_metrics = build_train_batch(scores, batch_settings, iteration_seed(config, state.iteration) + 4)
     diversity = track_diversity(config, state, turns, timer)
     watch_judge_drift(config, scores.metrics, timer)
     with timer("train"):

@@ -1,0 +1,29 @@
+"""Seeded sampling on a real vLLM engine (CPU, the tiny model): a question asked several times in one call gets
+different answers, every sample of them its own, and the same call again gets the same answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.players import Solver
+from rollout.engine import Engine, EngineSpec
+from rollout.records import SamplingSpec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    engine = Engine(EngineSpec(model_path=str(tiny_model_dir), kv_cache_gb=0.25, max_model_len=256))
+    yield engine
+    engine.shutdown()
+
+
+def test_a_repeated_question_gets_different_answers_and_the_same_call_the_same(engine):
+    spec = SamplingSpec(n=3, max_tokens=12, ignore_eos=True, seed=5)
+    answers = Solver(engine).solve(["What is 2 + 3?"] * 3, spec)
+    tokens = [turn.sample.token_ids for row in answers for turn in row]
+    # seeds 5 + request + sample (players' numbering, then vLLM's for n > 1) gave these 9 samples 5 streams
+    assert len(tokens) == 9 and len(set(tokens)) == 9, "two samples drew from one random stream"
+    again = Solver(engine).solve(["What is 2 + 3?"] * 3, spec)
+    assert [turn.sample.token_ids for row in again for turn in row] == tokens
