@@ -214,26 +214,26 @@ class EnginePool:
             if flight.deadline > time.monotonic() or ray.wait([ref], timeout=0)[0]:  # a finished chunk is not hung
                 continue
             deadline = self._hang_deadline(flight.handle)
-            if deadline is not None:
+            if isinstance(deadline, float):
                 flights[ref] = replace(flight, deadline=deadline)
                 continue
             del flights[ref]
             self._release(flight)
-            self._replace(flight.slot, flight.incarnation,
-                          f"hung (a vLLM call ran request_timeout_s={self.rollout.request_timeout_s:g} s, or it "
-                          f"stopped answering)")
+            self._replace(flight.slot, flight.incarnation, deadline)
             waiting.append(flight.indices)
 
-    def _hang_deadline(self, handle: Any) -> float | None:
-        """When the engine's running vLLM call will have run request_timeout_s (from now if it is idle), or None if
-        it already has or the engine does not answer: the engine is hung."""
+    def _hang_deadline(self, handle: Any) -> float | str:
+        """When the engine's running vLLM call will have run request_timeout_s (from now if it is idle), or, when
+        it already has or the engine does not answer, why the engine is hung."""
         timeout = self.rollout.request_timeout_s
         try:
             status = ray.get(handle.status.options(concurrency_group=HEALTH_GROUP).remote(), timeout=STATUS_SECONDS)
-        except (RayActorError, RayTaskError, GetTimeoutError):
-            return None
+        except GetTimeoutError:
+            return f"hung (no answer to a status call within {STATUS_SECONDS:g} s)"
+        except (RayActorError, RayTaskError) as error:
+            return f"hung (its status call failed: {_summary(_cause(error))})"
         if status.running_s >= timeout:
-            return None
+            return f"hung (a vLLM call ran {status.running_s:.0f} s, over request_timeout_s={timeout:g} s)"
         return time.monotonic() + timeout - status.running_s
 
     def _release(self, flight: _Flight) -> None:

@@ -82,6 +82,9 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
             psutil.Process(pid).wait(timeout=30)
         except psutil.NoSuchProcess:
             continue
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    killed_exports = list(shm.glob(f"selfplay-weights-*_{process.pid}-*"))  # named {host}_{run}_{pid}
+    assert killed_exports, "the killed run left no weight export: the premise of the sweep below changed"
     run_dir = checkpoint_pointer.parents[1]
     assert [row["step"] for row in _metrics(run_dir)] == [0, 1, 2]  # 0: the base model's held-out evaluation
     first = _metrics(run_dir)[1]
@@ -92,10 +95,9 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     assert resumed.returncode == 0, output[-4000:]
     assert "next iteration 3" in output
     assert "Token authentication" not in output  # Ray's warning at every local start (selfplay/console.py)
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     # the killed run's weights were swept by the resumed one, which removed its own at the end
-    assert list(shm.glob(f"selfplay-weights-{process.pid}-*")) == []
-    assert list(shm.glob(f"selfplay-weights-{resumed.pid}-*")) == []
+    assert not any(path.exists() for path in killed_exports)
+    assert list(shm.glob(f"selfplay-weights-*_{resumed.pid}-*")) == []
     assert not any(path.exists() for path in killed_notes | killed_segments)
     steps = [row["step"] for row in _metrics(run_dir)]
     assert steps == [0, 1, 2, 3], "an iteration or the base evaluation was lost or repeated"
