@@ -62,5 +62,12 @@ class LearnerConfig(Section):
     clip_high: float = Field(0.28, ge=0, description="PPO clip above 1 + clip_high for positive advantages (DAPO)")
     kl_coef: float = Field(0.0, ge=0, description="KL to the base model (LoRA disabled); 0 skips the extra pass")
     importance_cap: float = Field(2.0, ge=1, description="truncation of learner/engine importance weights")
-    normalize_std: bool = Field(True, description="divide group advantages by the group std")
+    normalize_std: bool = Field(False, description=(
+        "divide group advantages by the group std (GRPO). Off by default (Dr. GRPO: reward minus the group mean): "
+        "the std division blows a group whose answers differ only by format up to the scale of a right-or-wrong "
+        "signal (an all-wrong group of 8 with one unparsed answer: +0.35 and -2.47); "
+        "solver/outcome_free_advantage_share_{mean_only,std} log that share of the solver's update both ways"))
+    role_token_mean: bool = Field(False, description=(
+        "give every trained role an equal share of the loss (a token mean per role, averaged over roles) instead "
+        "of its share of the batch's response tokens (learner/token_share_ROLE)"))
     lora: LoRAConfig = LoRAConfig()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from statistics import fmean
 
 import torch
@@ -228,40 +228,79 @@ def _anchor_metrics(turns: IterationTurns, threshold: int, question_score_mean: 
     return metrics
 
 
-def build_train_batch(scores: IterationScores, normalize_std: bool,
-                      trained_roles: tuple[str, ...] = ("proposer", "solver", "judge"),
-                      drop_all_equal: bool = False, sample_caps: dict[str, int] | None = None,
+@dataclass(frozen=True)
+class BatchSettings:
+    """How the iteration's scored turns become the learner's batch."""
+
+    normalize_std: bool = False
+    """Divide each group's advantages by its std (GRPO); off, reward minus the group mean (Dr. GRPO)."""
+    trained_roles: tuple[str, ...] = ("proposer", "solver", "judge")
+    drop_all_equal: bool = False
+    """Dynamic sampling: leave out every group whose raw outcome is all-equal."""
+    sample_caps: dict[str, int] = field(default_factory=dict)
+    """Role -> most samples trained (a random subset)."""
+    role_token_mean: bool = False
+    """Weight each role's advantages so every role present gets an equal share of the loss (a token mean per role,
+    averaged over roles) instead of its share of the batch's tokens."""
+
+
+def build_train_batch(scores: IterationScores, settings: BatchSettings = BatchSettings(),
                       seed: int = 0) -> tuple[TrainBatch, dict]:
     """Advantages per group; zero-variance groups contribute nothing (counted) and are left out of the batch, and
     so are roles outside `trained_roles` (a frozen judge's verdicts come from another model) and, with
-    `drop_all_equal` (dynamic sampling), every group whose raw outcome is all-equal. A role in `sample_caps`
-    trains at most that many samples: a uniform random subset (`seed`), drawn after the advantages were computed
-    from all of its turns, so they keep their baselines."""
+    `drop_all_equal`, every group whose raw outcome is all-equal. A role in `sample_caps` trains at most that many
+    samples: a uniform random subset (`seed`), drawn after the advantages were computed from all of its turns, so
+    they keep their baselines. The learner's loss is one token mean over the batch, so each role's share of the
+    gradient is its share of the response tokens (logged as learner/token_share_ROLE) unless `role_token_mean`."""
     dropped = frozenset(group for group in scores.all_equal_groups
-                        if drop_all_equal and role_of_group(group) in trained_roles)
-    trainable = [s for s in scores.turns if s.reward is not None and s.turn.role.value in trained_roles
+                        if settings.drop_all_equal and role_of_group(group) in settings.trained_roles)
+    trainable = [s for s in scores.turns if s.reward is not None and s.turn.role.value in settings.trained_roles
                  and s.group not in dropped]
     if not trainable:
         return TrainBatch(()), {"learner/zero_variance_groups": 0.0, "learner/samples": 0.0,
                                 "learner/dropped_all_equal_groups": float(len(dropped))}
     group_index = {name: index for index, name in enumerate(dict.fromkeys(s.group for s in trainable))}
-    advantages, stats = group_advantages(torch.tensor([s.reward for s in trainable], dtype=torch.float64),
-                                         torch.tensor([group_index[s.group] for s in trainable]),
-                                         normalize_std=normalize_std)
+    rewards = torch.tensor([s.reward for s in trainable], dtype=torch.float64)  # [N]
+    groups = torch.tensor([group_index[s.group] for s in trainable])  # [N]
+    advantages, stats = group_advantages(rewards, groups, normalize_std=settings.normalize_std)
     samples = tuple(
         TrainSample(prompt_token_ids=s.turn.prompt_token_ids, response_token_ids=s.turn.sample.token_ids,
                     rollout_logprobs=s.turn.sample.logprobs, advantage=float(advantage),
                     temperature=s.turn.temperature, role=s.turn.role.value)
         for s, advantage in zip(trainable, advantages.tolist())
         if advantage != 0.0 and s.turn.sample.token_ids)
-    samples, capped = _capped(samples, sample_caps or {}, random.Random(seed))
+    samples, capped = _capped(samples, settings.sample_caps, random.Random(seed))
+    tokens = Counter()
+    for sample in samples:
+        tokens[sample.role] += len(sample.response_token_ids)
+    if settings.role_token_mean and samples:
+        weights = {role: sum(tokens.values()) / (len(tokens) * count) for role, count in tokens.items()}
+        samples = tuple(replace(sample, advantage=sample.advantage * weights[sample.role]) for sample in samples)
     per_role = Counter(sample.role for sample in samples)
     metrics = {"learner/zero_variance_groups": float(stats.zero_variance_groups),
                "learner/groups": float(stats.group_count), "learner/samples": float(len(samples)),
                "learner/dropped_all_equal_groups": float(len(dropped))}
     metrics |= {f"learner/samples_{role}": float(count) for role, count in per_role.items()}
+    metrics |= {f"learner/token_share_{role}": count / sum(tokens.values()) for role, count in tokens.items()}
     metrics |= {f"learner/capped_samples_{role}": float(count) for role, count in capped.items()}
+    metrics |= _outcome_free_shares(trainable, rewards, groups, scores.all_equal_groups)
     return TrainBatch(samples), metrics
+
+
+def _outcome_free_shares(trainable: list[ScoredTurn], rewards: torch.Tensor, groups: torch.Tensor,
+                         all_equal: frozenset[str]) -> dict[str, float]:
+    """Of the solver's advantage mass (sum of |A|), the share on groups whose outcome is all-equal (rewards that
+    differ by format or judge score only), with and without the std division: how much of the solver's update
+    is shaped noise under each choice."""
+    solver = torch.tensor([s.turn.role is Role.SOLVER for s in trainable])  # [N]
+    no_outcome = torch.tensor([s.group in all_equal for s in trainable])  # [N]
+    shares = {}
+    for name, normalize in (("mean_only", False), ("std", True)):
+        magnitude = group_advantages(rewards, groups, normalize_std=normalize)[0].abs()  # [N]
+        total = magnitude[solver].sum().item()
+        if total > 0:
+            shares[f"solver/outcome_free_advantage_share_{name}"] = magnitude[solver & no_outcome].sum().item() / total
+    return shares
 
 
 def _capped(samples: tuple[TrainSample, ...], caps: dict[str, int],

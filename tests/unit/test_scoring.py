@@ -8,7 +8,7 @@ from agents.players import Turn
 from agents.roles import Role
 from rewards.scores import GradingMode, RewardSettings
 from rollout.records import Sample
-from selfplay.scoring import IterationTurns, SolveItem, build_train_batch, score_iteration
+from selfplay.scoring import BatchSettings, IterationTurns, SolveItem, build_train_batch, score_iteration
 
 SETTINGS = RewardSettings(quality_threshold=6, difficulty_variant="learnability", solver_judge_weight=0.8,
                           judge_agreement_weight=0.5, grading_mode=GradingMode.MIX, grading_weight=0.5)
@@ -71,7 +71,7 @@ def test_a_verdict_that_does_not_parse_masks_the_answer_without_a_grade():
 
 def test_groups_per_role_and_a_frozen_judge_left_out_of_the_batch():
     scores = score_iteration(_iteration(), SETTINGS)
-    batch, metrics = build_train_batch(scores, normalize_std=False)
+    batch, metrics = build_train_batch(scores)
     by_role = {role: [sample.advantage for sample in batch.samples if sample.role == role]
                for role in ("solver", "judge", "proposer")}
     # solver group 0: mean (1 + 0 + 0.5556) / 3 = 0.5185; group 1: mean 0.6; proposer: mean 0.5
@@ -83,16 +83,15 @@ def test_groups_per_role_and_a_frozen_judge_left_out_of_the_batch():
     assert sorted(by_role["judge"]) == pytest.approx(sorted([1.0 - judge_mean] * 4 + [0.5 + 0.5 / 9 - judge_mean]))
     assert metrics["learner/groups"] == 4.0 and metrics["learner/zero_variance_groups"] == 0.0
 
-    frozen_batch, frozen_metrics = build_train_batch(scores, normalize_std=False,
-                                                     trained_roles=("proposer", "solver"))
+    frozen_batch, frozen_metrics = build_train_batch(scores, BatchSettings(trained_roles=("proposer", "solver")))
     assert {sample.role for sample in frozen_batch.samples} == {"proposer", "solver"}
     assert "learner/samples_judge" not in frozen_metrics and frozen_metrics["learner/samples"] == 7.0
 
 
 def test_a_capped_role_trains_a_random_subset_with_the_advantages_of_all_its_turns():
     scores = score_iteration(_iteration(), SETTINGS)
-    full, _ = build_train_batch(scores, normalize_std=False)
-    capped, metrics = build_train_batch(scores, normalize_std=False, sample_caps={"judge": 2}, seed=3)
+    full, _ = build_train_batch(scores)
+    capped, metrics = build_train_batch(scores, BatchSettings(sample_caps={"judge": 2}), seed=3)
     judged = [sample for sample in capped.samples if sample.role == "judge"]
     # 5 judge turns: 3 left out; the 2 kept carry the advantages computed against all 5 (mean 0.9111)
     assert len(judged) == 2 and metrics["learner/samples_judge"] == 2.0
@@ -100,9 +99,9 @@ def test_a_capped_role_trains_a_random_subset_with_the_advantages_of_all_its_tur
     assert all(sample in full.samples for sample in judged)
     assert [sample for sample in capped.samples if sample.role != "judge"] == \
         [sample for sample in full.samples if sample.role != "judge"]
-    again, _ = build_train_batch(scores, normalize_std=False, sample_caps={"judge": 2}, seed=3)
+    again, _ = build_train_batch(scores, BatchSettings(sample_caps={"judge": 2}), seed=3)
     assert again.samples == capped.samples  # the same seed draws the same subset
-    roomy, roomy_metrics = build_train_batch(scores, normalize_std=False, sample_caps={"judge": 5})
+    roomy, roomy_metrics = build_train_batch(scores, BatchSettings(sample_caps={"judge": 5}))
     assert roomy.samples == full.samples and "learner/capped_samples_judge" not in roomy_metrics
 
 
@@ -131,9 +130,9 @@ def test_all_equal_groups_are_found_on_the_raw_outcome_and_counted_per_role():
 
 def test_dynamic_sampling_leaves_all_equal_groups_out_of_the_batch():
     scores = score_iteration(_all_wrong_iteration(), SETTINGS)
-    kept, kept_metrics = build_train_batch(scores, normalize_std=False)
+    kept, kept_metrics = build_train_batch(scores)
     assert sum(sample.role == "solver" for sample in kept.samples) == 5  # shaped differences train by default
-    filtered, metrics = build_train_batch(scores, normalize_std=False, drop_all_equal=True)
+    filtered, metrics = build_train_batch(scores, BatchSettings(drop_all_equal=True))
     # only question 1's two answers remain: advantages 0.7333 - 0.6 and 0.4667 - 0.6
     assert [s.advantage for s in filtered.samples if s.role == "solver"] == pytest.approx([2 / 15, -2 / 15])
     assert metrics["learner/dropped_all_equal_groups"] == 1.0 and kept_metrics["learner/dropped_all_equal_groups"] == 0
@@ -162,7 +161,7 @@ def test_an_unverified_reference_trains_no_answer_and_is_not_accepted():
     assert not result.accepted and result.verified is False and result.reward == pytest.approx(2 / 3)
     assert scores.metrics["proposer/verified_rate"] == 0.0
     assert "solver/verifiable_accuracy" not in scores.metrics  # untrusted grades are no accuracy either
-    assert not any(sample.role == "solver" for sample in build_train_batch(scores, normalize_std=False)[0].samples)
+    assert not any(sample.role == "solver" for sample in build_train_batch(scores)[0].samples)
 
 
 def test_a_verified_reference_grades_and_the_solve_rate_sets_the_challenge():
@@ -175,3 +174,47 @@ def test_a_verified_reference_grades_and_the_solve_rate_sets_the_challenge():
     assert result.accepted and result.verified is True and result.solve_rate == 0.5
     assert result.reward == pytest.approx(1.0)
     assert scores.metrics["proposer/verified_rate"] == 1.0
+
+
+def _graded_iteration() -> IterationTurns:
+    """Question 0 (reference "4"): seven wrong answers and one that did not parse, all graded wrong. Question 1
+    (reference "7"): one right answer and one wrong. Grading replaces the judge (solver reward 0.8 grade + 0.2
+    format)."""
+    wrong, unparsed = _turn(Role.SOLVER, "5"), _turn(Role.SOLVER, None)
+    return IterationTurns(
+        proposals=(), quality_verdicts=(),
+        solve_items=(SolveItem("What is 2 + 2?", "seed-1", "4", None), SolveItem("What is 3 + 4?", "seed-2", "7", None)),
+        attempts=((wrong,) * 7 + (unparsed,), (_turn(Role.SOLVER, "7"), wrong)),
+        answer_verdicts=((None,) * 8, (None, None)), grades=((False,) * 8, (True, False)))
+
+
+def test_mean_only_advantages_keep_a_format_difference_small_and_the_std_share_is_logged():
+    settings = RewardSettings(quality_threshold=6, difficulty_variant="learnability", solver_judge_weight=0.8,
+                              judge_agreement_weight=0.5, grading_mode=GradingMode.REPLACE, grading_weight=0.5)
+    scores = score_iteration(_graded_iteration(), settings)
+    # question 0: rewards 0.2 x 7 and 0, mean 0.175: advantages +0.025 and -0.175 (mean only). Divided by the
+    # Bessel std sqrt((7 * 0.025^2 + 0.175^2) / 7) = sqrt(0.005): +0.354 and -2.475, a right-or-wrong scale.
+    mean_only, metrics = build_train_batch(scores)
+    assert [s.advantage for s in mean_only.samples][:8] == pytest.approx([0.025] * 7 + [-0.175])
+    with_std, _ = build_train_batch(scores, BatchSettings(normalize_std=True))
+    assert [s.advantage for s in with_std.samples][:8] == pytest.approx([0.025 / 0.005 ** 0.5] * 7
+                                                                        + [-0.175 / 0.005 ** 0.5], rel=2e-3)  # eps 1e-4
+    # question 1: 1.0 and 0.2, +-0.4 (mean only), +-0.4 / sqrt(0.32) with the std. The outcome-free share of
+    # |A|: 0.35 / (0.35 + 0.8) mean only; (7 * 0.3536 + 2.4749) / (4.9497 + 1.4142) with the std.
+    assert metrics["solver/outcome_free_advantage_share_mean_only"] == pytest.approx(0.35 / 1.15)
+    assert metrics["solver/outcome_free_advantage_share_std"] == pytest.approx(
+        (0.35 / 0.005 ** 0.5) / (0.35 / 0.005 ** 0.5 + 0.8 / 0.32 ** 0.5), rel=2e-3)
+
+
+def test_role_token_mean_gives_each_role_an_equal_share_of_the_loss():
+    # _iteration with grading mixed in; its trained samples hold one response token each: 5 solver, 5 judge and
+    # 2 proposer tokens (token shares 5/12, 5/12, 2/12). With role_token_mean every advantage of role r is
+    # multiplied by 12 / (3 * tokens_r): solver and judge by 0.8, proposer by 2.
+    scores = score_iteration(_iteration(), SETTINGS)
+    plain, metrics = build_train_batch(scores)
+    assert metrics["learner/token_share_solver"] == pytest.approx(5 / 12)
+    assert metrics["learner/token_share_proposer"] == pytest.approx(2 / 12)
+    balanced, _ = build_train_batch(scores, BatchSettings(role_token_mean=True))
+    factors = {"solver": 0.8, "judge": 0.8, "proposer": 2.0}
+    assert [s.advantage for s in balanced.samples] == pytest.approx([s.advantage * factors[s.role]
+                                                                     for s in plain.samples])
