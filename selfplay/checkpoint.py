@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,3 +60,23 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where a run (new or resumed) starts, from the checkpoints in its directory."""
+
+    checkpoint: Path | None  # restored when set
+    next_iteration: int
+    fresh: bool  # no checkpoint: the base-model evaluation and the SFT cold start run, as in a new run
+    last_kept_step: int  # metrics rows of later steps are the killed process's and are logged again
+
+
+def start_point(run_dir: Path) -> StartPoint:
+    """The latest complete checkpoint's next iteration; none (a run killed before checkpoint 0, which the SFT cold
+    start writes, or before the first checkpoint without SFT) starts over."""
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        return StartPoint(None, 1, True, -1)
+    iteration = load_state(checkpoint)["iteration"]
+    return StartPoint(checkpoint, iteration + 1, False, iteration)

@@ -15,7 +15,7 @@ from typing import Any
 
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
 from rollout.probe import SEPARATION
-from selfplay.checkpoint import checkpoint_name, checkpoint_root, latest_checkpoint, load_state, save_checkpoint
+from selfplay.checkpoint import checkpoint_name, checkpoint_root, load_state, save_checkpoint, start_point
 from selfplay.config import Config, config_to_yaml, metrics_namespace
 from selfplay.console import log
 from selfplay.evaluation import EvalExample, eval_metrics, evaluate, load_eval_questions, summarize
@@ -50,10 +50,8 @@ def new_best_tracker(config: Config) -> BestTracker:
     return BestTracker(config.eval.metric, config.eval.watched_set(), guard.action, guard.margin, guard.patience)
 
 
-def restore_state(config: Config, run_dir: Path, started: Started, best: BestTracker) -> RunState | None:
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        return None
+def restore_state(config: Config, run_dir: Path, started: Started, best: BestTracker,
+                  checkpoint: Path) -> RunState:
     saved = load_state(checkpoint)
     state = RunState(iteration=saved["iteration"] + 1, weight_version=saved["weight_version"],
                      questions=QuestionPool.from_state_dict(saved["pool"]),
@@ -78,7 +76,7 @@ def load_checkpoint_into(config: Config, started: Started, state: RunState, chec
 def cold_start(config: Config, started: Started, state: RunState, run_dir: Path,
                best: BestTracker) -> dict[str, float]:
     """The SFT cold start (selfplay.sft), synced to the engines and checkpointed as iteration 0, so a crash after
-    it resumes at iteration 1 without repeating it."""
+    it resumes at iteration 1 without repeating it (and a crash before it, with no checkpoint, runs it again)."""
     from agents.tasks import task_family
     from selfplay.sft import run_sft, sft_examples
 
@@ -168,7 +166,7 @@ def refresh_rubric(state: RunState, tracker: Any) -> bool:
 
 def run(config: Config, resume_dir: str | None = None) -> Path:
     """Run (or resume) the self-play loop; returns the run directory."""
-    from selfplay.tracking import build_tracker
+    from selfplay.tracking import build_tracker, drop_metrics_after
 
     connect_ray(config)  # first: a cluster without the resources asked for fails here, before any run directory
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(config)
@@ -179,7 +177,14 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     tracker = None
     try:
         started.learner.check_shared_directory(str(run_dir))
-        state = (restore_state(config, run_dir, started, best) if resume_dir else None) or initial_state(config)
+        start = start_point(run_dir)
+        state = (restore_state(config, run_dir, started, best, start.checkpoint) if start.checkpoint
+                 else initial_state(config))
+        if resume_dir and start.fresh:
+            log(f"resumed {run_dir} before its first checkpoint: starting over from the base model"
+                + (", SFT cold start included" if config.sft.steps else ""))
+        if dropped := drop_metrics_after(run_dir, start.last_kept_step):
+            log(f"metrics.jsonl: removed the {dropped} rows logged after the checkpoint; they are logged again")
         tracker = build_tracker(run_dir, config.tracking, run_dir.name, config.model_dump(mode="json"))
         log(f"W&B {tracker.wandb_choice.mode}: {tracker.wandb_choice.reason}")
         eval_sets = {name: load_eval_questions(held_out.data, held_out.limit)
@@ -187,13 +192,12 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
         if state.iteration <= config.run.iterations:
             tracker.log_text("judge/rubric", f"# {state.rubric.name} {state.rubric.version}\n{state.rubric.text}",
                              step=state.iteration)
-        if config.eval.every and state.iteration == 1:
+        if config.eval.every and start.fresh:
             log("held-out evaluation of the base model (step 0)")
             metrics, scores = held_out_eval(config, started, eval_sets)
             best.observe(0, scores)
             tracker.log(metrics, step=0)
-        sft_metrics = (cold_start(config, started, state, run_dir, best) if config.sft.steps and not resume_dir
-                       else {})
+        sft_metrics = cold_start(config, started, state, run_dir, best) if config.sft.steps and start.fresh else {}
         while state.iteration <= config.run.iterations:
             rubric_changed = refresh_rubric(state, tracker)
             log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
