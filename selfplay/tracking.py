@@ -3,10 +3,11 @@
 Only the driver logs. Callers namespace their keys (`proposer/*`, `solver/*`, `judge/*`, `pool/*`, `rollout/*`,
 `learner/*`, `sync/*`, `time/*`, `eval/*`); trackers never rename. Callers key everything by the iteration; the JSONL
 tracker writes it as `step`, W&B as the metric `iteration` (its x-axis) beside a W&B step that only grows, so the
-iterations a resumed run re-runs are kept, not dropped. The JSONL tracker is always on (plots and `launch/report.py` read it) and writes strictly valid JSON: NaN and
-infinities become null there, while W&B receives them as they are. W&B is imported lazily, so the pure packages
-that import this module's types stay free of it. Left out: computing metrics (pure functions return them) and
-reading the W&B transaction log back (`tests/wandb_reader.py`).
+iterations a resumed run re-runs are kept, not dropped. The JSONL tracker is always on (plots and
+`launch/report.py` read it) and writes strictly valid JSON: NaN and infinities become null there, while W&B
+receives them as they are. W&B is imported lazily, so the pure packages that import this module's types stay free
+of it. Left out: computing metrics (pure functions return them) and reading the W&B transaction log back
+(`tests/wandb_reader.py`).
 """
 
 from __future__ import annotations
