@@ -171,7 +171,7 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     connect_ray(config)  # first: a cluster without the resources asked for fails here, before any run directory
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(config)
     log(f"run directory: {run_dir}")
-    started = start_components(config, export_dir_for(config))
+    started = start_components(config, export_dir_for(config, run_dir))
     components = started.components
     best = new_best_tracker(config)
     tracker = None

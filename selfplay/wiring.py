@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from agents.parsing import special_markers
 from agents.players import Judge, Proposer, Solver
 from learner.hardware import alive_nodes
 from learner.weights import SyncProbe, process_scratch_dir
@@ -130,7 +131,8 @@ def start_components(config: Config, export_dir: Path) -> Started:
     log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} ({engine_dtype}, "
         f"weight sync: {sync_mode.value})")
     pool = RemoteEnginePool.launch(spec, config.rollout, name="rollout")
-    judge_pool = pool
+    markers = special_markers(tokenizer)
+    judge_pool, judge_markers = pool, markers
     if config.rollout.judge_model:
         judge_path = model_path if config.rollout.judge_model == "same" else resolve_model_path(
             config.rollout.judge_model, config.model.cache_dir)
@@ -138,6 +140,7 @@ def start_components(config: Config, export_dir: Path) -> Started:
         judge_spec = engine_spec_from_config(judge_path, engine_dtype, config.model.max_model_len,
                                              config.rollout, sync_mode, config.learner.lora.rank, config.run.seed)
         judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout")
+        judge_markers = special_markers(AutoTokenizer.from_pretrained(judge_path))
     log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")
     several_nodes = len(alive_nodes()) > 1
     learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=engine_dtype,
@@ -154,7 +157,8 @@ def start_components(config: Config, export_dir: Path) -> Started:
 
     grader = GradingPool(config.rewards.grading_workers, config.rewards.grading_timeout_s)
     components = Components(
-        proposer=role(Proposer, pool, config.task.family), solver=role(Solver, pool), judge=role(Judge, judge_pool),
+        proposer=role(Proposer, pool, config.task.family, markers), solver=role(Solver, pool, markers),
+        judge=role(Judge, judge_pool, judge_markers),
         learner=learner,
         grader=grader, engine_pools=[pool], sync_mode=sync_mode, export_dir=export_dir,
         probe=calibrate_probe(config, learner, [pool], probe_token_ids(tokenizer)),
