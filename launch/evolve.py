@@ -41,12 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         print(config_to_yaml(config), end="")
         return 0
     from selfplay.driver import run
+    from selfplay.memory_kill import MemoryKilled
 
     try:
         run_dir = run(config, resume_dir=args.resume)
     except PreflightError as error:  # what only the connected cluster can tell (its resources)
         print(f"config error: {error}", file=sys.stderr)
         return 2
+    except MemoryKilled as error:
+        print(error, file=sys.stderr)
+        return 1
     print(f"run directory: {run_dir}")
     return 0
 

@@ -22,14 +22,15 @@ REMOVE_EXPORTS_S = 10.0  # a rank removing its exported weights before it is kil
 START_TIMEOUT_S = 600.0  # loading a large model takes minutes; a rank that cannot be placed never starts
 
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Loss-like metrics are each rank's share of the global token mean, so they add up; `*_max` take the max;
-    the rest (grad norm, lr, skip counters: identical on every rank after the all-reduce) come from rank 0."""
+    """Loss-like metrics are each rank's share of the global token mean, so they add up; `*_max` and memory/*
+    take the max (the largest rank's); the rest (grad norm, lr, skip counters: identical on every rank after the
+    all-reduce) come from rank 0."""
     additive = ("loss", "clip_fraction", "approx_kl", "importance_logprob_diff_mean", "importance_weight_mean",
                 "importance_capped_fraction", "kl", "tokens")
     merged: dict[str, float] = {}
     for key in dict.fromkeys(key for metrics in per_rank for key in metrics):  # a filler-only rank lacks some
         values = [metrics.get(key, 0.0) for metrics in per_rank]
-        if key.endswith("_max"):
+        if key.endswith("_max") or key.startswith("memory/"):
             merged[key] = max(values)
         elif key.endswith(additive):
             merged[key] = sum(values)
@@ -39,14 +40,14 @@ def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 
 def merge_update_metrics(per_update: list[dict[str, float]]) -> dict[str, float]:
-    """One batch's metrics from its updates: the mean of each, except `*_max` (max), `*_total` (the last),
-    tokens and step seconds (summed); `learner/updates` counts them."""
+    """One batch's metrics from its updates: the mean of each, except `*_max` (max), `*_total` and memory/* (the
+    last), tokens and step seconds (summed); `learner/updates` counts them."""
     merged: dict[str, float] = {}
     for key in per_update[-1]:
         values = [metrics[key] for metrics in per_update if key in metrics]
         if key.endswith("_max"):
             merged[key] = max(values)
-        elif key.endswith("_total"):
+        elif key.endswith("_total") or key.startswith("memory/"):
             merged[key] = values[-1]
         elif key in ("learner/tokens", "learner/step_seconds", "learner/skipped_nonfinite"):
             merged[key] = sum(values)

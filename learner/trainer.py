@@ -29,6 +29,7 @@ from learner.config import LearnerConfig
 from learner.export import export_adapter, export_bytes, export_merged, peft_lora_config
 from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
+from learner.memory import fix_mmap_threshold, peak_resident_gb, resident_gb
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
 from learner.weights import ExportDirectories, SyncMode, SyncProbe, WeightUpdate, read_files
@@ -113,6 +114,7 @@ class Learner:
         from transformers import AutoModelForCausalLM
 
         self.config, self.setup = config, setup
+        fix_mmap_threshold()  # before the model loads: freed activations go back to the OS (learner.memory)
         torch.manual_seed(setup.seed + setup.rank)
         if not torch.cuda.is_available():
             # Ray sets OMP_NUM_THREADS to the actor's CPU reservation (1); training and generation take turns, so
@@ -262,6 +264,8 @@ class Learner:
                                         if not sample.filler)),
             "learner/lr": float(self.engine.get_lr()[0]),
             "learner/step_seconds": time.perf_counter() - started,
+            "memory/learner_rss_gb": resident_gb(),
+            "memory/learner_peak_rss_gb": peak_resident_gb(),
         })
         return totals
 

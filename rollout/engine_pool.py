@@ -387,12 +387,26 @@ class EnginePool:
             tokens, requests = self._tokens, self._requests
             self._tokens, self._requests, self._busy_seconds = 0, 0, 0.0
             self._busy_since = now
-            serving = sum(slot.state is SlotState.SERVING for slot in self._slots)
-            return {f"{self.name}/generated_tokens": float(tokens),
-                    f"{self.name}/tokens_per_second": tokens / busy if busy > 0 else 0.0,
-                    f"{self.name}/busy_seconds": busy, f"{self.name}/requests": float(requests),
-                    f"{self.name}/engine_restarts": float(self._restarts),
-                    f"{self.name}/engines_serving": float(serving)}
+            serving = [slot.handle for slot in self._slots if slot.state is SlotState.SERVING]
+            metrics = {f"{self.name}/generated_tokens": float(tokens),
+                       f"{self.name}/tokens_per_second": tokens / busy if busy > 0 else 0.0,
+                       f"{self.name}/busy_seconds": busy, f"{self.name}/requests": float(requests),
+                       f"{self.name}/engine_restarts": float(self._restarts),
+                       f"{self.name}/engines_serving": float(len(serving))}
+        return metrics | self._memory(serving)
+
+    def _memory(self, handles: list[Any]) -> dict[str, float]:
+        """The largest resident memory among the serving engines (host and vLLM processes); none where no engine
+        answers (the health checks restart those)."""
+        readings = []
+        for handle in handles:
+            try:
+                readings.append(ray.get(handle.status.options(concurrency_group=HEALTH_GROUP).remote(),
+                                        timeout=STATUS_SECONDS).rss_gb)
+            except (GetTimeoutError, RayActorError, RayTaskError):
+                continue
+        key = "memory/engine_rss_gb" if self.name == "rollout" else f"memory/{self.name}_engine_rss_gb"
+        return {key: max(readings)} if readings else {}
 
     def status(self) -> list[EngineStatus]:
         with self._lock:

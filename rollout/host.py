@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ray
 
+from learner.memory import resident_gb
 from learner.weights import SyncProbe, WeightUpdate, export_place, free_bytes, process_scratch_dir, write_files
 from rollout.engine import Engine, EngineSpec
 from rollout.probe import ProbeReading
@@ -40,6 +41,7 @@ class EngineStatus:
     busy: bool  # a vLLM call (a batch, a weight load, a probe) is running
     queued_requests: int  # requests waiting for the next batch
     running_s: float = 0.0  # how long that call has run (0 when idle)
+    rss_gb: float = 0.0  # resident memory of the host and its vLLM processes, GiB
 
 
 class _Call:
@@ -99,7 +101,8 @@ class EngineHost:
             queued = sum(len(call.requests) for call in self._queue)
         started = self._call_started
         running = 0.0 if started is None else time.monotonic() - started
-        return EngineStatus(self.engine.weight_version, started is not None, queued, running)
+        return EngineStatus(self.engine.weight_version, started is not None, queued, running,
+                            resident_gb(children=True))
 
     @contextmanager
     def _timed(self):

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from learner.memory import node_used_share
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
 from rollout.probe import SEPARATION
 from selfplay.checkpoint import checkpoint_name, checkpoint_root, load_state, save_checkpoint, start_point
@@ -21,6 +22,7 @@ from selfplay.console import log
 from selfplay.evaluation import EvalExample, eval_metrics, evaluate, load_eval_questions, summarize
 from selfplay.guard import BestTracker
 from selfplay.iteration import RunState, run_iteration, sync_weights
+from selfplay.memory_kill import MemoryKilled, memory_kill_line
 from selfplay.preflight import RESOLVED_CONFIG
 from selfplay.question_pool import QuestionPool, load_seed_file
 from selfplay.samples import COLUMNS, exchanges, table_rows
@@ -219,6 +221,7 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                 write_best(run_dir, best)
             result.metrics["time/checkpoint"] = time.perf_counter() - began
             result.metrics["judge/rubric_changed"] = float(rubric_changed)
+            result.metrics["memory/node_used_share"] = node_used_share()
             tracker.log(result.metrics, step=state.iteration)
             tracker.log_table("samples", COLUMNS, table_rows(exchanges(state.iteration, result.turns, result.scores),
                                                              config.tracking.sample_rows), step=state.iteration)
@@ -232,6 +235,10 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                 load_checkpoint_into(config, started, state, best_checkpoint, load_state(best_checkpoint))
         if sft_metrics:  # run.iterations=0: no iteration to log them with
             tracker.log(sft_metrics, step=0)
+    except Exception as error:
+        if line := memory_kill_line(error, run_dir):
+            raise MemoryKilled(line) from error
+        raise
     finally:  # also when stopped (SIGTERM, Ctrl-C) or failed: what the finished iterations logged is kept
         try:
             if tracker is not None:

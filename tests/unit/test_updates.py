@@ -1,6 +1,6 @@
 """Several updates per batch: how a batch is split into PPO epochs and mini-batches, and how their metrics merge."""
 
-from learner.group import merge_update_metrics
+from learner.group import merge_rank_metrics, merge_update_metrics
 from learner.records import TrainBatch, TrainSample
 from learner.trainer import plan_updates
 
@@ -33,3 +33,11 @@ def test_update_metrics_are_means_except_maxima_totals_and_sums():
     ])
     assert merged == {"learner/clip_fraction": 0.25, "learner/ratio_max": 3.0, "learner/skipped_total": 1.0,
                       "learner/tokens": 30.0, "learner/updates": 2.0}
+
+
+def test_memory_is_the_largest_rank_after_the_last_update():
+    ranks = merge_rank_metrics([{"memory/learner_rss_gb": 2.0, "learner/tokens": 5.0},
+                                {"memory/learner_rss_gb": 3.5, "learner/tokens": 7.0}])
+    assert ranks == {"memory/learner_rss_gb": 3.5, "learner/tokens": 12.0}
+    merged = merge_update_metrics([{"memory/learner_rss_gb": 3.5}, {"memory/learner_rss_gb": 3.0}])
+    assert merged == {"memory/learner_rss_gb": 3.0, "learner/updates": 2.0}
