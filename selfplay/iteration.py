@@ -76,9 +76,10 @@ def iteration_seed(config: Config, iteration: int) -> int:
 
 
 def sampling_specs(config: Config, iteration: int) -> dict[str, SamplingSpec]:
-    """Each role's sampling in `iteration`. Seeds are hashes of (run seed, iteration, role); players add a request's
-    index and the engine hashes in the prompt and the sample's index (rollout.records.sample_seeds), so roles,
-    iterations, requests and samples draw from streams of their own."""
+    """Each role's sampling in `iteration`. Seeds are hashes of (run seed, iteration, role), hashed again per call
+    (`for_call`); players add a request's index and the engine hashes in the prompt and the sample's index
+    (rollout.records.sample_seeds), so roles, iterations, calls, requests and samples draw from streams of their
+    own."""
     def seed(role: str) -> int:
         return stream_seed(config.run.seed, iteration, role)
 
@@ -90,6 +91,12 @@ def sampling_specs(config: Config, iteration: int) -> dict[str, SamplingSpec]:
         "judge": SamplingSpec(n=1, temperature=config.judge.temperature, top_p=config.judge.top_p,
                               max_tokens=config.judge.max_tokens, seed=seed("judge")),
     }
+
+
+def for_call(spec: SamplingSpec, *call: object) -> SamplingSpec:
+    """`spec` with a seed of its own for one call of a role (`call` names it): two calls of one role in one
+    iteration can hold the same prompt at the same position, which would otherwise draw the same samples."""
+    return spec if spec.seed is None else dataclasses.replace(spec, seed=stream_seed(spec.seed, *call))
 
 
 def reward_settings(config: Config) -> RewardSettings:
@@ -117,9 +124,10 @@ def judge_each(judge: JudgeRole, rubric: Rubric, items: list[SolveItem], attempt
     """One judge call per question over its parsed answers (verdicts are aligned back by `_align_verdicts`); None,
     and no call, for a question with a reference answer unless `judge_graded`."""
     return [judge.judge_answers(rubric, [AnswerToJudge(item.question, attempt.sample.text, item.reference_answer)
-                                         for attempt in row if attempt.parsed.failure is None], sampling)
+                                         for attempt in row if attempt.parsed.failure is None],
+                                for_call(sampling, position))
             if judge_graded or item.reference_answer is None else None
-            for item, row in zip(items, attempts)]
+            for position, (item, row) in enumerate(zip(items, attempts))]
 
 
 def _align_verdicts(attempts: list[Turn], judging: Future[list[Turn]] | None) -> tuple[Turn | None, ...]:
@@ -157,25 +165,27 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
     pool_items = [SolveItem(q.text, q.id, q.answer, None) for q in drawn]
     with timer("wave1_propose_solve"):  # proposals, and answers to pool questions
         proposing = components.proposer.propose(references, specs["proposer"])
-        pool_solving = components.solver.solve([item.question for item in pool_items], specs["solver"])
+        pool_solving = components.solver.solve([item.question for item in pool_items],
+                                               for_call(specs["solver"], "pool"))
         proposals = proposing.result()
         new_items = [SolveItem(p.parsed.value.text, f"it{state.iteration}-q{i}", p.parsed.value.reference, i)
                      for i, p in enumerate(proposals) if p.parsed.failure is None]
         anchors = draw_anchors(state.questions.questions(), config.judge.anchor_questions,
                                random.Random(iteration_seed(config, state.iteration) + 5))
         quality_judging = components.judge.judge_questions(
-            state.rubric, [item.question for item in new_items] + [anchor.text for anchor in anchors], specs["judge"])
-        new_solving = components.solver.solve([item.question for item in new_items], specs["solver"])
+            state.rubric, [item.question for item in new_items] + [anchor.text for anchor in anchors],
+            for_call(specs["judge"], "quality"))
+        new_solving = components.solver.solve([item.question for item in new_items], for_call(specs["solver"], "new"))
         pool_attempts = pool_solving.result()
         grading = components.grader.submit(_grading_pairs(pool_items, pool_attempts))  # runs while judges work
     with timer("wave2_judge_solve"):  # judging of questions and answers, and answers to the new questions
         judge_graded = verdicts_on_graded_answers_count(config)
-        pool_judging = judge_each(components.judge, state.rubric, pool_items, pool_attempts, specs["judge"],
-                                  judge_graded)
+        pool_judging = judge_each(components.judge, state.rubric, pool_items, pool_attempts,
+                                  for_call(specs["judge"], "pool"), judge_graded)
         new_attempts = new_solving.result()
         new_grading = components.grader.submit(_grading_pairs(new_items, new_attempts))  # grounded proposals
-        new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts, specs["judge"],
-                                 judge_graded)
+        new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts,
+                                 for_call(specs["judge"], "new"), judge_graded)
         quality_results = quality_judging.result()
         quality_verdicts, anchor_verdicts = iter(quality_results[:len(new_items)]), quality_results[len(new_items):]
         answer_verdicts = [_align_verdicts(a, judging)
@@ -216,11 +226,12 @@ def refill_groups(config: Config, components: Components, state: RunState, turns
         with timer("refill"):
             items = [SolveItem(q.text, q.id, q.answer, None)
                      for q in state.questions.sample_references(count, state.iteration, exclude=used)]
-            attempts = components.solver.solve([item.question for item in items], specs["solver"]).result()
+            attempts = components.solver.solve([item.question for item in items],
+                                               for_call(specs["solver"], "refill", rounds)).result()
             check_served_version(state.weight_version, *attempts)
             grading = components.grader.submit(_grading_pairs(items, attempts))
-            judging = judge_each(components.judge, state.rubric, items, attempts, specs["judge"],
-                                 verdicts_on_graded_answers_count(config))
+            judging = judge_each(components.judge, state.rubric, items, attempts,
+                                 for_call(specs["judge"], "refill", rounds), verdicts_on_graded_answers_count(config))
             verdicts = [_align_verdicts(a, j) for a, j in zip(attempts, judging)]
             grades = grading.result()
         added += len(items)

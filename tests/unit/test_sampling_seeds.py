@@ -4,7 +4,7 @@ and index; the same request in the same iteration draws the same one (a resumed 
 from agents.players import distinct_seeds
 from rollout.records import GenerationRequest, SamplingSpec, sample_seeds
 from selfplay.config import load_config
-from selfplay.iteration import sampling_specs
+from selfplay.iteration import for_call, sampling_specs
 
 
 def _call(spec: SamplingSpec, prompts: list[tuple[int, ...]]) -> list[int]:
@@ -17,10 +17,12 @@ def _call(spec: SamplingSpec, prompts: list[tuple[int, ...]]) -> list[int]:
 def _iteration(config, iteration: int) -> list[int]:
     specs = sampling_specs(config, iteration)
     return (_call(specs["proposer"], [(1, 2, 3)] * 3)  # three from-scratch proposals: one prompt
-            + _call(specs["solver"], [(4, 5), (4, 5)])  # pool questions, one drawn twice: 2 x 4 answers
-            + _call(specs["solver"], [(6, 7)])  # a new question, in a second call: 4 answers
-            + _call(specs["judge"], [(8,), (9,)])  # quality verdicts on two questions
-            + _call(specs["judge"], [(10,)]) + _call(specs["judge"], [(11,)]))  # a call per question's answers
+            + _call(for_call(specs["solver"], "pool"), [(4, 5), (4, 5)])  # one pool question drawn twice: 2 x 4
+            + _call(for_call(specs["solver"], "new"), [(4, 5)])  # a new question as written as that one: 4
+            + _call(for_call(specs["judge"], "quality"), [(8,), (9,)])  # quality verdicts on two questions
+            # a call per question's answers, in the pool's call and the new questions': the same answer to both
+            + _call(for_call(for_call(specs["judge"], "pool"), 0), [(10,)])
+            + _call(for_call(for_call(specs["judge"], "new"), 0), [(10,)]))
 
 
 def test_no_two_samples_of_neighbouring_iterations_share_a_seed():
