@@ -1,0 +1,89 @@
+"""Learner memory benchmark: resident memory of a learner rank over training steps of changing shapes, with the
+product's allocator setting (glibc's mmap threshold fixed: learner/memory.py) and with glibc's default.
+
+Each arm is a child process that builds the real `Learner` (DeepSpeed ZeRO-2, LoRA r=16 on all linear layers, the
+embedded model or `--model DIR`, bf16 or fp32 as the product picks) and runs `--steps` steps of `--samples`
+random sequences each (prompt 64-400 and response 8-128 tokens, drawn per step from a fixed seed, so both arms
+see the same batches), reading its resident memory after each step. The arms run one after the other, each with
+the whole machine. The default arm is the same code with `fix_mmap_threshold` turned into a no-op.
+
+    .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12]
+
+Final line: JSON with each arm's resident GiB after every step, its growth from step 2 to the last, its peak
+and its mean seconds per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import log, offline, resolve_dtype  # noqa: E402
+
+ARMS = ("fixed", "glibc_default")
+
+
+def run_arm(args: argparse.Namespace) -> dict:
+    import random
+
+    import learner.trainer
+    from learner.config import LearnerConfig
+    from learner.memory import peak_resident_gb, resident_gb
+    from learner.records import TrainBatch, TrainSample
+    from learner.trainer import Learner, LearnerSetup, plan_step
+    from selfplay.embedded_model import resolve_model_path
+
+    if args.arm == "glibc_default":
+        learner.trainer.fix_mmap_threshold = lambda: False
+    config = LearnerConfig()
+    rank = Learner(config, LearnerSetup(model_path=resolve_model_path(args.model, None),
+                                        dtype=resolve_dtype("auto")))
+    draw = random.Random(0)
+
+    def sample() -> TrainSample:
+        prompt, response = draw.randint(64, 400), draw.randint(8, 128)
+        return TrainSample(tuple(draw.randrange(1000, 40000) for _ in range(prompt)),
+                           tuple(draw.randrange(1000, 40000) for _ in range(response)),
+                           (-1.0,) * response, draw.uniform(-1, 1), 0.7, "solver")
+
+    rss, seconds = [], []
+    for _ in range(args.steps):
+        batch = TrainBatch(tuple(sample() for _ in range(args.samples)))
+        plan, _ = plan_step(batch, config.micro_batch_tokens, 1)
+        began = time.perf_counter()
+        rank.train_step(plan[0], batch.response_tokens)
+        seconds.append(time.perf_counter() - began)
+        rss.append(round(resident_gb(), 3))
+        log(f"{args.arm}: step {len(rss)}: {rss[-1]:.2f} GiB resident, {seconds[-1]:.1f} s")
+    return {"rss_gb": rss, "growth_gb": round(rss[-1] - rss[min(1, len(rss) - 1)], 3),
+            "peak_gb": round(peak_resident_gb(), 3), "seconds_per_step": round(sum(seconds) / len(seconds), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded:smollm2-135m")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # a child's arm
+    args = parser.parse_args()
+    offline()
+    if args.arm:
+        print(json.dumps(run_arm(args)), flush=True)
+        return
+    results = {"steps": args.steps, "samples": args.samples, "dtype": resolve_dtype("auto")}
+    for arm in ARMS:
+        child = subprocess.run([sys.executable, __file__, "--arm", arm, "--model", args.model,
+                                "--steps", str(args.steps), "--samples", str(args.samples)],
+                               stdout=subprocess.PIPE, text=True, check=True)
+        results[arm] = json.loads(child.stdout.strip().splitlines()[-1])
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
