@@ -399,10 +399,9 @@ class EnginePool:
         """The largest resident memory among the serving engines (host and vLLM processes); none where no engine
         answers (the health checks restart those)."""
         readings = []
-        for handle in handles:
+        for pending in [handle.resident_gb.options(concurrency_group=HEALTH_GROUP).remote() for handle in handles]:
             try:
-                readings.append(ray.get(handle.status.options(concurrency_group=HEALTH_GROUP).remote(),
-                                        timeout=STATUS_SECONDS).rss_gb)
+                readings.append(ray.get(pending, timeout=STATUS_SECONDS))
             except (GetTimeoutError, RayActorError, RayTaskError):
                 continue
         key = "memory/engine_rss_gb" if self.name == "rollout" else f"memory/{self.name}_engine_rss_gb"

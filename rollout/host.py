@@ -41,7 +41,6 @@ class EngineStatus:
     busy: bool  # a vLLM call (a batch, a weight load, a probe) is running
     queued_requests: int  # requests waiting for the next batch
     running_s: float = 0.0  # how long that call has run (0 when idle)
-    rss_gb: float = 0.0  # resident memory of the host and its vLLM processes, GiB
 
 
 class _Call:
@@ -101,8 +100,11 @@ class EngineHost:
             queued = sum(len(call.requests) for call in self._queue)
         started = self._call_started
         running = 0.0 if started is None else time.monotonic() - started
-        return EngineStatus(self.engine.weight_version, started is not None, queued, running,
-                            resident_gb(children=True))
+        return EngineStatus(self.engine.weight_version, started is not None, queued, running)
+
+    def resident_gb(self) -> float:
+        """Resident memory of this host and its vLLM processes, GiB (once per iteration, off the health path)."""
+        return resident_gb(children=True)
 
     @contextmanager
     def _timed(self):

@@ -20,6 +20,7 @@ import pytest
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
+from learner.memory import resident_gb  # noqa: E402
 from learner.weights import SyncMode, SyncProbe, WeightUpdate  # noqa: E402
 from rollout.config import RolloutConfig  # noqa: E402
 from rollout.engine import EngineDied, EngineSpec, SyncError  # noqa: E402
@@ -67,6 +68,9 @@ class FakeHost:
         hung_since = self.hung_since
         return EngineStatus(self.version, hung_since is not None, 0,
                             0.0 if hung_since is None else time.monotonic() - hung_since)
+
+    def resident_gb(self) -> float:
+        return resident_gb()
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         try:
@@ -362,6 +366,7 @@ def test_concurrent_callers_share_the_pool(session, tokenizer):
     metrics = pool.metrics()
     assert metrics["rollout/generated_tokens"] == 6 * 8 + 9 * 8 + 10 * 12
     assert metrics["rollout/tokens_per_second"] > 0
+    assert 0.2 < metrics["memory/engine_rss_gb"] < 20  # the host and its vLLM engine core, with the tiny model
 
 
 def test_killed_engine_is_restarted_resynced_and_retried(session):
