@@ -1,11 +1,12 @@
 """Learner memory benchmark: resident memory of a learner rank over training steps of changing shapes, with the
-product's allocator setting (glibc's mmap threshold fixed: learner/memory.py) and with glibc's default.
+product's allocator handling (glibc's heap trimmed after every step: learner/memory.py), with glibc's default, and
+with glibc's mmap threshold fixed at 1 MiB instead of trimming.
 
 Each arm is a child process that builds the real `Learner` (DeepSpeed ZeRO-2, LoRA r=16 on all linear layers, the
 embedded model or `--model DIR`, bf16 or fp32 as the product picks) and runs `--steps` steps of `--samples`
 random sequences each (prompt 64-400 and response 8-128 tokens, drawn per step from a fixed seed, so both arms
 see the same batches), reading its resident memory after each step. The arms run one after the other, each with
-the whole machine. The default arm is the same code with `fix_mmap_threshold` turned into a no-op.
+the whole machine. The other arms are the same code with `release_free_heap` turned into a no-op.
 
     .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12]
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import log, offline, resolve_dtype  # noqa: E402
 
-ARMS = ("fixed", "glibc_default")
+ARMS = ("trim", "glibc_default", "fixed_threshold")
 
 
 def run_arm(args: argparse.Namespace) -> dict:
@@ -34,13 +35,15 @@ def run_arm(args: argparse.Namespace) -> dict:
 
     import learner.trainer
     from learner.config import LearnerConfig
-    from learner.memory import peak_resident_gb, resident_gb
+    from learner.memory import fix_mmap_threshold, peak_resident_gb, resident_gb
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
     from selfplay.embedded_model import resolve_model_path
 
-    if args.arm == "glibc_default":
-        learner.trainer.fix_mmap_threshold = lambda: False
+    if args.arm != "trim":  # the product trims the heap after every step
+        learner.trainer.release_free_heap = lambda: False
+    if args.arm == "fixed_threshold":
+        fix_mmap_threshold()
     config = LearnerConfig()
     rank = Learner(config, LearnerSetup(model_path=resolve_model_path(args.model, None),
                                         dtype=resolve_dtype("auto")))

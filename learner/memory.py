@@ -1,11 +1,12 @@
-"""Process memory: how much a process and its children hold, and an allocator setting that lets freed tensor
+"""Process memory: how much a process and its children hold, and the allocator calls that let freed tensor
 memory go back to the operating system.
 
 glibc raises its mmap threshold to the size of each mmapped block a process frees, up to 32 MiB. PyTorch's CPU
 allocator frees every tensor to malloc, so after the first training step the activations of later steps (blocks
-of 1-32 MiB, of sizes that change with each micro-batch's shape) come from the heap, which fragments and is not
-given back. Measured on 2 cores (SmolLM2-135M, LoRA r=16, float32, 40 forward/backward steps of random shapes up
-to 4 x 320 tokens): 3.1-3.5 GB resident with glibc's default, 1.8-1.9 GB flat with the threshold fixed at 1 MiB.
+of 1-32 MiB, of sizes that change with each micro-batch's shape) come from the heap, which fragments and keeps
+freed pages resident. The learner trims the heap after every step (`release_free_heap`); fixing the threshold
+(`fix_mmap_threshold`) keeps memory as flat but maps and zeroes every large block anew, which made steps 1.6x
+slower. Measured with `bench/learner_memory.py --steps 8 --samples 8` (README, Memory).
 """
 
 from __future__ import annotations
@@ -22,18 +23,29 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h); setting it turns 
 MMAP_THRESHOLD_BYTES = 1 << 20  # blocks from 1 MiB up are mapped on their own and unmapped when freed
 
 
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 -- both exist only in glibc
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Fix glibc's mmap threshold for this process (see the module docstring). False where the C library is not
     glibc (nothing to fix there) or refuses the value."""
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+    libc = _glibc()
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) if libc is not None else False
+
+
+def release_free_heap() -> bool:
+    """Give the free pages inside glibc's heaps back to the operating system (malloc_trim(0)). False where the C
+    library is not glibc."""
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
 
 
 def resident_gb(process: psutil.Process | None = None, children: bool = False) -> float:

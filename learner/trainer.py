@@ -29,7 +29,7 @@ from learner.config import LearnerConfig
 from learner.export import export_adapter, export_bytes, export_merged, peft_lora_config
 from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
-from learner.memory import fix_mmap_threshold, peak_resident_gb, resident_gb
+from learner.memory import peak_resident_gb, release_free_heap, resident_gb
 from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
 from learner.records import TrainBatch, TrainSample
 from learner.weights import ExportDirectories, SyncMode, SyncProbe, WeightUpdate, read_files
@@ -114,7 +114,6 @@ class Learner:
         from transformers import AutoModelForCausalLM
 
         self.config, self.setup = config, setup
-        fix_mmap_threshold()  # before the model loads: freed activations go back to the OS (learner.memory)
         torch.manual_seed(setup.seed + setup.rank)
         if not torch.cuda.is_available():
             # Ray sets OMP_NUM_THREADS to the actor's CPU reservation (1); training and generation take turns, so
@@ -255,6 +254,7 @@ class Learner:
         self.skipped_steps += int(skipped)
         self.step_count += 1
         grad_norm = self.engine.get_global_grad_norm()
+        release_free_heap()  # the step's freed activations go back to the OS (learner.memory)
         totals.update({
             "learner/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "learner/skipped_nonfinite": float(skipped),
