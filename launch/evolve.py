@@ -1,22 +1,40 @@
-"""Entry point of a self-play run.
+"""Run Multi-Agent Evolve self-play: a proposer, a solver and a judge played by one model, trained together.
 
+    python launch/evolve.py --config configs/arithmetic-cpu.yaml [key=value ...]
     ray job submit --working-dir . -- python launch/evolve.py --config configs/tiny-cpu.yaml [key=value ...]
     python launch/evolve.py --config configs/tiny-cpu.yaml --dry-run
-    python launch/evolve.py --resume runs/tiny-cpu-20261125-101500
+    python launch/evolve.py --resume runs/tiny-cpu-20261125-101500 [key=value ...]
 
-Config and rubric problems stop the job here, before Ray starts, with one line and exit status 2.
+Overrides are dotted keys (docs/config-reference.md lists them all). Config and rubric problems stop the job
+here, before Ray starts, with one line and exit status 2.
 """
 
 import argparse
+import os
+import re
 import sys
+from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
 from selfplay.config import ConfigError, config_to_yaml
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_configs() -> str:
+    """One line per configs/*.yaml: its name and what its leading comment says first (up to a colon or a stop)."""
+    lines = ["shipped configs:"]
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        first = next((line for line in path.read_text().splitlines() if line.strip()), "")
+        summary = re.split(r"[:.;] ", first.lstrip("# ").strip())[0] if first.startswith("#") else ""
+        lines.append(f"  configs/{path.name:<22} {summary}")
+    return "\n".join(lines)
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Multi-Agent Evolve self-play run")
+    parser = argparse.ArgumentParser(description=__doc__, epilog=shipped_configs(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML run config (configs/*.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last completed iteration")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the resolved config, exit")
@@ -24,6 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("one of --config or --resume is required")
+    if args.config and args.resume:
+        parser.exit(2, "evolve.py: --config with --resume: a resumed run reads the config.yaml saved in its run "
+                       "directory; give changes as key=value overrides\n")
     return args
 
 
@@ -38,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:
+        from selfplay.preflight import resolved_auto_values
+
         print(config_to_yaml(config), end="")
+        resolved = resolved_auto_values(config, os.environ)
+        if resolved:
+            print("# auto values on this machine:")
+            print("\n".join(f"#   {key}: {value}" for key, value in resolved.items()))
         return 0
     from selfplay.driver import run
     from selfplay.memory_kill import MemoryKilled

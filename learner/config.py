@@ -3,40 +3,53 @@ into the run config; `Section` is the frozen, strict base every section uses).""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 AttentionKernel = Literal["sdpa", "eager", "flex_attention", "flash_attention_2"]  # transformers' names
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # A number typed for a text field is that text (run.name=1.5); a comma-separated text for a list field is
+    # that list (run.train_roles=solver or solver,judge).
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_for_a_list(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        lists = {name for name, field in cls.model_fields.items() if get_origin(field.annotation) in (tuple, list)}
+        return {key: [part.strip() for part in value.split(",")] if key in lists and isinstance(value, str)
+                else value for key, value in data.items()}
 
 
 class LoRAConfig(Section):
-    rank: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    rank: int = Field(16, ge=1, description="LoRA rank r of every adapted matrix")
+    alpha: int = Field(32, ge=1, description="LoRA scale numerator: updates are scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input while training")
     target_modules: tuple[str, ...] = Field(
-        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), min_length=1)
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), min_length=1, description=(
+            "module names that get a LoRA adapter (the model's linear layers; a comma-separated list on the command "
+            "line)"))
 
 
 class LearnerConfig(Section):
     num_workers: int = Field(1, ge=1, description="data-parallel learner ranks (gloo on CPU, nccl on GPU)")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per learner rank")
+    gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved per learner rank (0 on CPU)")
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field("PACK", description=(
         "Ray placement-group strategy of the ranks: PACK fills a node before the next; STRICT_SPREAD one per node"))
-    lr: float = Field(1e-5, gt=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
+    lr: float = Field(1e-5, gt=0, lt=1, description="AdamW learning rate of the LoRA weights (SFT and GRPO)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear learning-rate warm-up from 0 (0 = none)")
     zero_stage: Literal[0, 1, 2] = Field(2, description=(
         "DeepSpeed ZeRO stage; 3 is not supported (the rank-0 weight export needs the LoRA weights gathered)"))
     compute_dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description=(
         "training precision; auto = the model dtype on GPUs and on CPUs with native bf16 matmuls, float32 on "
         "other CPUs (there bf16 matmuls fall back to slow reference kernels: 50-90x slower backward measured)"))
-    grad_clip: float = Field(1.0, gt=0)
+    grad_clip: float = Field(1.0, gt=0, description="global gradient-norm clip per optimizer step")
     gradient_checkpointing: bool = Field(False, description=(
         "recompute activations in the backward pass: far less memory for long micro-batches, about a third more "
         "compute"))

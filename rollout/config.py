@@ -17,7 +17,7 @@ class RolloutConfig(Section):
     num_engines: int = Field(1, ge=1, description="vLLM engine actors shared by all roles")
     cpus_per_engine: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
     gpus_per_engine: float = Field(0.0, ge=0, description="Ray GPUs reserved per engine (0 on CPU)")
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine shards its model over (vLLM tensor parallelism)")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description=(
         "engine precision (the learner exports in it); auto = model.dtype on GPUs and on CPUs with native bf16 "
         "matmuls, float32 on other CPUs (bf16 decoding measured 4.6x slower there)"))

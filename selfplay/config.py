@@ -7,6 +7,8 @@ one `ConfigError` line that names the key and the file. Config is never mutated 
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,18 +34,18 @@ class ModelConfig(Section):
 class ProposerConfig(Section):
     batch_size: int = Field(8, ge=1, description="questions proposed per iteration")
     rewrite_ratio: float = Field(0.5, ge=0, le=1, description="share that rewrites a pool question (else scratch)")
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(160, ge=8)
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of the proposer's questions")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of the proposer's questions")
+    max_tokens: int = Field(160, ge=8, description="token budget of one proposal; a longer one is cut and fails format")
 
 
 class SolverConfig(Section):
     batch_size: int = Field(8, ge=1, description=(
         "pool questions solved per iteration; the questions proposed in it are solved on top"))
     num_answers: int = Field(4, ge=2, description="N answers per question, one GRPO group")
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(256, ge=8)
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of the solver's answers (> 0: a group needs spread)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of the solver's answers")
+    max_tokens: int = Field(256, ge=8, description="token budget of one answer; a longer one is cut and fails format")
     judge_weight: float = Field(0.8, ge=0, le=1, description="w in w * judge + (1 - w) * format")
     verifiable: Literal["off", "replace", "mix"] = Field("mix", description="use math-verify where an answer is known")
     verifiable_weight: float = Field(0.5, ge=0, le=1, description="share of the verifiable grade in 'mix'")
@@ -51,10 +53,10 @@ class SolverConfig(Section):
 
 class JudgeConfig(Section):
     rubric: str = Field("strict", description="a name in configs/rubrics/ or a path to a rubric YAML file")
-    rubric_dir: str = "configs/rubrics"
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(160, ge=8)
+    rubric_dir: str = Field("configs/rubrics", description="where rubric names are looked up")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature of the judge's verdicts")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of the judge's verdicts")
+    max_tokens: int = Field(160, ge=8, description="token budget of one verdict; a longer one is cut and fails format")
     quality_threshold: int = Field(6, ge=1, le=10, description="questions scoring below it are discarded")
     truth_weight: float = Field(0.5, ge=0, le=1, description="weight of agreement with verifiable grades")
     anchor_questions: int = Field(4, ge=0, description=(
@@ -109,10 +111,13 @@ class TaskConfig(Section):
 
 class PoolConfig(Section):
     seed_file: str = Field("configs/seeds/tiny-math.jsonl", description="JSONL with question and optional answer")
-    capacity: int = Field(2000, ge=1)
+    capacity: int = Field(2000, ge=1, description=(
+        "questions the pool holds at most; past it a reliably solved question goes first, then the oldest (seeds "
+        "with reference answers always stay)"))
     duplicate_threshold: float = Field(0.8, gt=0, le=0.95, description="MinHash Jaccard above which a question is a dupe")
     solved_threshold: float = Field(0.9, gt=0, le=1, description="mean solver score counted as reliably solved")
-    solved_min_attempts: int = Field(2, ge=1)
+    solved_min_attempts: int = Field(2, ge=1, description=(
+        "iterations a question must have been solved in before solved_threshold can retire it"))
     replay_ratio: float = Field(0.3, ge=0, le=1, description=(
         "share of older questions (seeds and those accepted before the last iteration) among the pool questions "
         "solved each iteration; 0.1-0.3 is the usual range against forgetting (pool/replay_share logs it)"))
@@ -129,7 +134,7 @@ class PoolConfig(Section):
 class TrackingConfig(Section):
     wandb: Literal["auto", "offline", "online", "disabled"] = Field(
         "auto", description="auto = online when WANDB_API_KEY is set, else offline")
-    project: str = "selfplay-evolve"
+    project: str = Field("selfplay-evolve", description="the W&B project runs are logged to")
     sample_rows: int = Field(8, ge=0, description="rows per role and iteration in the sample table (one exchange each)")
 
 
@@ -144,8 +149,8 @@ class GuardConfig(Section):
         "evaluations in a row: stop the run, or roll back to the best checkpoint and go on"))
     set: str | None = Field(None, description="the eval set watched (a name of eval.sets, or 'data' for eval.data); "
                                               "default the first")
-    margin: float = Field(0.05, ge=0, le=1)
-    patience: int = Field(2, ge=1)
+    margin: float = Field(0.05, ge=0, le=1, description="how far below its best the watched score may fall")
+    patience: int = Field(2, ge=1, description="evaluations in a row below best - margin before the guard acts")
 
 
 class EvalConfig(Section):
@@ -154,7 +159,7 @@ class EvalConfig(Section):
     limit: int = Field(64, ge=1, description="first N questions of eval.data")
     sets: dict[str, EvalSet] = Field(default_factory=dict, description=(
         "more held-out sets by name, each logged as eval/NAME/*; the best checkpoint per set goes to best.json"))
-    max_tokens: int = Field(256, ge=8)
+    max_tokens: int = Field(256, ge=8, description="token budget of one greedy answer in evaluation")
     metric: Literal["accuracy", "lenient_accuracy"] = Field("lenient_accuracy", description=(
         "the score that picks each set's best checkpoint and that the guard watches"))
     guard: GuardConfig = GuardConfig()
@@ -182,14 +187,14 @@ def metrics_namespace(set_name: str) -> str:
 
 
 class RunConfig(Section):
-    name: str = "run"
+    name: str = Field("run", description="run directories (and W&B runs) are named NAME-YYYYMMDD-HHMMSS")
     iterations: int = Field(4, ge=0, description=(
         "self-play iterations; 0 runs only the SFT cold start (sft.steps > 0) and the base evaluation"))
-    seed: int = 0
+    seed: int = Field(0, description="seeds sampling, the pool's draws, SFT order and the LoRA initialisation")
     output_dir: str | None = Field(None, description=(
         "run directories are created under it; unset = ./runs, or ~/selfplay-runs inside a `ray job submit` job "
         "(whose working directory is a temporary copy that Ray deletes); resolved to an absolute path at load"))
-    checkpoint_every: int = Field(1, ge=1)
+    checkpoint_every: int = Field(1, ge=1, description="write a checkpoint (adapter, optimizer, pool) every N iterations")
     train_roles: tuple[Literal["proposer", "solver", "judge"], ...] = Field(
         ("proposer", "solver", "judge"), min_length=1, description=(
             "roles whose samples train the shared adapter (the others still play); [solver] is GRPO on the solver "
@@ -229,12 +234,28 @@ class Config(Section):
         return self
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with the 1.2 core schema's booleans: only true/false are booleans, so `action: off` or
+    `verifiable=off` reads as the string a choice field expects (a bool field still accepts on/off/yes/no)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 -- a SafeLoader subclass
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'learner.lr=2e-5' -> (['learner', 'lr'], 2e-05). Values are YAML scalars; '2e-5' style floats too."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. learner.lr=2e-5")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = read_yaml(raw) if raw.strip() else ""
     if isinstance(value, str):
         try:
             value = float(value) if any(c in value for c in ".eE") else value
@@ -253,14 +274,41 @@ def _apply_override(tree: dict[str, Any], path: list[str], value: Any, source: s
     node[path[-1]] = value
 
 
+def _section_at(loc: tuple) -> type[Section] | None:
+    """The config section that holds the key at `loc` (its parent), or None past a dict or list field."""
+    section: type[Section] = Config
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, Section)):
+            return None
+        section = annotation
+    return section
+
+
 def _format_error(error: dict[str, Any], source: str) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+        section = _section_at(error["loc"])
+        close = difflib.get_close_matches(str(error["loc"][-1]), list(section.model_fields), n=1, cutoff=0.6) \
+            if section else []
+        if close:
+            message += f" (did you mean {'.'.join([*map(str, error['loc'][:-1]), close[0]])}?)"
     elif "input" in error and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return f"{source}: {key}: {message}"
+
+
+def _source_of(loc: tuple, file_source: str, overrides: dict[tuple[str, ...], str]) -> str:
+    """Where the value at `loc` came from: the command-line override that set it (or a section above it), else the
+    file."""
+    parts = tuple(str(part) for part in loc)
+    for length in range(len(parts), 0, -1):
+        if parts[:length] in overrides:
+            return f"command line {overrides[parts[:length]]!r}"
+    return file_source
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -269,7 +317,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     tree: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = read_yaml(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"{source}: config file not found") from None
         except yaml.YAMLError as error:
@@ -277,16 +325,18 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections")
         tree = loaded or {}
+    set_by: dict[tuple[str, ...], str] = {}
     for override in overrides:
         keys, value = parse_override(override)
-        _apply_override(tree, keys, value, f"{source} (override {override!r})")
+        _apply_override(tree, keys, value, f"command line {override!r}")
+        set_by[tuple(keys)] = override
     try:
         return Config.model_validate(tree)
     except ValidationError as error:
         first = error.errors()[0]
         if first["type"] == "value_error" and not first["loc"]:  # model-level checks already name their key
             raise ConfigError(f"{source}: {first['msg'].removeprefix('Value error, ')}") from None
-        raise ConfigError(_format_error(first, source)) from None
+        raise ConfigError(_format_error(first, _source_of(first["loc"], source, set_by))) from None
 
 
 def config_to_yaml(config: Config) -> str:

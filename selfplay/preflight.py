@@ -35,6 +35,26 @@ def load_run_config(config_path: str | None, overrides: list[str], resume_dir: s
     return resolve_output_dir(load_config(config_path, overrides), os.environ if environ is None else environ)
 
 
+def resolved_auto_values(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """What each `auto` value of `config` resolves to on this machine (the driver's view: CPU actors are assumed
+    to run on CPUs like this one), with the reason where there is one."""
+    from learner.hardware import fast_dtype
+    from rollout.config import resolve_engine_dtype, resolve_sync_mode
+    from selfplay.tracking import choose_wandb_mode
+
+    resolved = {}
+    if config.rollout.dtype == "auto":
+        resolved["rollout.dtype"] = resolve_engine_dtype(config.rollout, config.model.dtype)
+    if config.rollout.sync_mode == "auto":
+        resolved["rollout.sync_mode"] = resolve_sync_mode("auto", config.rollout.gpus_per_engine > 0).value
+    if config.learner.compute_dtype == "auto":
+        resolved["learner.compute_dtype"] = fast_dtype(config.model.dtype, config.learner.gpus_per_worker > 0)
+    if config.tracking.wandb == "auto":
+        choice = choose_wandb_mode("auto", environ)
+        resolved["tracking.wandb"] = f"{choice.mode} ({choice.reason})"
+    return resolved
+
+
 def ray_job_runtime_env(environ: Mapping[str, str]) -> dict | None:
     """The runtime env of the Ray job this process drives (from the variable Ray's job supervisor sets); None when
     this process is not a job's driver."""

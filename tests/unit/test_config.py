@@ -72,6 +72,33 @@ def test_bad_override_names_key():
         load_config(None, ["learner.lr=5"])
 
 
+def test_choice_words_are_text_numbers_fit_text_fields_and_a_word_is_a_one_item_list(tmp_path):
+    path = tmp_path / "words.yaml"
+    path.write_text("eval:\n  guard:\n    action: off\nsolver:\n  verifiable: off\nrollout:\n  enforce_eager: no\n")
+    config = load_config(path, ["run.name=1.5", "run.train_roles=solver", "learner.lora.target_modules=q_proj, v_proj",
+                                "tracking.wandb=disabled"])
+    assert config.eval.guard.action == "off" and config.solver.verifiable == "off"
+    assert config.rollout.enforce_eager is False  # a bool field still reads no/off/yes/on
+    assert config.run.name == "1.5"
+    assert config.run.train_roles == ("solver",)
+    assert config.learner.lora.target_modules == ("q_proj", "v_proj")
+    assert load_config(None, ["run.train_roles=[solver, judge]"]).run.train_roles == ("solver", "judge")
+
+
+def test_an_unknown_key_gets_the_nearest_name_and_where_it_was_typed(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("judge:\n  rubrik: lenient\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: judge.rubrik: unknown key (did you mean judge.rubric?)"
+    with pytest.raises(ConfigError) as caught:
+        load_config(ROOT / "configs/tiny-cpu.yaml", ["learner.lrr=1e-5"])
+    assert str(caught.value) == "command line 'learner.lrr=1e-5': learner.lrr: unknown key (did you mean learner.lr?)"
+    with pytest.raises(ConfigError) as caught:  # a bad value under a section typed whole on the command line
+        load_config(None, ["learner.lora={rank: 0}"])
+    assert str(caught.value).startswith("command line 'learner.lora={rank: 0}': learner.lora.rank: Input should be")
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("/nonexistent/x.yaml")
@@ -96,12 +123,34 @@ def test_dry_run_prints_resolved_config_and_exits_0():
     assert "num_answers: 4" in result.stdout
 
 
+def test_dry_run_says_what_each_auto_value_resolves_to_here():
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "rollout.sync_mode=adapter")
+    assert result.returncode == 0, result.stderr
+    resolved = result.stdout.split("# auto values on this machine:\n")[1]
+    assert "#   rollout.dtype: " in resolved and "#   learner.compute_dtype: " in resolved
+    assert "rollout.sync_mode" not in resolved  # set, not auto
+    assert "#   tracking.wandb: " in resolved
+
+
+def test_help_shows_usage_and_the_shipped_configs_and_config_with_resume_is_one_line():
+    result = _evolve("--help")
+    assert result.returncode == 0
+    assert "--resume RUN_DIR" in result.stdout and "docs/config-reference.md" in result.stdout
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert f"configs/{path.name}" in result.stdout
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--resume", "runs/any")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "evolve.py: --config with --resume: a resumed run reads the config.yaml saved in its run directory; give "
+        "changes as key=value overrides"]
+
+
 def test_dry_run_bad_key_exits_2_with_one_line(tmp_path):
     result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run", "learner.warp=9")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert "configs/tiny-cpu.yaml" in lines[0] and "learner.warp: unknown key" in lines[0]
+    assert lines[0] == "config error: command line 'learner.warp=9': learner.warp: unknown key"
 
 
 def test_dry_run_missing_rubric_and_seed_file_exit_2():
