@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"   # the job's `python` is whatever the Ray head's PATH resolves (FINDINGS.md)
-CONFIG="${CONFIG:-configs/tiny-cpu.yaml}"
-# Three iterations keep `make demo` on a fresh 2-core machine under 20 minutes, setup included (measured in the
-# README); `DEMO_ITERATIONS=5 make demo` runs more.
+# Grounded arithmetic self-play with its SFT cold start, evaluated on the shipped held-out calculations before
+# training and after the last iteration (configs/arithmetic-cpu.yaml). `CONFIG=configs/X.yaml make demo` runs another
+# config, `DEMO_ITERATIONS=N make demo` more iterations.
+CONFIG="${CONFIG:-configs/arithmetic-cpu.yaml}"
 ITERATIONS="run.iterations=${DEMO_ITERATIONS:-3}"
 OUTPUT_DIR="$PWD/runs"
 HEAD_DIR="$(mktemp -d /tmp/selfplay-demo-XXXXXX)"

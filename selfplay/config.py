@@ -154,7 +154,9 @@ class GuardConfig(Section):
 
 
 class EvalConfig(Section):
-    every: int = Field(0, ge=0, description="evaluate every N iterations (0 = never)")
+    every: int = Field(0, ge=0, description=(
+        "evaluate every N iterations and after the last, each paired with the base model's evaluation before "
+        "training (0 = never)"))
     data: str | None = Field(None, description="one held-out JSONL, logged as eval/* (the set named 'data')")
     limit: int = Field(64, ge=1, description="first N questions of eval.data")
     sets: dict[str, EvalSet] = Field(default_factory=dict, description=(

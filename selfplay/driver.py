@@ -19,7 +19,8 @@ from rollout.probe import SEPARATION
 from selfplay.checkpoint import checkpoint_name, checkpoint_root, load_state, save_checkpoint, start_point
 from selfplay.config import Config, config_to_yaml, metrics_namespace
 from selfplay.console import log
-from selfplay.evaluation import EvalExample, eval_metrics, evaluate, load_eval_questions, summarize
+from selfplay.evaluation import (EvalExample, change_line, eval_metrics, evaluate, load_eval_questions, paired_rows,
+                                 summarize)
 from selfplay.guard import BestTracker
 from selfplay.iteration import RunState, run_iteration, sync_weights
 from selfplay.memory_kill import MemoryKilled, memory_kill_line
@@ -123,21 +124,49 @@ def probe_position(metrics: dict[str, float]) -> str:
     return f"step within the probe's noise (separation {separation:.2f} of the {SEPARATION:.2f} needed to place it)"
 
 
-def held_out_eval(config: Config, started: Started,
-                  eval_sets: dict[str, list[EvalExample]]) -> tuple[dict[str, float], dict[str, float]]:
+def held_out_eval(config: Config, started: Started, eval_sets: dict[str, list[EvalExample]], run_dir: Path,
+                  step: int) -> tuple[dict[str, float], dict[str, float], list[str]]:
     """Greedy solver accuracy on each held-out set with the weights just synced: the tracker's metrics (`eval/*` for
-    eval.data, `eval/NAME/*` for eval.sets) and each set's score (eval.metric)."""
+    eval.data, `eval/NAME/*` for eval.sets), each set's score (eval.metric), and for each set a line comparing it
+    with the base model's evaluation (step 0), paired by question. Each evaluation's rows go to
+    eval/NAME-STEP.jsonl in the run directory."""
     began = time.perf_counter()
-    metrics, scores = {}, {}
+    metrics, scores, changes = {}, {}, []
+    (run_dir / "eval").mkdir(exist_ok=True)
     for name, questions in eval_sets.items():
-        summary = summarize(evaluate(started.engine_pools[0], questions, config.eval.max_tokens,
-                                     started.components.grader))
-        metrics |= eval_metrics(summary, metrics_namespace(name))
+        results = evaluate(started.engine_pools[0], questions, config.eval.max_tokens, started.components.grader)
+        rows = [result.to_row() for result in results]
+        (run_dir / "eval" / f"{name}-{step}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        summary = summarize(results)
+        namespace = metrics_namespace(name)
+        metrics |= eval_metrics(summary, namespace)
         scores[name] = float(summary[config.eval.metric])
         log(f"  eval {name}: accuracy {summary['accuracy']:.3f} on {summary['n']} held-out questions "
             f"(95% CI {summary['ci95'][0]:.3f}-{summary['ci95'][1]:.3f}), lenient (last number) "
             f"{summary['lenient_accuracy']:.3f}")
-    return metrics | {"time/eval": time.perf_counter() - began}, scores
+        base_file = run_dir / "eval" / f"{name}-0.jsonl"
+        if step == 0 or not base_file.is_file():
+            continue
+        base = [json.loads(line) for line in base_file.read_text().splitlines()]
+        paired = paired_rows(rows, {row["id"]: row for row in base})
+        for kind, key in (("strict", "correct"), ("lenient", "lenient_correct")):
+            metrics[f"{namespace}/vs_base_{kind}"] = paired[kind]["difference"]
+        before = {key: sum(bool(row[key]) for row in base) / len(base) for key in ("correct", "lenient_correct")}
+        changes.append(f"held-out {name} (n={len(rows)}, paired with the base model): accuracy "
+                       f"{change_line(before['correct'], summary['accuracy'], paired['strict'])}, lenient "
+                       f"{change_line(before['lenient_correct'], summary['lenient_accuracy'], paired['lenient'])}")
+    for line in changes:
+        log(f"  {line}")
+    return metrics | {"time/eval": time.perf_counter() - began}, scores, changes
+
+
+def closing_summary(run_dir: Path, iterations: int, seconds: float, changes: list[str]) -> list[str]:
+    """The run's last words: what ran, what the held-out sets say against the base model, and what to do next."""
+    return [f"done: {iterations} iteration(s) in {seconds / 60:.1f} min", *changes,
+            f"evaluate the latest checkpoint: python launch/eval.py --config {run_dir / 'config.yaml'} --data FILE "
+            f"--adapter {run_dir}",
+            f"export it as a standard PEFT adapter (vLLM, PEFT): python launch/merge.py {run_dir} --output "
+            f"{run_dir / 'adapter'}"]
 
 
 def checkpoint_state(state: RunState, best: BestTracker) -> dict[str, Any]:
@@ -196,10 +225,11 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                              step=state.iteration)
         if config.eval.every and start.fresh:
             log("held-out evaluation of the base model (step 0)")
-            metrics, scores = held_out_eval(config, started, eval_sets)
+            metrics, scores, _ = held_out_eval(config, started, eval_sets, run_dir, 0)
             best.observe(0, scores)
             tracker.log(metrics, step=0)
         sft_metrics = cold_start(config, started, state, run_dir, best) if config.sft.steps and start.fresh else {}
+        began_loop, first_iteration, changes = time.monotonic(), state.iteration, []
         while state.iteration <= config.run.iterations:
             rubric_changed = refresh_rubric(state, tracker)
             log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
@@ -207,8 +237,9 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
             result.metrics |= sft_metrics  # logged with the first iteration
             sft_metrics = {}
             improved, trip = [], None
-            if config.eval.every and state.iteration % config.eval.every == 0:
-                metrics, scores = held_out_eval(config, started, eval_sets)
+            if config.eval.every and (state.iteration % config.eval.every == 0
+                                      or state.iteration == config.run.iterations):
+                metrics, scores, changes = held_out_eval(config, started, eval_sets, run_dir, state.iteration)
                 result.metrics |= metrics
                 improved = best.observe(state.iteration, scores)
                 best.saved(improved, checkpoint_name(state.iteration))  # saved just below
@@ -235,6 +266,9 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                 load_checkpoint_into(config, started, state, best_checkpoint, load_state(best_checkpoint))
         if sft_metrics:  # run.iterations=0: no iteration to log them with
             tracker.log(sft_metrics, step=0)
+        for line in closing_summary(run_dir, state.iteration - first_iteration, time.monotonic() - began_loop,
+                                    changes):
+            log(line)
     except Exception as error:
         if line := memory_kill_line(error, run_dir):
             raise MemoryKilled(line) from error

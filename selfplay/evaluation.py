@@ -111,6 +111,12 @@ def paired_rows(current: Sequence[dict[str, Any]], baseline: dict[str, dict[str,
             for kind, key in (("strict", "correct"), ("lenient", "lenient_correct"))}
 
 
+def change_line(before: float, after: float, paired: dict[str, Any]) -> str:
+    """'0.350 -> 0.510 (+0.160, 95 % CI +0.080 to +0.240)': a score before and after, with the paired interval."""
+    low, high = paired["ci95"]
+    return f"{before:.3f} -> {after:.3f} ({paired['difference']:+.3f}, 95 % CI {low:+.3f} to {high:+.3f})"
+
+
 def summarize(results: Sequence[EvalResult]) -> dict[str, Any]:
     """Strict accuracy (the answer tag) and lenient accuracy (the last number), each with its 95 % Wilson
     interval, format failures (total and per reason), truncations.

@@ -102,8 +102,15 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     steps = [row["step"] for row in _metrics(run_dir)]
     assert steps == [0, 1, 2, 3], "an iteration or the base evaluation was lost or repeated"
     evaluated = {row["step"]: row for row in _metrics(run_dir) if "eval/accuracy" in row}
-    assert sorted(evaluated) == [0, 2] and all(row["eval/n"] == 4 for row in evaluated.values())
+    assert sorted(evaluated) == [0, 2, 3] and all(row["eval/n"] == 4 for row in evaluated.values())
     assert all(row["eval/second/n"] == 2 and "eval/second/lenient_accuracy" in row for row in evaluated.values())
+    # iteration 2's evaluation is paired with the base model's rows of step 0 (kept in the run directory)
+    assert {"eval/vs_base_strict", "eval/vs_base_lenient", "eval/second/vs_base_lenient"} <= set(evaluated[2])
+    assert "held-out data (n=4, paired with the base model): accuracy " in first_log.read_text()
+    assert sorted(path.name for path in (run_dir / "eval").iterdir()) == [
+        "data-0.jsonl", "data-2.jsonl", "data-3.jsonl", "second-0.jsonl", "second-2.jsonl", "second-3.jsonl"]
+    assert "held-out data (n=4, paired with the base model): accuracy " in output  # the last iteration's
+    assert "done: 1 iteration(s) in " in output and "launch/merge.py" in output
     best = json.loads((run_dir / "best.json").read_text())
     assert set(best) == {"data", "second"} and best["data"]["metric"] == "lenient_accuracy"
     for record in best.values():  # the random tiny model never beats the base model's step-0 score

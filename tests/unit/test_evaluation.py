@@ -11,7 +11,8 @@ import pytest
 from agents.parsing import FormatFailure
 from rewards.grading_pool import GradingPool
 from rollout.records import Completion, GenerationRequest, Sample
-from selfplay.evaluation import (EvalDataError, EvalExample, EvalResult, eval_metrics, evaluate, final_number,
+from selfplay.evaluation import (EvalDataError, EvalExample, EvalResult, change_line, eval_metrics, evaluate,
+                                 final_number,
                                  load_eval_questions, paired_comparison, paired_rows, summarize, wilson_interval)
 from selfplay.question_pool import PoolQuestion, QuestionSource, SeedFileError
 
@@ -222,3 +223,10 @@ def test_paired_rows_match_by_question_id():
     assert paired["lenient"]["difference"] == pytest.approx(2 / 3)
     with pytest.raises(KeyError):
         paired_rows([{"id": "e", "correct": True}], before)
+
+
+def test_a_change_reads_before_after_and_the_paired_interval():
+    paired = {"difference": 0.16, "ci95": [0.08, 0.24]}
+    assert change_line(0.35, 0.51, paired) == "0.350 -> 0.510 (+0.160, 95 % CI +0.080 to +0.240)"
+    assert change_line(0.5, 0.45, {"difference": -0.05, "ci95": [-0.1, 0.0]}) == (
+        "0.500 -> 0.450 (-0.050, 95 % CI -0.100 to +0.000)")

@@ -14,7 +14,7 @@ ARITHMETIC = task_family("arithmetic")
 def test_the_registry_names_each_family_by_its_config_value():
     assert sorted(FAMILIES) == ["arithmetic", "math"]
     assert load_config(None, ["task.family=arithmetic"]).task.family == "arithmetic"
-    with pytest.raises(ConfigError, match=r"^defaults: task.family: unknown task family 'algebra' \(known: "
+    with pytest.raises(ConfigError, match=r"^command line 'task.family=algebra': task.family: unknown task family 'algebra' \(known: "
                                           r"arithmetic, math\) \(got 'algebra'\)$"):
         load_config(None, ["task.family=algebra"])
 
