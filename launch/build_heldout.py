@@ -5,7 +5,8 @@ generator (Saxton et al., 2019, Apache-2.0): a third-party source, unrelated to 
     PYTHONPATH=/tmp/mdl python launch/build_heldout.py [--per-module 35] [--output configs/heldout/arithmetic.jsonl]
 
 Questions come from six of its arithmetic modules at the easy end of their training difficulty, the same number
-from each; only those with a whole-number answer of at most 4 digits are kept, each question once. Seeded: the
+from each; only questions without negative numbers and with a whole-number answer of at most 4 digits are kept
+(the arithmetic family's domain), each question once. Seeded: the
 same command writes the same file.
 """
 
@@ -18,6 +19,12 @@ MODULES = ("add_or_sub", "mul", "div", "add_sub_multiple", "mul_div_multiple", "
 DIFFICULTY = 0.3  # the lower share of each module's training entropy range
 SEED = 2026
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "configs" / "heldout" / "arithmetic.jsonl"
+
+
+def whole_numbers_only(question: str, answer: str) -> bool:
+    """The arithmetic family's domain: no negative number in the question (a minus sign only between spaces, as
+    subtraction), a whole-number answer of at most 4 digits."""
+    return "-" not in question.replace(" - ", " ") and answer.isdigit() and len(answer) <= 4
 
 
 def main() -> None:
@@ -37,7 +44,7 @@ def main() -> None:
         while kept < args.per_module:
             problem = modules[name]()
             question, answer = str(problem.question).strip(), str(problem.answer).strip()
-            if question in seen or not answer.lstrip("-").isdigit() or len(answer.lstrip("-")) > 4:
+            if question in seen or not whole_numbers_only(question, answer):
                 continue
             seen.add(question)
             kept += 1

@@ -55,6 +55,9 @@ class LearnerConfig(Section):
         "compute"))
     micro_batch_tokens: int = Field(4096, ge=64, description=(
         "tokens per micro-batch: padding included (length bucketing), or the packed row's tokens (pack_sequences)"))
+    pad_multiple: int = Field(1, ge=1, description=(
+        "padded micro-batch rows are this many tokens wide, rounded up: fewer distinct tensor shapes, so fewer "
+        "kernels compiled and cached per shape (oneDNN on CPUs keeps up to 1024), for a little padding"))
     pack_sequences: bool = Field(False, description=(
         "padding-free micro-batches: one row of samples end to end, positions restarting at each sample, no "
         "padding computed. Pays with a kernel that skips attention across samples (attn_implementation "

@@ -115,7 +115,7 @@ class LearnerGroup:
         per_update = []
         for update in updates:
             plan, padding = plan_step(update, self.config.micro_batch_tokens, self.config.num_workers,
-                                      self.config.pack_sequences)
+                                      self.config.pack_sequences, self.config.pad_multiple)
             tokens = update.response_tokens
             per_rank = ray.get([worker.train_step.remote(plan[rank], tokens)
                                 for rank, worker in enumerate(self.workers)])

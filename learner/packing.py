@@ -22,6 +22,7 @@ class MicroBatch:
     lengths: tuple[int, ...]
     filler: bool = False  # a copy of a real sample that only keeps a rank in step: its loss counts zero
     packed: bool = False
+    pad_multiple: int = 1  # padded rows are this many tokens wide, rounded up (few shapes: learner.pad_multiple)
 
     def __post_init__(self) -> None:
         if not self.indices or len(self.indices) != len(self.lengths):
@@ -32,6 +33,10 @@ class MicroBatch:
         return max(self.lengths)
 
     @property
+    def padded_length(self) -> int:
+        return round_up(self.max_length, self.pad_multiple)
+
+    @property
     def token_count(self) -> int:
         """Real (unpadded) tokens."""
         return sum(self.lengths)
@@ -39,20 +44,27 @@ class MicroBatch:
     @property
     def padded_tokens(self) -> int:
         """Tokens the learner computes: every sample padded to the longest, or just the tokens when packed."""
-        return self.token_count if self.packed else len(self.indices) * self.max_length
+        return self.token_count if self.packed else len(self.indices) * self.padded_length
 
 
-def _micro_batch(indices: Sequence[int], lengths: Sequence[int], packed: bool) -> MicroBatch:
-    return MicroBatch(indices=tuple(indices), lengths=tuple(lengths[index] for index in indices), packed=packed)
+def round_up(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
 
 
-def pack_micro_batches(lengths: Sequence[int], token_budget: int, packed: bool = False) -> list[MicroBatch]:
+def _micro_batch(indices: Sequence[int], lengths: Sequence[int], packed: bool, pad_multiple: int) -> MicroBatch:
+    return MicroBatch(indices=tuple(indices), lengths=tuple(lengths[index] for index in indices), packed=packed,
+                      pad_multiple=pad_multiple)
+
+
+def pack_micro_batches(lengths: Sequence[int], token_budget: int, packed: bool = False,
+                       pad_multiple: int = 1) -> list[MicroBatch]:
     """Pack samples (given their sequence lengths) into micro-batches of padded size <= token_budget.
 
     Samples are sorted longest first (ties by index, so the result is deterministic); each
     micro-batch opens with the longest remaining sample, which fixes its padded length, and takes
     following samples while `count * max_length <= token_budget` (`packed`: while the sum of their
-    lengths is). A sample longer than the budget gets a micro-batch of its own.
+    lengths is; `max_length` rounded up to a multiple of `pad_multiple`). A sample longer than the budget gets a
+    micro-batch of its own.
     """
     if token_budget <= 0:
         raise ValueError(f"token_budget must be positive, got {token_budget}")
@@ -64,13 +76,14 @@ def pack_micro_batches(lengths: Sequence[int], token_budget: int, packed: bool =
     current: list[int] = []
     for index in order:
         grown = current + [index]
-        size = sum(lengths[member] for member in grown) if packed else len(grown) * lengths[grown[0]]
+        size = (sum(lengths[member] for member in grown) if packed
+                else len(grown) * round_up(lengths[grown[0]], pad_multiple))
         if current and size > token_budget:
-            micro_batches.append(_micro_batch(current, lengths, packed))
+            micro_batches.append(_micro_batch(current, lengths, packed, pad_multiple))
             grown = [index]
         current = grown
     if current:
-        micro_batches.append(_micro_batch(current, lengths, packed))
+        micro_batches.append(_micro_batch(current, lengths, packed, pad_multiple))
     return micro_batches
 
 
@@ -111,7 +124,8 @@ def split_across_ranks(micro_batches: Sequence[MicroBatch], world_size: int) -> 
         if not splittable:
             length, index = min((length, index) for batch in pending
                                 for index, length in zip(batch.indices, batch.lengths))
-            filler = MicroBatch((index,), (length,), filler=True, packed=pending[0].packed)
+            filler = MicroBatch((index,), (length,), filler=True, packed=pending[0].packed,
+                                pad_multiple=pending[0].pad_multiple)
             pending += [filler] * (-len(pending) % world_size)
             break
         largest = max(splittable, key=lambda position: (pending[position].padded_tokens, -position))

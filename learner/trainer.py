@@ -30,7 +30,7 @@ from learner.export import export_adapter, export_bytes, export_merged, peft_lor
 from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
 from learner.memory import peak_resident_gb, release_free_heap, resident_gb
-from learner.packing import pack_micro_batches, padding_fraction, split_across_ranks
+from learner.packing import pack_micro_batches, padding_fraction, round_up, split_across_ranks
 from learner.records import TrainBatch, TrainSample
 from learner.weights import ExportDirectories, SyncMode, SyncProbe, WeightUpdate, read_files
 
@@ -150,7 +150,8 @@ class Learner:
         token and `targets` [B, R] holds that token; responses are right-aligned in R."""
         device = self.engine.device
         packed = self.config.pack_sequences
-        rows, width = (1, sum(s.length for s in samples)) if packed else (len(samples), max(s.length for s in samples))
+        rows, width = ((1, sum(s.length for s in samples)) if packed
+                       else (len(samples), round_up(max(s.length for s in samples), self.config.pad_multiple)))
         response_width = max(len(sample.response_token_ids) for sample in samples)
         input_ids = torch.zeros(rows, width, dtype=torch.long)  # [rows, T]
         attention = torch.zeros(rows, width, dtype=torch.long)  # [rows, T]
@@ -310,7 +311,8 @@ class Learner:
         self.engine.eval()
         result: list[tuple[float, ...]] = [()] * len(samples)
         lengths = [sample.length for sample in samples]
-        for micro_batch in pack_micro_batches(lengths, self.config.micro_batch_tokens, self.config.pack_sequences):
+        for micro_batch in pack_micro_batches(lengths, self.config.micro_batch_tokens, self.config.pack_sequences,
+                                              self.config.pad_multiple):
             chosen = [samples[index] for index in micro_batch.indices]
             logprobs = self._response_logprobs(self._micro_batch_tensors(chosen)).float().cpu()  # [B, R]
             for row, index in enumerate(micro_batch.indices):
@@ -419,12 +421,14 @@ def plan_updates(batch: TrainBatch, epochs: int, mini_batches: int, seed: int) -
     return updates
 
 
-def plan_step(batch: TrainBatch, token_budget: int, world_size: int,
-              packed: bool = False) -> tuple[list[list[list[TrainSample]]], float]:
+def plan_step(batch: TrainBatch, token_budget: int, world_size: int, packed: bool = False,
+              pad_multiple: int = 1) -> tuple[list[list[list[TrainSample]]], float]:
     """Length-bucketed micro-batches of the global batch (`packed`: the budget counts tokens, for a learner with
-    `pack_sequences`), split so every rank gets the same count (filler copies, whose loss counts zero, where the
-    samples cannot go round). Returns ([rank][micro-batch][sample], padding fraction of the real micro-batches)."""
-    micro_batches = pack_micro_batches([sample.length for sample in batch.samples], token_budget, packed)
+    `pack_sequences`; padded rows `pad_multiple` wide, rounded up), split so every rank gets the same count (filler
+    copies, whose loss counts zero, where the samples cannot go round). Returns ([rank][micro-batch][sample],
+    padding fraction of the real micro-batches)."""
+    micro_batches = pack_micro_batches([sample.length for sample in batch.samples], token_budget, packed,
+                                       pad_multiple)
     plan = [[[replace(batch.samples[index], filler=True) if micro_batch.filler else batch.samples[index]
               for index in micro_batch.indices] for micro_batch in rank_batches]
             for rank_batches in split_across_ranks(micro_batches, world_size)]

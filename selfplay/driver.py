@@ -148,7 +148,11 @@ def held_out_eval(config: Config, started: Started, eval_sets: dict[str, list[Ev
         if step == 0 or not base_file.is_file():
             continue
         base = [json.loads(line) for line in base_file.read_text().splitlines()]
-        paired = paired_rows(rows, {row["id"]: row for row in base})
+        base_by_id = {row["id"]: row for row in base}
+        if any(row["id"] not in base_by_id for row in rows):  # the set or its limit changed since step 0
+            log(f"  eval {name}: not paired with the base model (its questions differ from {base_file}'s)")
+            continue
+        paired = paired_rows(rows, base_by_id)
         for kind, key in (("strict", "correct"), ("lenient", "lenient_correct")):
             metrics[f"{namespace}/vs_base_{kind}"] = paired[kind]["difference"]
         before = {key: sum(bool(row[key]) for row in base) / len(base) for key in ("correct", "lenient_correct")}

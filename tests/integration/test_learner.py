@@ -264,35 +264,36 @@ def test_drift_from_base_is_zero_at_start_and_grows_with_training(tiny_model_dir
     assert learner.drift_from_base(general) > 1e-6
 
 
-def test_packed_rows_compute_what_padded_rows_compute(tiny_model_dir):
-    """`pack_sequences` puts a micro-batch's samples end to end in one row, positions restarting at each: it must
-    give the response logprobs, loss, gradient and updated weights of one padded row per sample (float32)."""
+def test_packed_rows_and_wider_padding_compute_what_padded_rows_compute(tiny_model_dir):
+    """`pack_sequences` puts a micro-batch's samples end to end in one row, positions restarting at each, and
+    `pad_multiple` pads rows wider: both must give the response logprobs, loss, gradient and updated weights of one
+    padded row per sample (float32)."""
     samples = [_sample((1, 17, 300, 42, 9), (500, 501, 502, 503), 1.0), _sample((5, 6), (70,), -1.0),
                _sample((8, 9, 10, 11, 12, 13, 14), (80, 81), 0.5),
                _sample((2, 3, 4), (90, 91, 92, 93, 94, 95), -0.5)]
     batch = TrainBatch(tuple(samples))
     results = []
-    for packed in (False, True):
-        config = LearnerConfig(lr=1e-2, micro_batch_tokens=512, pack_sequences=packed, compute_dtype="float32")
+    for packed, pad_multiple, shape in ((False, 1, (4, 9)), (True, 1, (1, 30)), (False, 8, (4, 16))):
+        config = LearnerConfig(lr=1e-2, micro_batch_tokens=512, pack_sequences=packed, pad_multiple=pad_multiple,
+                               compute_dtype="float32")
         learner = Learner(config, LearnerSetup(model_path=str(tiny_model_dir), max_model_len=MAX_LEN, seed=5))
-        rows = learner._micro_batch_tensors(samples)["input_ids"].shape
-        assert rows == ((1, sum(sample.length for sample in samples)) if packed else (4, 9))
+        assert learner._micro_batch_tensors(samples)["input_ids"].shape == shape
         logprobs = learner.policy_logprobs(samples)
-        plan, padding = plan_step(batch, 512, world_size=1, packed=packed)
+        plan, padding = plan_step(batch, 512, world_size=1, packed=packed, pad_multiple=pad_multiple)
         assert len(plan[0]) == 1 and (padding == 0.0) == packed
         metrics = learner.train_step(plan[0], batch.response_tokens)
         results.append((logprobs, metrics, learner.lora_parameters(), learner.policy_logprobs(samples)))
-    (padded, padded_metrics, padded_weights, padded_after), (packed, packed_metrics, packed_weights, packed_after) = (
-        results)
-    for before, after, packed_before, packed_later in zip(padded, padded_after, packed, packed_after):
-        assert packed_before == pytest.approx(before, abs=1e-4)
-        assert packed_later == pytest.approx(after, abs=1e-4)
-        assert packed_later != pytest.approx(packed_before, abs=1e-3)  # the step moved every sample's logprobs
-    assert packed_metrics["learner/loss"] == pytest.approx(padded_metrics["learner/loss"], rel=1e-4)
-    assert packed_metrics["learner/grad_norm"] == pytest.approx(padded_metrics["learner/grad_norm"], rel=1e-4)
-    # Adam's first step moves a weight by about lr (1e-2) wherever its gradient is not zero, and it normalises
-    # gradients near zero, where rounding differs: agreement to 1 % of a step.
-    assert all(torch.allclose(padded_weights[name], packed_weights[name], atol=1e-4) for name in padded_weights)
+    padded, padded_metrics, padded_weights, padded_after = results[0]
+    for other, other_metrics, other_weights, other_after in results[1:]:
+        for before, after, other_before, other_later in zip(padded, padded_after, other, other_after):
+            assert other_before == pytest.approx(before, abs=1e-4)
+            assert other_later == pytest.approx(after, abs=1e-4)
+            assert other_later != pytest.approx(other_before, abs=1e-3)  # the step moved every sample's logprobs
+        assert other_metrics["learner/loss"] == pytest.approx(padded_metrics["learner/loss"], rel=1e-4)
+        assert other_metrics["learner/grad_norm"] == pytest.approx(padded_metrics["learner/grad_norm"], rel=1e-4)
+        # Adam's first step moves a weight by about lr (1e-2) wherever its gradient is not zero, and it normalises
+        # gradients near zero, where rounding differs: agreement to 1 % of a step.
+        assert all(torch.allclose(padded_weights[name], other_weights[name], atol=1e-4) for name in padded_weights)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")

@@ -96,3 +96,13 @@ def test_split_across_ranks_invariants_on_random_batches(world_size: int) -> Non
             for batch in rank:
                 assert batch.padded_tokens <= budget or len(batch.indices) == 1
                 assert batch.lengths == tuple(lengths[index] for index in batch.indices)
+
+
+def test_rows_padded_to_a_multiple_count_that_padding_against_the_budget() -> None:
+    # lengths 5 9 3 9 2 7, rows 8 wide: 9 -> 16, 7 -> 8, 5 -> 8; budget 32 holds two 16-wide rows
+    micro_batches = pack_micro_batches([5, 9, 3, 9, 2, 7], token_budget=32, pad_multiple=8)
+    assert [batch.indices for batch in micro_batches] == [(1, 3), (5, 0, 2, 4)]
+    assert [batch.padded_length for batch in micro_batches] == [16, 8]
+    assert [batch.padded_tokens for batch in micro_batches] == [32, 32]
+    assert padding_fraction(micro_batches) == pytest.approx(1 - 35 / 64)
+    assert pack_micro_batches([5, 9], token_budget=32, packed=True, pad_multiple=8)[0].padded_tokens == 14
