@@ -144,5 +144,6 @@ def test_config_error_exits_2_before_starting(tmp_path):
                       f"run.output_dir={output_dir}")
     output = _finish(process, tmp_path / "run.log", timeout=120)
     assert process.returncode == 2
-    assert output.strip().splitlines()[-1].startswith("config error: configs/tiny-cpu.yaml: solver.num_answers")
+    assert output.strip().splitlines()[-1].startswith("config error: command line 'solver.num_answers=1': "
+                                                      "solver.num_answers")
     assert not output_dir.exists(), "a run directory was created for a config that never started"
