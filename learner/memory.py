@@ -6,13 +6,14 @@ allocator frees every tensor to malloc, so after the first training step the act
 of 1-32 MiB, of sizes that change with each micro-batch's shape) come from the heap, which fragments and keeps
 freed pages resident. The learner trims the heap after every step (`release_free_heap`); fixing the threshold
 (`fix_mmap_threshold`) keeps memory as flat but maps and zeroes every large block anew, which made steps 1.6x
-slower. Measured with `bench/learner_memory.py --steps 8 --samples 8` (README, Memory).
+slower. Measured with `bench/learner_memory.py --steps 8 --samples 8` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import resource
 import sys
 
@@ -23,6 +24,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h); setting it turns 
 MMAP_THRESHOLD_BYTES = 1 << 20  # blocks from 1 MiB up are mapped on their own and unmapped when freed
 
 
+@functools.cache  # looked up once: the learner trims after every step
 def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
