@@ -19,6 +19,7 @@ from rollout.probe import ProbeReading, read_probe
 from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec,
                              sample_seeds)
 from rollout.shm_segments import mapped_segments, note_segments, noted_segments, remove_unmapped, sweep_dead_hosts
+from rollout.worker_memory import WORKER_EXTENSION
 
 GIB = 1 << 30
 ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
@@ -103,7 +104,7 @@ class Engine:
         self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
                        enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
                        max_num_seqs=spec.max_num_seqs, seed=spec.seed, logprobs_mode="processed_logprobs",
-                       use_tqdm_on_load=False, **memory, **lora)
+                       use_tqdm_on_load=False, worker_extension_cls=WORKER_EXTENSION, **memory, **lora)
         engine_processes = [child.pid for child in psutil.Process().children(recursive=True)]
         self.segment_note = note_segments(os.getpid(), engine_processes)  # removed by shutdown
         self.tokenizer = self.llm.get_tokenizer()
@@ -153,7 +154,13 @@ class Engine:
 
     def _generate(self, prompts: list, params: list) -> list:
         with _core_calls():
-            return self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+            self._release_worker_heap()
+            return outputs
+
+    def _release_worker_heap(self) -> None:
+        """Give the pages the worker freed back to the operating system (rollout.worker_memory)."""
+        self.llm.collective_rpc("release_free_heap")
 
     def shutdown(self) -> None:
         """End vLLM's engine-core process now, and remove the shared memory its processes leave behind
@@ -197,6 +204,7 @@ class Engine:
                 self._load_adapter(update)
             else:
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": update.path})
+                self._release_worker_heap()
             self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         load_seconds = time.perf_counter() - started
         reading = self.read_probe(update.probe) if update.probe else None

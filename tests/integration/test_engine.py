@@ -1,5 +1,6 @@
-"""Seeded sampling on a real vLLM engine (CPU, the tiny model): a question asked several times in one call gets
-different answers, every sample of them its own, and the same call again gets the same answers."""
+"""A real vLLM engine (CPU, the tiny model): seeded sampling, where a question asked several times in one call gets
+different answers, every sample of them its own, and the same call again gets the same answers; and the worker
+process's heap trim."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def test_a_repeated_question_gets_different_answers_and_the_same_call_the_same(e
     assert len(tokens) == 9 and len(set(tokens)) == 9, "two samples drew from one random stream"
     again = Solver(engine).solve(["What is 2 + 3?"] * 3, spec)
     assert [turn.sample.token_ids for row in again for turn in row] == tokens
+
+
+def test_the_worker_process_trims_its_heap(engine):
+    """The engine builds vLLM's worker with rollout.worker_memory's methods; glibc's malloc_trim answers 1 when it
+    returned memory, 0 when there was none to return, so the answer says the call ran in the worker."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("malloc_trim is glibc's")
+    assert engine.llm.collective_rpc("release_free_heap") in ([True], [False])
+    Solver(engine).solve(["What is 2 + 3?"], SamplingSpec(n=2, max_tokens=8, seed=1))  # trims after generating
