@@ -15,6 +15,7 @@ import ray
 from agents.parsing import special_markers
 from agents.players import Judge, Proposer, Solver
 from learner.hardware import alive_nodes
+from learner.memory import NATIVE_CACHE_LIMITS
 from learner.weights import SyncProbe, process_scratch_dir
 from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
@@ -69,14 +70,15 @@ class Started:
 
 def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """The runtime env for the run's actors: logs a user can act on (errors, not the libraries' start-up warnings
-    and progress bars, repeated by every actor), no tokenizer threads.
+    and progress bars, repeated by every actor), no tokenizer threads, a bounded kernel cache (learner.memory).
 
     A variable the user already set (in the driver's environment, or in the job's runtime env, which Ray merges
     with this one and refuses a key set in both) stays the user's. Inside a job the job's working directory is
     already on the workers' path."""
     job_runtime_env = ray_job_runtime_env(environ)
     job_variables = (job_runtime_env or {}).get("env_vars") or {}
-    chosen = {key: value for key, value in QUIET_LIBRARIES.items() if key not in environ and key not in job_variables}
+    chosen = {key: value for key, value in (QUIET_LIBRARIES | NATIVE_CACHE_LIMITS).items()
+              if key not in environ and key not in job_variables}
     return {"env_vars": chosen if job_runtime_env is not None else chosen | {"PYTHONPATH": str(PROJECT_ROOT)}}
 
 
