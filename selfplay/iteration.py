@@ -168,7 +168,8 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         pool_solving = components.solver.solve([item.question for item in pool_items],
                                                for_call(specs["solver"], "pool"))
         proposals = proposing.result()
-        new_items = [SolveItem(p.parsed.value.text, f"it{state.iteration}-q{i}", p.parsed.value.reference, i)
+        new_items = [SolveItem(p.parsed.value.text, f"it{state.iteration}-q{i}", p.parsed.value.reference, i,
+                               p.parsed.value.reference_by_form)
                      for i, p in enumerate(proposals) if p.parsed.failure is None]
         anchors = draw_anchors(state.questions.questions(), config.judge.anchor_questions,
                                random.Random(iteration_seed(config, state.iteration) + 5))

@@ -37,6 +37,7 @@ class SolveItem:
     question_id: str
     reference_answer: str | None
     proposal_index: int | None  # index into the proposals when the question was proposed this iteration
+    reference_by_form: bool = False  # the question is its checkable form: its reference needs no verifying
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,12 @@ def _score_of(verdict: Turn | None) -> int | None:
 
 
 def trusted_grades(turns: IterationTurns, settings: RewardSettings) -> tuple[tuple[bool | None, ...], ...]:
-    """`turns.grades` where the reference can be trusted: a seed's or a pool question's, or a new proposal's that
-    its answers verified (rewards.scores.reference_verified). An unverified reference grades nothing (None)."""
+    """`turns.grades` where the reference can be trusted: a seed's or a pool question's, a new proposal's that is
+    its own checkable form, or one that its answers verified (rewards.scores.reference_verified). An unverified
+    reference grades nothing (None)."""
     return tuple(tuple(None for _ in grades)
                  if item.proposal_index is not None and item.reference_answer is not None
+                 and not item.reference_by_form
                  and not reference_verified(grades, settings.reference_agreement) else grades
                  for item, grades in zip(turns.solve_items, turns.grades))
 

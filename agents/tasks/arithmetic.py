@@ -5,7 +5,8 @@ A proposal is UNCHECKABLE (format 0, counted) when its expression is refused (no
 by zero), does not fit its question (every number in the expression must appear in the question's text), or does
 not compute a whole number of zero or more, the only answers the proposer is asked for. A computed answer is only
 the answer to the expression: the solver's answers decide whether it answers the question (rewards.scores.
-reference_verified).
+reference_verified), unless the question is a bare calculation of the expression itself ("What is 24 - 3 * 6?"),
+whose answer the expression is by construction.
 """
 
 from __future__ import annotations
@@ -18,6 +19,21 @@ from rewards.arithmetic import MAX_CHARS, ArithmeticRefused, as_answer, evaluate
 
 EXPRESSION_TAG = "expression"
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
+BARE_CALCULATION = re.compile(r"(?:what is|calculate|compute|evaluate|work out)\s*:?\s*(?P<expression>[\d\s+*/().-]+?)"
+                              r"\s*(?:=\s*)?[?.]?", re.IGNORECASE)
+
+
+def _compact(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def is_bare_calculation(question: str, expression: str) -> bool:
+    """The question asks for exactly `expression` and nothing else (spacing aside), in + - * / and parentheses
+    only: `//` and `**` compute what Python means, not necessarily what a reader does."""
+    match = BARE_CALCULATION.fullmatch(question.strip())
+    compact = _compact(expression)
+    return (match is not None and _compact(match["expression"]) == compact
+            and "//" not in compact and "**" not in compact)
 
 
 def _numbers(text: str) -> set[str]:
@@ -72,7 +88,8 @@ class ArithmeticFamily:
             return Parsed(None, FormatFailure.UNCHECKABLE)
         if not _numbers(str(expression.value)) <= _numbers(str(question.value)):
             return Parsed(None, FormatFailure.UNCHECKABLE)
-        return Parsed(Proposal(str(question.value), as_answer(value)), None)
+        return Parsed(Proposal(str(question.value), as_answer(value),
+                               is_bare_calculation(str(question.value), str(expression.value))), None)
 
 
 FAMILY = ArithmeticFamily()

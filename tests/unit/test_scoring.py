@@ -139,14 +139,15 @@ def test_dynamic_sampling_leaves_all_equal_groups_out_of_the_batch():
     assert metrics["learner/samples_proposer"] == kept_metrics["learner/samples_proposer"] == 2.0
 
 
-def _grounded_iteration(grades: tuple[bool, ...]) -> IterationTurns:
+def _grounded_iteration(grades: tuple[bool, ...], by_form: bool = False) -> IterationTurns:
     """One proposal with a computed reference "42", answered four times with the given grades (True = "42"); the
     judge scores every answer 10 and the question 10."""
-    proposal = _turn(Role.PROPOSER, "A box holds 6 rows of 7. How many?")
+    question = "What is 6 * 7?" if by_form else "A box holds 6 rows of 7. How many?"
+    proposal = _turn(Role.PROPOSER, question)
     attempts = tuple(_turn(Role.SOLVER, "42" if grade else "13") for grade in grades)
     return IterationTurns(
         proposals=(proposal,), quality_verdicts=(_turn(Role.JUDGE, 10),),
-        solve_items=(SolveItem("A box holds 6 rows of 7. How many?", "it1-q0", "42", 0),),
+        solve_items=(SolveItem(question, "it1-q0", "42", 0, by_form),),
         attempts=(attempts,), answer_verdicts=(tuple(_turn(Role.JUDGE, 10) for _ in grades),), grades=(grades,))
 
 
@@ -174,6 +175,16 @@ def test_a_verified_reference_grades_and_the_solve_rate_sets_the_challenge():
     assert result.accepted and result.verified is True and result.solve_rate == 0.5
     assert result.reward == pytest.approx(1.0)
     assert scores.metrics["proposer/verified_rate"] == 1.0
+
+
+def test_a_reference_by_form_needs_no_majority():
+    # "What is 6 * 7?" is its own expression: 1 of 4 right still grades. p = 1/4, learnability 4 * 1/4 * 3/4 = 0.75:
+    # (1 + 1 + 0.75) / 3. Solver: right 1.0, wrong 0.6 (as above).
+    scores = score_iteration(_grounded_iteration((True, False, False, False), by_form=True), SETTINGS)
+    assert _rewards(scores, Role.SOLVER) == pytest.approx([1.0, 0.6, 0.6, 0.6])
+    result = scores.proposer_results[0]
+    assert result.accepted and result.verified is True and result.solve_rate == 0.25
+    assert result.reward == pytest.approx(2.75 / 3)
 
 
 def _graded_iteration() -> IterationTurns:

@@ -37,6 +37,21 @@ def test_an_arithmetic_proposal_carries_the_value_of_its_expression(response, pr
     assert ARITHMETIC.parse_proposal(response).value == proposal
 
 
+@pytest.mark.parametrize("question, expression, by_form", [
+    ("What is 24 - 3 * 6?", "24 - 3 * 6", True),
+    ("Calculate 28 / 4 + 2.", "28/4+2", True),  # spacing aside
+    ("compute: (2.5 + 1.5) * 3", "(2.5 + 1.5) * 3", True),
+    ("What is 3 + 5 squared?", "3 + 5", False),  # asks for something else
+    ("What is 3 + 5?", "5 + 3", False),  # the same value, but not the question's own form
+    ("Tom has 3 apples and buys 5 more. How many apples?", "3 + 5", False),  # a word problem: its answers verify it
+    ("What is 7 // 2?", "7 // 2", False),  # Python's floor division, not a reader's 3.5
+    ("What is 2 ** 3?", "2 ** 3", False),
+])
+def test_a_bare_calculation_of_its_own_expression_is_answered_by_construction(question, expression, by_form):
+    parsed = ARITHMETIC.parse_proposal(f"<question>{question}</question><expression>{expression}</expression>")
+    assert parsed.failure is None and parsed.value.reference_by_form is by_form
+
+
 @pytest.mark.parametrize("response, failure", [
     ("<question>How many legs do 3 cats have?</question>", FormatFailure.MISSING_TAG),  # no expression
     ("<question>3 cats</question><expression>3 * 4</expression>", FormatFailure.UNCHECKABLE),  # 4 is not in it
