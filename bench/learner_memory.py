@@ -1,14 +1,17 @@
 """Learner memory benchmark: resident memory of a learner rank over training steps of changing shapes, with the
-product's allocator handling (glibc's heap trimmed after every step: learner/memory.py), with glibc's default, and
-with glibc's mmap threshold fixed at 1 MiB instead of trimming.
+product's handling (glibc's heap trimmed after every step, oneDNN's kernel cache capped: learner/memory.py), with
+glibc's default, with glibc's mmap threshold fixed at 1 MiB instead of trimming, and with oneDNN's default cache.
 
 Each arm is a child process that builds the real `Learner` (DeepSpeed ZeRO-2, LoRA r=16 on all linear layers, the
 embedded model or `--model DIR`, bf16 or fp32 as the product picks) and runs `--steps` steps of `--samples`
 random sequences each (prompt 64-400 and response 8-128 tokens, drawn per step from a fixed seed, so both arms
 see the same batches), reading its resident memory after each step. The arms run one after the other, each with
-the whole machine. The other arms are the same code with `release_free_heap` turned into a no-op.
+the whole machine. The allocator arms are the same code with `release_free_heap` turned into a no-op; the
+`onednn_default_cache` arm trims but runs with oneDNN's own cache capacity (1024 kernels).
+`--pad-multiple` rounds padded rows as `learner.pad_multiple` does (64 in configs/arithmetic-cpu.yaml).
 
-    .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12]
+    .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12] [--pad-multiple 1]
+        [--arms trim,glibc_default,fixed_threshold,onednn_default_cache]
 
 Final line: JSON with each arm's resident GiB after every step, its growth from step 2 to the last, its peak
 and its mean seconds per step.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import log, offline, resolve_dtype  # noqa: E402
 
-ARMS = ("trim", "glibc_default", "fixed_threshold")
+ARMS = ("trim", "glibc_default", "fixed_threshold", "onednn_default_cache")
+ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_DEFAULT_CAPACITY = "1024"
 
 
 def run_arm(args: argparse.Namespace) -> dict:
@@ -40,11 +46,11 @@ def run_arm(args: argparse.Namespace) -> dict:
     from learner.trainer import Learner, LearnerSetup, plan_step
     from selfplay.embedded_model import resolve_model_path
 
-    if args.arm != "trim":  # the product trims the heap after every step
+    if args.arm in ("glibc_default", "fixed_threshold"):  # the product trims the heap after every step
         learner.trainer.release_free_heap = lambda: False
     if args.arm == "fixed_threshold":
         fix_mmap_threshold()
-    config = LearnerConfig()
+    config = LearnerConfig(pad_multiple=args.pad_multiple)
     rank = Learner(config, LearnerSetup(model_path=resolve_model_path(args.model, None),
                                         dtype=resolve_dtype("auto")))
     draw = random.Random(0)
@@ -58,7 +64,7 @@ def run_arm(args: argparse.Namespace) -> dict:
     rss, seconds = [], []
     for _ in range(args.steps):
         batch = TrainBatch(tuple(sample() for _ in range(args.samples)))
-        plan, _ = plan_step(batch, config.micro_batch_tokens, 1)
+        plan, _ = plan_step(batch, config.micro_batch_tokens, 1, pad_multiple=config.pad_multiple)
         began = time.perf_counter()
         rank.train_step(plan[0], batch.response_tokens)
         seconds.append(time.perf_counter() - began)
@@ -73,17 +79,27 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--pad-multiple", type=int, default=1)
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated, of " + ", ".join(ARMS))
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # a child's arm
     args = parser.parse_args()
     offline()
     if args.arm:
         print(json.dumps(run_arm(args)), flush=True)
         return
-    results = {"steps": args.steps, "samples": args.samples, "dtype": resolve_dtype("auto")}
-    for arm in ARMS:
+    from learner.memory import NATIVE_CACHE_LIMITS
+
+    arms = args.arms.split(",")
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))} (choose from {', '.join(ARMS)})")
+    results = {"steps": args.steps, "samples": args.samples, "pad_multiple": args.pad_multiple,
+               "dtype": resolve_dtype("auto")}
+    for arm in arms:
+        cache = ONEDNN_DEFAULT_CAPACITY if arm == "onednn_default_cache" else NATIVE_CACHE_LIMITS[ONEDNN_CACHE]
         child = subprocess.run([sys.executable, __file__, "--arm", arm, "--model", args.model,
-                                "--steps", str(args.steps), "--samples", str(args.samples)],
-                               stdout=subprocess.PIPE, text=True, check=True)
+                                "--steps", str(args.steps), "--samples", str(args.samples),
+                                "--pad-multiple", str(args.pad_multiple)],
+                               stdout=subprocess.PIPE, text=True, check=True, env=os.environ | {ONEDNN_CACHE: cache})
         results[arm] = json.loads(child.stdout.strip().splitlines()[-1])
     print(json.dumps(results))
 

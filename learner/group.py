@@ -159,6 +159,10 @@ class LearnerGroup:
     def save_checkpoint(self, directory: str) -> None:
         ray.get([worker.save_checkpoint.remote(directory) for worker in self.workers])
 
+    def save_adapter(self, directory: str) -> str:
+        """Rank 0's adapter (ZeRO-2 keeps every rank's LoRA weights whole) as a standard PEFT directory."""
+        return ray.get(self.workers[0].save_adapter.remote(directory))
+
     def load_checkpoint(self, directory: str) -> None:
         ray.get([worker.load_checkpoint.remote(directory) for worker in self.workers])
 

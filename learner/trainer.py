@@ -369,6 +369,10 @@ class Learner:
                  "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
         self.engine.save_checkpoint(directory, tag="learner", client_state=state, exclude_frozen_parameters=True)
 
+    def save_adapter(self, directory: str) -> str:
+        """The adapter as a standard PEFT directory (float32), for PEFT, vLLM and launch/eval.py."""
+        return str(export_adapter(self.model, Path(directory), torch.float32))
+
     def load_checkpoint(self, directory: str) -> None:
         _, state = self.engine.load_checkpoint(directory, tag="learner", load_module_strict=False)
         if state is None:

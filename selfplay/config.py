@@ -135,7 +135,14 @@ class TrackingConfig(Section):
     wandb: Literal["auto", "offline", "online", "disabled"] = Field(
         "auto", description="auto = online when WANDB_API_KEY is set, else offline")
     project: str = Field("selfplay-evolve", description="the W&B project runs are logged to")
-    sample_rows: int = Field(8, ge=0, description="rows per role and iteration in the sample table (one exchange each)")
+    sample_rows: int = Field(8, ge=0, description=(
+        "rows of each kind of turn per iteration in the sample table (proposals, answers, question verdicts, "
+        "answer verdicts, anchor verdicts), drawn at random with the run's seed"))
+    console: Literal["compact", "verbose"] = Field("compact", description=(
+        "compact = one line per iteration (progress, ETA, accuracy, rewards, pool, tokens/s) plus evaluations and "
+        "alerts; verbose adds each phase's time, the rollout counts, format failures, loss and the sync probe"))
+    plot_every: int = Field(1, ge=0, description=(
+        "redraw the PNG plots in RUN_DIR/plots every N iterations (0 = only when the run ends)"))
 
 
 class EvalSet(Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,16 @@ from selfplay.console import log
 from selfplay.evaluation import (EvalExample, change_line, eval_metrics, evaluate, load_eval_questions, paired_rows,
                                  summarize)
 from selfplay.guard import BestTracker
-from selfplay.iteration import RunState, run_iteration, sync_weights
+from selfplay.iteration import RunState, iteration_seed, run_iteration, sync_weights
 from selfplay.memory_kill import MemoryKilled, memory_kill_line
 from selfplay.preflight import RESOLVED_CONFIG
+from selfplay.progress import duration, eta_seconds, iteration_line
 from selfplay.question_pool import QuestionPool, load_seed_file
 from selfplay.samples import COLUMNS, exchanges, table_rows
 from selfplay.wiring import Started, connect_ray, export_dir_for, start_components
+
+
+ADAPTER_DIRECTORY = "adapter"  # RUN_DIR/adapter: the final weights as a standard PEFT adapter
 
 
 def new_run_dir(config: Config) -> Path:
@@ -77,7 +82,7 @@ def load_checkpoint_into(config: Config, started: Started, state: RunState, chec
 
 
 def cold_start(config: Config, started: Started, state: RunState, run_dir: Path,
-               best: BestTracker) -> dict[str, float]:
+               best: BestTracker, detail: Callable[[str], None] = log) -> dict[str, float]:
     """The SFT cold start (selfplay.sft), synced to the engines and checkpointed as iteration 0, so a crash after
     it resumes at iteration 1 without repeating it (and a crash before it, with no checkpoint, runs it again)."""
     from agents.tasks import task_family
@@ -86,8 +91,10 @@ def cold_start(config: Config, started: Started, state: RunState, run_dir: Path,
     examples = sft_examples(load_seed_file(config.pool.seed_file), task_family(config.task.family))
     log(f"SFT cold start: {config.sft.steps} steps of {config.sft.batch_size} on {len(examples)} seed examples")
     began = time.perf_counter()
-    metrics = run_sft(started.learner, started.tokenizer, examples, config.sft.steps, config.sft.batch_size, log)
+    metrics = run_sft(started.learner, started.tokenizer, examples, config.sft.steps, config.sft.batch_size, detail)
     synced = sync_weights(config, started.components, state)
+    log(f"  SFT done in {duration(time.perf_counter() - began)}: nll {metrics.get('sft/nll_first', math.nan):.3f} "
+        f"-> {metrics.get('sft/nll_last', math.nan):.3f}")
     metrics |= {"time/sft": time.perf_counter() - began, "sft/probe_position": synced["sync/probe_position"],
                 "sft/probe_separation": synced["sync/probe_separation"]}
     save_checkpoint(run_dir, 0, started.learner.save_checkpoint, checkpoint_state(state, best) | {"iteration": 0},
@@ -95,21 +102,15 @@ def cold_start(config: Config, started: Started, state: RunState, run_dir: Path,
     return {key: value for key, value in metrics.items() if key.startswith(("sft/", "time/sft"))}
 
 
-def summary_paragraph(iteration: int, total: int, metrics: dict[str, float]) -> str:
+def detail_line(metrics: dict[str, float]) -> str:
+    """The verbose console's second line per iteration: what the compact line leaves out."""
     def value(key: str, digits: int = 3) -> str:
         return f"{metrics[key]:.{digits}f}" if key in metrics else "n/a"
 
-    return (f"iteration {iteration}/{total} done in {value('time/iteration', 1)} s "
-            f"(propose+solve {value('time/wave1_propose_solve', 1)} s, "
-            f"judge+solve {value('time/wave2_judge_solve', 1)} s, "
-            f"train {value('time/train', 1)} s, sync {value('time/sync', 2)} s). "
-            f"Rewards: proposer {value('proposer/reward_mean')}, solver {value('solver/reward_mean')}, "
-            f"judge {value('judge/reward_mean')}. Format failures: proposer "
-            f"{value('proposer/format_failure_rate', 2)}, solver {value('solver/format_failure_rate', 2)}, "
-            f"judge {value('judge/format_failure_rate', 2)}. Pool {value('pool/size', 0)} questions "
-            f"(+{value('pool/accepted', 0)}). Generation {value('rollout/tokens_per_second', 0)} tokens/s; "
-            f"loss {value('learner/loss', 4)}, weight version {value('sync/version', 0)}, "
-            f"probe gap {value('sync/probe_gap', 4)}, {probe_position(metrics)}.")
+    return (f"  format failures: proposer {value('proposer/format_failure_rate', 2)}, solver "
+            f"{value('solver/format_failure_rate', 2)}, judge {value('judge/format_failure_rate', 2)}; "
+            f"loss {value('learner/loss', 4)}; weight version {value('sync/version', 0)}, "
+            f"probe gap {value('sync/probe_gap', 4)}, {probe_position(metrics)}")
 
 
 def probe_position(metrics: dict[str, float]) -> str:
@@ -164,13 +165,17 @@ def held_out_eval(config: Config, started: Started, eval_sets: dict[str, list[Ev
     return metrics | {"time/eval": time.perf_counter() - began}, scores, changes
 
 
-def closing_summary(run_dir: Path, iterations: int, seconds: float, changes: list[str]) -> list[str]:
-    """The run's last words: what ran, what the held-out sets say against the base model, and what to do next."""
-    return [f"done: {iterations} iteration(s) in {seconds / 60:.1f} min", *changes,
-            f"evaluate the latest checkpoint: python launch/eval.py --config {run_dir / 'config.yaml'} --data FILE "
-            f"--adapter {run_dir}",
-            f"export it as a standard PEFT adapter (vLLM, PEFT): python launch/merge.py {run_dir} --output "
-            f"{run_dir / 'adapter'}"]
+def closing_summary(run_dir: Path, iterations: int, seconds: float, changes: list[str], best: dict[str, dict],
+                    adapter: Path) -> list[str]:
+    """The run's last words: what ran, what the held-out sets say against the base model, the best held-out
+    scores, where the adapter is, and what to do next."""
+    lines = [f"done: {iterations} iteration(s) in {duration(seconds)}", *changes]
+    for name, entry in best.items():
+        where = entry["checkpoint"] or "the base model"
+        lines.append(f"best {name} {entry['metric']}: {entry['score']:.3f} at iteration {entry['iteration']} "
+                     f"({where}; RUN_DIR/best.json)")
+    return [*lines, f"adapter (standard PEFT, the final weights): {adapter}",
+            f"evaluate it: python launch/eval.py --config {run_dir / 'config.yaml'} --data FILE --adapter {adapter}"]
 
 
 def checkpoint_state(state: RunState, best: BestTracker) -> dict[str, Any]:
@@ -222,8 +227,11 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
             log(f"metrics.jsonl: removed the {dropped} rows logged after the checkpoint; they are logged again")
         tracker = build_tracker(run_dir, config.tracking, run_dir.name, config.model_dump(mode="json"))
         log(f"W&B {tracker.wandb_choice.mode}: {tracker.wandb_choice.reason}")
+        if url := tracker.summary().get("wandb_url"):
+            log(f"W&B run: {url}")
         eval_sets = {name: load_eval_questions(held_out.data, held_out.limit)
                      for name, held_out in config.eval.named_sets().items()} if config.eval.every else {}
+        detail = log if config.tracking.console == "verbose" else (lambda message: None)
         if state.iteration <= config.run.iterations:
             tracker.log_text("judge/rubric", f"# {state.rubric.name} {state.rubric.version}\n{state.rubric.text}",
                              step=state.iteration)
@@ -232,12 +240,13 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
             metrics, scores, _ = held_out_eval(config, started, eval_sets, run_dir, 0)
             best.observe(0, scores)
             tracker.log(metrics, step=0)
-        sft_metrics = cold_start(config, started, state, run_dir, best) if config.sft.steps and start.fresh else {}
+        sft_metrics = (cold_start(config, started, state, run_dir, best, detail) if config.sft.steps and start.fresh
+                       else {})
         began_loop, first_iteration, changes = time.monotonic(), state.iteration, []
         while state.iteration <= config.run.iterations:
             rubric_changed = refresh_rubric(state, tracker)
-            log(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
-            result = run_iteration(config, components, state, progress=log)
+            detail(f"iteration {state.iteration}/{config.run.iterations}: propose, judge, solve")
+            result = run_iteration(config, components, state, progress=detail, alert=log)
             result.metrics |= sft_metrics  # logged with the first iteration
             sft_metrics = {}
             improved, trip = [], None
@@ -258,9 +267,16 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
             result.metrics["judge/rubric_changed"] = float(rubric_changed)
             result.metrics["memory/node_used_share"] = node_used_share()
             tracker.log(result.metrics, step=state.iteration)
-            tracker.log_table("samples", COLUMNS, table_rows(exchanges(state.iteration, result.turns, result.scores),
-                                                             config.tracking.sample_rows), step=state.iteration)
-            log(summary_paragraph(state.iteration, config.run.iterations, result.metrics))
+            rows = table_rows(exchanges(state.iteration, result.turns, result.scores), config.tracking.sample_rows,
+                              iteration_seed(config, state.iteration) + 6)
+            tracker.log_table("samples", COLUMNS, rows, step=state.iteration)
+            elapsed = time.monotonic() - began_loop
+            remaining = eta_seconds(state.iteration - first_iteration + 1, config.run.iterations - state.iteration,
+                                    elapsed)
+            log(iteration_line(state.iteration, config.run.iterations, result.metrics, elapsed, remaining))
+            detail(detail_line(result.metrics))
+            if config.tracking.plot_every and state.iteration % config.tracking.plot_every == 0:
+                refresh_plots(run_dir)
             state.iteration += 1
             if trip is not None:
                 log(trip.message)
@@ -270,8 +286,9 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                 load_checkpoint_into(config, started, state, best_checkpoint, load_state(best_checkpoint))
         if sft_metrics:  # run.iterations=0: no iteration to log them with
             tracker.log(sft_metrics, step=0)
+        adapter = Path(started.learner.save_adapter(str(run_dir / ADAPTER_DIRECTORY)))
         for line in closing_summary(run_dir, state.iteration - first_iteration, time.monotonic() - began_loop,
-                                    changes):
+                                    changes, best.summary(), adapter):
             log(line)
     except Exception as error:
         if line := memory_kill_line(error, run_dir):
@@ -284,6 +301,16 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
         finally:
             started.shutdown()
     return run_dir
+
+
+def refresh_plots(run_dir: Path) -> None:
+    """Redraw RUN_DIR/plots from the metrics logged so far; a plot that fails says so and the run goes on."""
+    from selfplay.plots import write_plots
+
+    try:
+        write_plots(run_dir)
+    except Exception as error:  # a plot is a view: it must not end a run that trains fine
+        log(f"plots not refreshed: {type(error).__name__}: {error}")
 
 
 def finish_tracking(tracker: Any, run_dir: Path) -> None:

@@ -29,6 +29,7 @@ from selfplay.anchors import draw_anchors
 from selfplay.config import Config
 from selfplay.diversity import diversity_metrics
 from selfplay.preflight import trained_roles
+from selfplay.progress import phase_line
 from selfplay.question_pool import RECENT_ITERATIONS, AddOutcome, PoolQuestion, QuestionPool, QuestionSource
 from selfplay.scoring import (BatchSettings, IterationScores, IterationTurns, SolveItem, build_train_batch,
                               score_iteration)
@@ -53,11 +54,14 @@ class IterationResult:
 
 
 class PhaseTimer:
-    """Wall seconds per phase; `progress` (if given) hears about each phase as it ends."""
+    """Wall seconds per phase; `progress` (if given) hears about each phase as it ends, and the iteration's
+    details; `alert` hears what a user must see (default: `progress`)."""
 
-    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, progress: Callable[[str], None] | None = None,
+                 alert: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self.progress = progress or (lambda message: None)
+        self.alert = alert or self.progress
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
@@ -67,7 +71,7 @@ class PhaseTimer:
         finally:
             elapsed = time.perf_counter() - started
             self.seconds[phase] = self.seconds.get(phase, 0.0) + elapsed
-            self.progress(f"  {phase}: {elapsed:.1f} s")
+            self.progress(phase_line(phase, elapsed))
 
 
 def iteration_seed(config: Config, iteration: int) -> int:
@@ -263,7 +267,7 @@ def track_diversity(config: Config, state: RunState, turns: IterationTurns, time
         if state.diversity_start is None:
             state.diversity_start = current
         elif current < config.pool.diversity_alert * state.diversity_start:
-            timer.progress(f"  diversity alert: the proposals' distinct-bigram share is {current:.2f}, below "
+            timer.alert(f"  diversity alert: the proposals' distinct-bigram share is {current:.2f}, below "
                            f"{config.pool.diversity_alert:g} of its first value {state.diversity_start:.2f}")
     return metrics
 
@@ -272,7 +276,7 @@ def watch_judge_drift(config: Config, metrics: dict[str, float], timer: PhaseTim
     """One line when the judge scores this iteration's proposals far above the known-good anchors."""
     drift = metrics.get("judge/question_score_drift")
     if drift is not None and drift > config.judge.drift_alert:
-        timer.progress(f"  judge drift alert: proposals scored {drift:.1f} points above known-good seed questions "
+        timer.alert(f"  judge drift alert: proposals scored {drift:.1f} points above known-good seed questions "
                        f"(judge.drift_alert {config.judge.drift_alert:g}); anchor accuracy "
                        f"{metrics.get('judge/anchor_accuracy', float('nan')):.2f}")
 
@@ -345,8 +349,9 @@ def _rollout_counts(turns: IterationTurns) -> str:
 
 
 def run_iteration(config: Config, components: Components, state: RunState,
-                  progress: Callable[[str], None] | None = None) -> IterationResult:
-    timer = PhaseTimer(progress)
+                  progress: Callable[[str], None] | None = None,
+                  alert: Callable[[str], None] | None = None) -> IterationResult:
+    timer = PhaseTimer(progress, alert)
     started = time.perf_counter()
     turns = roll_out(config, components, state, timer)
     refill_metrics: dict[str, float] = {}

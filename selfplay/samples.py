@@ -1,27 +1,35 @@
 """The run's sample table: one row per exchange, readable by a person. Pure code.
 
-A row is one role's turn with what it was about and what it got: the question (the one the proposer wrote, the
-one the solver answered, or the one the judge scored), the response, the verdict the judge gave it (its text and
-parsed score), the verifiable grade where the question has a reference answer, and the reward (None = masked).
-Judge rows carry their own verdict in `response`/`score` and the grade of the answer they judged, so a reader can
-see the judge agree or disagree with the truth. Left out: deciding which rows to keep (the driver's limit).
+A row is one role's turn with what it was about and what it got: its kind (a proposal, an answer, a verdict on a
+question, on an answer or on an anchor question), the question (the one the proposer wrote, the one the solver
+answered, or the one the judge scored), the reference answer where the question has one, the answer a judge row
+judged, the response, the verdict the judge gave it (its text and parsed score), the verifiable grade and the
+reward (None = masked). Judge rows carry their own verdict in `response`/`score` and the grade of the answer they
+judged, so a reader can see the judge agree or disagree with the truth. `table_rows` keeps a seeded random draw of
+each kind, so every kind shows whatever the batch sizes.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import astuple, dataclass, fields
 
 from agents.players import Turn
 from selfplay.scoring import IterationScores, IterationTurns
 
 TEXT_LIMIT = 1500  # characters of any text cell: tables stay small whatever the model writes
+PROPOSAL, ANSWER = "proposal", "answer"
+QUESTION_VERDICT, ANSWER_VERDICT, ANCHOR_VERDICT = "question_verdict", "answer_verdict", "anchor_verdict"
 
 
 @dataclass(frozen=True)
 class Exchange:
     iteration: int
     role: str
+    kind: str  # PROPOSAL, ANSWER, QUESTION_VERDICT, ANSWER_VERDICT or ANCHOR_VERDICT
     question: str
+    reference: str  # the question's reference answer; for an anchor, whether it is a known-good question
+    answer: str  # the answer an answer verdict judged ("" on other rows)
     response: str
     parsed: str  # the parsed question, answer or score; "" where the response did not parse
     failure: str  # the format failure, "" where it parsed
@@ -46,39 +54,50 @@ def _score(verdict: Turn | None) -> int | None:
     return verdict.parsed.value if verdict is not None and verdict.parsed.failure is None else None
 
 
-def _row(iteration: int, turn: Turn, question: str, verdict: Turn | None, grade: bool | None,
-         reward: float | None) -> Exchange:
+def _row(iteration: int, kind: str, turn: Turn, question: str, verdict: Turn | None, grade: bool | None,
+         reward: float | None, reference: str | None = None, answer: str = "") -> Exchange:
     is_judge = turn.role.value == "judge"
-    return Exchange(iteration=iteration, role=turn.role.value, question=_clip(question),
-                    response=_clip(turn.sample.text),
+    return Exchange(iteration=iteration, role=turn.role.value, kind=kind, question=_clip(question),
+                    reference=reference or "", answer=_clip(answer), response=_clip(turn.sample.text),
                     parsed=_parsed(turn), failure=turn.parsed.failure.value if turn.parsed.failure else "",
                     verdict="" if is_judge or verdict is None else _clip(verdict.sample.text),
                     score=_score(turn if is_judge else verdict), grade=grade, reward=reward)
 
 
 def exchanges(iteration: int, turns: IterationTurns, scores: IterationScores) -> list[Exchange]:
-    """Every turn of the iteration as an exchange row: proposals first, then each question's answers."""
+    """Every turn of the iteration as an exchange row: proposals first, then each question's answers, then the
+    anchor verdicts."""
     reward_of = {id(scored.turn): scored.reward for scored in scores.turns}
     rows: list[Exchange] = []
     for proposal, verdict in zip(turns.proposals, turns.quality_verdicts):
         question = _parsed(proposal)
-        rows.append(_row(iteration, proposal, question, verdict, None, reward_of.get(id(proposal))))
+        reference = getattr(proposal.parsed.value, "reference", None)
+        rows.append(_row(iteration, PROPOSAL, proposal, question, verdict, None, reward_of.get(id(proposal)),
+                         reference))
         if verdict is not None:
-            rows.append(_row(iteration, verdict, question, None, None, reward_of.get(id(verdict))))
+            rows.append(_row(iteration, QUESTION_VERDICT, verdict, question, None, None, reward_of.get(id(verdict)),
+                             reference))
     for item, attempts, verdicts, grades in zip(turns.solve_items, turns.attempts, turns.answer_verdicts,
                                                 turns.grades):
         for attempt, verdict, grade in zip(attempts, verdicts, grades):
-            rows.append(_row(iteration, attempt, item.question, verdict, grade, reward_of.get(id(attempt))))
+            rows.append(_row(iteration, ANSWER, attempt, item.question, verdict, grade, reward_of.get(id(attempt)),
+                             item.reference_answer))
             if verdict is not None:
-                rows.append(_row(iteration, verdict, item.question, None, grade, reward_of.get(id(verdict))))
+                rows.append(_row(iteration, ANSWER_VERDICT, verdict, item.question, None, grade,
+                                 reward_of.get(id(verdict)), item.reference_answer, attempt.sample.text))
+    for anchor, verdict in zip(turns.anchors, turns.anchor_verdicts):
+        rows.append(_row(iteration, ANCHOR_VERDICT, verdict, anchor.text, None, None, reward_of.get(id(verdict)),
+                         "known good" if anchor.good else "known bad"))
     return rows
 
 
-def table_rows(rows: list[Exchange], per_role: int) -> list[list]:
-    """Up to `per_role` rows of each role, as lists in `COLUMNS` order (what the trackers take)."""
-    kept: dict[str, list[list]] = {}
-    for row in rows:
-        role_rows = kept.setdefault(row.role, [])
-        if len(role_rows) < per_role:
-            role_rows.append(list(astuple(row)))
-    return [row for role_rows in kept.values() for row in role_rows]
+def table_rows(rows: list[Exchange], per_kind: int, seed: int) -> list[list]:
+    """Up to `per_kind` rows of each (role, kind), drawn at random with `seed` and kept in their order, as lists
+    in `COLUMNS` order (what the trackers take)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault((row.role, row.kind), []).append(index)
+    draw = random.Random(seed)
+    kept = sorted(index for indices in groups.values()
+                  for index in draw.sample(indices, min(per_kind, len(indices))))
+    return [list(astuple(rows[index])) for index in kept]

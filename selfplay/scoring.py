@@ -160,7 +160,7 @@ def _rate_metrics(prefix: str, turns: list[Turn]) -> dict[str, float]:
         return {}
     counts = failure_counts(turn.parsed for turn in turns)
     metrics = {f"{prefix}/format_failure_rate/{reason.value.lower()}": count / len(turns)
-               for reason, count in counts.items()}
+               for reason, count in counts.items() if count}  # a reason is logged where it occurs
     metrics[f"{prefix}/format_failure_rate"] = sum(counts.values()) / len(turns)
     metrics[f"{prefix}/response_tokens_mean"] = fmean(len(turn.sample.token_ids) for turn in turns)
     metrics[f"{prefix}/truncated_rate"] = fmean(turn.sample.finish_reason == "length" for turn in turns)

@@ -82,7 +82,7 @@ def test_evolve_stopped_mid_iteration_leaves_no_engine_nor_ray_and_keeps_the_plo
         [sys.executable, str(ROOT / "launch/evolve.py"), "--config", "configs/tiny-cpu.yaml",
          f"model.path={tiny_model_dir}", f"run.output_dir={tmp_path / 'runs'}", "run.iterations=3",
          "model.max_model_len=1024", "rollout.kv_cache_gb=0.25", "solver.max_tokens=512", "proposer.max_tokens=256",
-         "tracking.wandb=disabled"],
+         "tracking.wandb=disabled", "tracking.console=verbose"],
         tmp_path / "evolve.log", started_generating="iteration 2/3: propose")
     assert code == 128 + signal.SIGTERM
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -57,9 +57,11 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     # dynamic sampling: the random tiny model answers every pool question wrong, so each iteration refills once
     refill = ["filter_groups.enabled=true", "filter_groups.max_rounds=1"]
     cold_start = ["sft.steps=2", "sft.batch_size=4"]  # synced as version 1, checkpointed as iteration 0
+    verbose = ["tracking.console=verbose"]  # phase lines: "iteration 3/3: propose" says the iteration has begun
     notes_before = set(SHM_DIR.glob(f"{NOTE_PREFIX}*"))
     process = _evolve(first_log, "--config", "configs/tiny-cpu.yaml",
-                      *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation, *refill, *cold_start)
+                      *_overrides(tiny_model_dir, output_dir, iterations=3), *evaluation, *refill, *cold_start,
+                      *verbose)
     checkpoint_pointer = None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None:
@@ -110,7 +112,10 @@ def test_run_killed_mid_iteration_resumes_at_next_iteration(tiny_model_dir, tmp_
     assert sorted(path.name for path in (run_dir / "eval").iterdir()) == [
         "data-0.jsonl", "data-2.jsonl", "data-3.jsonl", "second-0.jsonl", "second-2.jsonl", "second-3.jsonl"]
     assert "held-out data (n=4, paired with the base model): accuracy " in output  # the last iteration's
-    assert "done: 1 iteration(s) in " in output and "launch/merge.py" in output
+    assert "done: 1 iteration(s) in " in output
+    assert f"adapter (standard PEFT, the final weights): {run_dir / 'adapter'}" in output
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     best = json.loads((run_dir / "best.json").read_text())
     assert set(best) == {"data", "second"} and best["data"]["metric"] == "lenient_accuracy"
     for record in best.values():  # the random tiny model never beats the base model's step-0 score

@@ -143,7 +143,8 @@ def test_one_iteration_runs_every_stage_in_order(tmp_path):
     assert [len(asked) for asked in solver.asked] == [3, 1]
     assert solver.asked[1] == ["What is 10 + 0?"]
     assert [line.split(":")[0].strip() for line in phases if line.endswith(" s")] == [
-        "wave1_propose_solve", "wave2_judge_solve", "grade_wait", "score", "train", "sync"]
+        "proposing, and answering pool questions", "judging, and answering the new questions",
+        "waiting for answer grading", "scoring", "training", "syncing weights to the engines"]
     # one batch with every role: 4 questions x 2 answers with distinct rewards, 2 proposals, the verdicts
     assert len(learner.batches) == 1
     assert {sample.role for sample in learner.batches[0].samples} == {"proposer", "solver", "judge"}
@@ -195,13 +196,14 @@ def test_grounded_proposals_are_graded_against_their_computed_answer_and_keep_it
 def test_diversity_is_measured_and_a_fall_is_said_in_one_line(tmp_path):
     config, components, state = setup(tmp_path, "pool.diversity_alert=0.9", proposer=Proposer(tag_all=True))
     state.diversity_start = 1.0
-    lines = []
-    metrics = run_iteration(config, components, state, progress=lines.append).metrics
+    lines, alerts = [], []
+    metrics = run_iteration(config, components, state, progress=lines.append, alert=alerts.append).metrics
     # 'What is 10 + 0?' and 'What is 11 + 1?': bigrams what-is twice, is-10, 10-0, is-11, 11-1: 5 of 6 distinct
     assert metrics["proposer/distinct_2"] == pytest.approx(5 / 6)
     assert {"pool/distinct_2", "pool/pairwise_similarity", "pool/near_duplicate_share"} <= metrics.keys()
-    assert [line for line in lines if "diversity alert" in line] == [
+    assert alerts == [
         "  diversity alert: the proposals' distinct-bigram share is 0.83, below 0.9 of its first value 1.00"]
+    assert not any("alert" in line for line in lines)  # alerts go to `alert` alone: a compact console shows them
 
 
 def test_a_proposal_that_does_not_parse_counts_in_diversity_by_its_raw_text(tmp_path):
