@@ -1,14 +1,17 @@
 """Does self-play make the model better on data it never saw? A time-boxed run, then paired held-out evaluations.
 
     python bench/learning.py --config configs/arithmetic-cpu.yaml --minutes 60 [--modes full,solver-only]
-        [--limit N] [--reuse-base DIR] [--output-dir DIR] [key=value ...]
+        [--set NAME=FILE ...] [--gsm8k TRAIN_JSONL] [--limit N] [--reuse-base DIR] [--output-dir DIR] [key=value ...]
 
-Held-out sets, built from GSM8K's train split in ../shared/data/gsm8k (human-written, a different source than any
-seed file):
-- `calculations`: bare arithmetic, "What is 48 / 2?": the first 300 distinct calculator annotations (`<<48/2=24>>`)
-  of GSM8K's worked solutions with one or two operators, whole-number literals and a whole-number result;
-- `one_step`: the problems whose worked solution has exactly one calculation (404): arithmetic word problems;
-- `multi_step`: the last 100 problems with two or more calculations: the "does not lose ground on GSM8K" check.
+Held-out sets (JSONL rows with "question" and "answer", or GSM8K's "#### N" answers):
+- `--set NAME=FILE`, any number; without any `--set` and `--gsm8k`, the shipped `arithmetic` set
+  (configs/heldout/arithmetic.jsonl: 210 calculations from DeepMind's mathematics_dataset generator, Apache-2.0);
+- `--gsm8k TRAIN_JSONL`: three sets built from GSM8K's train split (human-written, MIT licence, a different source
+  than any seed file; `grade_school_math/data/train.jsonl` of https://github.com/openai/grade-school-math):
+  - `calculations`: bare arithmetic, "What is 48 / 2?": the first 300 distinct calculator annotations
+    (`<<48/2=24>>`) of its worked solutions with one or two operators, whole-number literals and a whole-number result;
+  - `one_step`: the problems whose worked solution has exactly one calculation (404): arithmetic word problems;
+  - `multi_step`: the last 100 problems with two or more calculations: the "does not lose ground on GSM8K" check.
 
 Modes, each from the same start (the config's SFT cold start included) at the same time budget: `full` (self-play,
 every role trains), `solver-only` (run.train_roles=[solver]: the same loop, proposer and judge still generate, GRPO
@@ -37,7 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+SHIPPED_SETS = {"arithmetic": ROOT / "configs" / "heldout" / "arithmetic.jsonl"}
 MODES = {"full": [], "solver-only": ["run.train_roles=[solver]"], "sft-only": ["run.iterations=0"], "base": None}
 CALCULATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")  # GSM8K's calculator annotations
 OPERATOR = re.compile(r"[-+*/]")
@@ -76,18 +79,39 @@ def calculations(rows: list[dict], count: int) -> list[dict]:
     return chosen
 
 
-def held_out_sets(directory: Path, limit: int | None) -> dict[str, Path]:
-    """calculations, one_step and multi_step JSONL files under `directory` (see the module docstring)."""
-    if not GSM8K.is_file():
-        raise SystemExit(f"learning: {GSM8K} not found (the held-out sets are built from it)")
-    rows = [json.loads(line) for line in GSM8K.read_text().splitlines() if line.strip()]
-    one_step = [row for row in rows if row["answer"].count("<<") == 1]
-    multi_step = [row for row in rows if row["answer"].count("<<") >= 2][-100:]
+def gsm8k_sets(gsm8k: Path) -> dict[str, list[dict]]:
+    """calculations, one_step and multi_step rows from GSM8K's train split (see the module docstring)."""
+    if not gsm8k.is_file():
+        raise SystemExit(f"learning: --gsm8k {gsm8k}: file not found")
+    rows = [json.loads(line) for line in gsm8k.read_text().splitlines() if line.strip()]
+    return {"calculations": calculations(rows, 300),
+            "one_step": [row for row in rows if row["answer"].count("<<") == 1],
+            "multi_step": [row for row in rows if row["answer"].count("<<") >= 2][-100:]}
+
+
+def named_set(text: str) -> tuple[str, Path]:
+    """NAME=FILE of --set."""
+    name, _, path = text.partition("=")
+    if not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE, got {text!r}")
+    return name, Path(path)
+
+
+def held_out_sets(directory: Path, given: list[tuple[str, Path]], gsm8k: Path | None,
+                  limit: int | None) -> dict[str, Path]:
+    """The held-out JSONL files, each as its first `limit` rows under `directory`: the --set files, the GSM8K-built
+    sets, or (neither given) the shipped ones."""
+    chosen: dict[str, list[dict]] = {}
+    for name, path in given or ([] if gsm8k else list(SHIPPED_SETS.items())):
+        if not path.is_file():
+            raise SystemExit(f"learning: --set {name}={path}: file not found")
+        chosen[name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if gsm8k:
+        chosen |= gsm8k_sets(gsm8k)
     paths = {}
-    for name, chosen in (("calculations", calculations(rows, 300)[:limit]), ("one_step", one_step[:limit]),
-                         ("multi_step", multi_step[:limit])):
+    for name, rows in chosen.items():
         paths[name] = directory / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(row) + "\n" for row in chosen))
+        paths[name].write_text("".join(json.dumps(row) + "\n" for row in rows[:limit]))
     return paths
 
 
@@ -181,6 +205,10 @@ def main() -> None:
     parser.add_argument("--config", default="configs/arithmetic-cpu.yaml")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of each self-play run")
     parser.add_argument("--modes", default="full", help=f"comma-separated, run in order: {', '.join(MODES)}")
+    parser.add_argument("--set", dest="sets", type=named_set, action="append", default=[], metavar="NAME=FILE",
+                        help="a held-out JSONL set (repeatable; default: the shipped configs/heldout/arithmetic.jsonl)")
+    parser.add_argument("--gsm8k", type=Path, metavar="TRAIN_JSONL",
+                        help="build the calculations, one_step and multi_step sets from GSM8K's train split")
     parser.add_argument("--limit", type=int, help="first N questions of each held-out set (default: all)")
     parser.add_argument("--reuse-base", type=Path, help="an earlier output directory holding base-*.jsonl rows")
     parser.add_argument("--output-dir", type=Path, help="default: a new temporary directory")
@@ -193,7 +221,7 @@ def main() -> None:
     trained_modes = [mode for mode in modes if MODES[mode] is not None]
     output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="bench-learning-"))
     output_dir.mkdir(parents=True, exist_ok=True)
-    sets = held_out_sets(output_dir, args.limit)
+    sets = held_out_sets(output_dir, args.sets, args.gsm8k, args.limit)
     log(f"held-out sets in {output_dir}: " + ", ".join(f"{name} {len(path.read_text().splitlines())}"
                                                         for name, path in sets.items()))
     eval_overrides = ["eval.max_tokens=256"]

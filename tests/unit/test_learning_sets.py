@@ -47,3 +47,26 @@ def test_each_trained_mode_is_compared_with_the_ones_run_before_it(tmp_path):
     assert len(lines) == 5 and lines[3].startswith("| calculations | full vs sft-only | +0.250 (")
     assert lines[3].endswith("; 2/1; 1) |")
     assert between_arms(tmp_path, ["full"], ["calculations"]) == {}
+
+
+def test_held_out_sets_default_to_the_shipped_file_and_take_paths_by_flag(tmp_path):
+    import pytest
+
+    from bench.learning import SHIPPED_SETS, held_out_sets
+
+    (tmp_path / "a").mkdir()
+    shipped = held_out_sets(tmp_path / "a", [], None, limit=5)
+    assert list(shipped) == ["arithmetic"]
+    assert shipped["arithmetic"].read_text().splitlines() == SHIPPED_SETS["arithmetic"].read_text().splitlines()[:5]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    gsm8k = tmp_path / "train.jsonl"
+    gsm8k.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    (tmp_path / "b").mkdir()
+    both = held_out_sets(tmp_path / "b", [("mine", mine)], gsm8k, limit=None)
+    assert list(both) == ["mine", "calculations", "one_step", "multi_step"]  # no shipped set once one is named
+    assert json.loads(both["calculations"].read_text().splitlines()[0]) == {"question": "What is 48 / 2?",
+                                                                            "answer": "24"}
+    assert len(both["multi_step"].read_text().splitlines()) == 3  # every row has two or more calculations
+    with pytest.raises(SystemExit, match="--set lost=.*: file not found"):
+        held_out_sets(tmp_path / "b", [("lost", tmp_path / "nowhere.jsonl")], None, None)
