@@ -125,7 +125,7 @@ class PoolConfig(Section):
         "share of the solver's N answers to a new grounded question that must equal its computed reference before "
         "the reference counts as verified; an unverified question trains no answer and never enters the pool "
         "(the proposer writes both the question and the expression, which can compute something else; 0 = trust "
-        "every computed reference)"))
+        "every computed reference). A bare calculation of its own expression ('What is 24 - 3 * 6?') needs none"))
     diversity_alert: float = Field(0.5, ge=0, lt=1, description=(
         "log a line when the proposals' distinct-bigram share falls below this fraction of its first value "
         "(0 = never)"))
