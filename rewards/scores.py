@@ -61,6 +61,9 @@ class RewardSettings:
     reference_agreement: float = 0.5
     """Share of a new question's N answers that must equal its computed reference before that reference counts
     as verified (see `reference_verified`)."""
+    strict_gate: bool = False
+    """The pool's strict data gate: a question is also refused when it repeats one seen earlier in the run or its
+    answers all share one outcome (solve rate 0 or 1: nothing to learn from it), see `proposer_reward`."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.quality_threshold, int) or not SCORE_MIN <= self.quality_threshold <= SCORE_MAX:
@@ -90,6 +93,12 @@ class ProposerReward:
     """Share of correct answers among those with an outcome; None when no answer had one."""
     verified: bool | None = None
     """Whether the question's computed reference was verified by the solver's answers; None without a reference."""
+    refused: str | None = None
+    """Why a judged question stays out of the pool: one of REFUSALS; None when accepted or not judged."""
+
+
+UNVERIFIED, LOW_QUALITY, SEEN, UNLEARNABLE = "unverified", "low_quality", "seen", "unlearnable"
+REFUSALS = (UNVERIFIED, LOW_QUALITY, SEEN, UNLEARNABLE)  # checked in this order; the first that applies is logged
 
 
 def normalise_score(score: int) -> float:
@@ -175,15 +184,18 @@ def proposer_reward(
     outcomes: Sequence[bool | None],
     settings: RewardSettings,
     verified: bool | None = None,
+    seen: bool = False,
 ) -> ProposerReward:
     """The proposer's reward from the judge's quality score Q, the solver answers' outcomes and, for a question
-    with a computed reference, whether the answers verified that reference.
+    with a computed reference, whether the answers verified that reference; `seen`: the question repeats one seen
+    earlier in the run.
 
-    No question found: 0. Judge gave no quality score: masked. Q below the threshold, or a reference that was not
-    verified: (Q + F) / 3, discarded (a challenge of 0, so an accepted question never earns less than a discarded
-    one of the same quality). Otherwise (Q + D + F) / 3 and accepted, D the chosen variant of the solve rate p
-    (`solve_rate` of `outcomes`, one per answer, None where an answer did not parse); D is 0 when no answer had an
-    outcome, so answers that fail to parse never earn the question a challenge.
+    No question found: 0. Judge gave no quality score: masked. Refused (a reference that was not verified, Q below
+    the threshold; with `strict_gate` also a seen question, or one whose answers with an outcome all share it):
+    (Q + F) / 3, discarded (a challenge of 0, so an accepted question never earns less than a discarded one of the
+    same quality). Otherwise (Q + D + F) / 3 and accepted, D the chosen variant of the solve rate p (`solve_rate`
+    of `outcomes`, one per answer, None where an answer did not parse); D is 0 when no answer had an outcome, so
+    answers that fail to parse never earn the question a challenge.
     """
     _check_unit("format_score", format_score)
     if not question_found:
@@ -192,9 +204,13 @@ def proposer_reward(
         return ProposerReward(reward=None, accepted=False, quality=None, difficulty=None)
     quality = normalise_score(quality_score)
     rate = solve_rate(outcomes)
-    if quality_score < settings.quality_threshold or verified is False:
+    refusals = {UNVERIFIED: verified is False, LOW_QUALITY: quality_score < settings.quality_threshold,
+                SEEN: settings.strict_gate and seen,
+                UNLEARNABLE: settings.strict_gate and (rate is None or rate in (0.0, 1.0))}
+    refused = next((reason for reason in REFUSALS if refusals[reason]), None)
+    if refused is not None:
         return ProposerReward(reward=(quality + format_score) / 3, accepted=False, quality=quality, difficulty=None,
-                              solve_rate=rate, verified=verified)
+                              solve_rate=rate, verified=verified, refused=refused)
     challenge = 0.0 if rate is None else DIFFICULTY_VARIANTS[settings.difficulty_variant](rate)
     return ProposerReward(reward=(quality + challenge + format_score) / 3, accepted=True, quality=quality,
                           difficulty=challenge, solve_rate=rate, verified=verified)

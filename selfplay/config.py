@@ -126,6 +126,11 @@ class PoolConfig(Section):
         "the reference counts as verified; an unverified question trains no answer and never enters the pool "
         "(the proposer writes both the question and the expression, which can compute something else; 0 = trust "
         "every computed reference). A bare calculation of its own expression ('What is 24 - 3 * 6?') needs none"))
+    gate: Literal["standard", "strict"] = Field("standard", description=(
+        "what a new question must pass to enter the pool. standard: a judged quality at judge.quality_threshold "
+        "or above and a verified reference (where it has one). strict: also new against every question seen in "
+        "the run (not only the pool's content) and a solve rate strictly between 0 and 1 among its answers; the "
+        "answers to a question it refuses as seen or unlearnable train nothing (pool/rejected_REASON)"))
     diversity_alert: float = Field(0.5, ge=0, lt=1, description=(
         "log a line when the proposals' distinct-bigram share falls below this fraction of its first value "
         "(0 = never)"))

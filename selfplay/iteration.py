@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 from agents.players import AnswerToJudge, Turn
 from rewards.grading_pool import Grade
 from rewards.rubric import Rubric
-from rewards.scores import RewardSettings
+from rewards.scores import LOW_QUALITY, SEEN, UNLEARNABLE, RewardSettings
 from rollout.records import SamplingSpec, stream_seed
 from selfplay.components import Components, JudgeRole
 from selfplay.anchors import draw_anchors
@@ -112,7 +112,8 @@ def reward_settings(config: Config) -> RewardSettings:
                           judge_agreement_weight=config.judge.truth_weight,
                           grading_mode=GradingMode(config.solver.verifiable),
                           grading_weight=config.solver.verifiable_weight,
-                          reference_agreement=config.pool.reference_agreement)
+                          reference_agreement=config.pool.reference_agreement,
+                          strict_gate=config.pool.gate == "strict")
 
 
 def verdicts_on_graded_answers_count(config: Config) -> bool:
@@ -313,13 +314,13 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
             "pool/rejected_duplicate_this_iteration": float(refused[AddOutcome.REJECTED_DUPLICATE]),
             "pool/rejected_full_this_iteration": float(refused[AddOutcome.REJECTED_FULL]),
             "pool/rejected_unverified": float(sum(r.verified is False for r in scores.proposer_results)),
+            "pool/rejected_seen": float(sum(r.refused == SEEN for r in scores.proposer_results)),
+            "pool/rejected_unlearnable": float(sum(r.refused == UNLEARNABLE for r in scores.proposer_results)),
             "pool/accepted_total": float(counters.accepted),
             "pool/rejected_duplicate_total": float(counters.rejected_duplicate),
             "pool/evicted_solved_total": float(counters.evicted_solved),
             "pool/evicted_oldest_total": float(counters.evicted_oldest),
-            "pool/rejected_low_quality": float(sum(1 for r in scores.proposer_results
-                                                   if r.quality is not None and not r.accepted
-                                                   and r.verified is not False))}
+            "pool/rejected_low_quality": float(sum(r.refused == LOW_QUALITY for r in scores.proposer_results))}
 
 
 def sync_weights(config: Config, components: Components, state: RunState) -> dict[str, float]:
@@ -359,8 +360,10 @@ def run_iteration(config: Config, components: Components, state: RunState,
         turns, refill_metrics = refill_groups(config, components, state, turns, timer)
     timer.progress(_rollout_counts(turns))
     with timer("score"):
-        scores = score_iteration(turns, reward_settings(config))
-        pool_metrics = update_pool(state, turns, scores)
+        seen = [proposal.parsed.failure is None and state.questions.remember(proposal.parsed.value.text)
+                for proposal in turns.proposals]
+        scores = score_iteration(turns, reward_settings(config), seen)
+        pool_metrics = update_pool(state, turns, scores) | {"pool/seen_before": float(sum(seen))}
         caps = {"judge": config.judge.train_samples} if config.judge.train_samples else {}
         batch_settings = BatchSettings(normalize_std=config.learner.normalize_std,
                                        trained_roles=trained_roles(config),

@@ -3,11 +3,13 @@
 Policy in one place: near-duplicates are rejected (MinHash LSH over word shingles), the pool is
 capped (evicting reliably solved questions first, then the oldest; seed questions with a reference answer are
 never evicted, so the grounded part of the pool lasts the whole run), and references mix recent
-questions with a replayed share of older ones so the proposer keeps seeing the whole pool.
-Deterministic given the seed; `state_dict` / `from_state_dict` save and restore it, random state
+questions with a replayed share of older ones so the proposer keeps seeing the whole pool. The pool also remembers
+every question it has seen in the run, held or not (`remember`: a digest of its normalised text), for the strict
+data gate. Deterministic given the seed; `state_dict` / `from_state_dict` save and restore it, random state
 included. Left out: judging question quality (the judge role) and choosing what to solve.
 """
 
+import hashlib
 import json
 import math
 import random
@@ -164,6 +166,13 @@ def load_seed_file(path: str | Path) -> list[PoolQuestion]:
     return questions
 
 
+def text_digest(text: str) -> str:
+    """A question's identity for the run's memory: its words, lowercased, hashed (spacing, case and punctuation
+    aside)."""
+    normalised = " ".join(re.findall(r"\w+", text.lower()))
+    return hashlib.blake2b(normalised.encode("utf-8"), digest_size=8).hexdigest()
+
+
 def shingles(text: str) -> set[str]:
     words = re.findall(r"\w+", text.lower())
     if len(words) <= SHINGLE_WORDS:
@@ -228,6 +237,7 @@ class QuestionPool:
         self._index = MinHashLSH(threshold=duplicate_threshold, num_perm=MINHASH_PERMUTATIONS)
         self._counts = asdict(PoolCounters())
         self._random = random.Random(seed)
+        self._seen: set[str] = set()  # text_digest of every question added or remembered
 
     def __len__(self) -> int:
         return len(self._questions)
@@ -241,6 +251,13 @@ class QuestionPool:
     @property
     def counters(self) -> PoolCounters:
         return PoolCounters(**self._counts)
+
+    def remember(self, text: str) -> bool:
+        """Note a question seen in the run; True when one with the same words was seen (or added) before."""
+        digest = text_digest(text)
+        seen = digest in self._seen
+        self._seen.add(digest)
+        return seen
 
     def stats(self, question_id: str) -> QuestionStats:
         record = self._records[question_id]
@@ -271,6 +288,7 @@ class QuestionPool:
                 self._counts["rejected_full"] += 1
                 return AddResult(AddOutcome.REJECTED_FULL, question.id)
         self._insert(question, minhash)
+        self._seen.add(text_digest(question.text))
         self._counts["accepted"] += 1
         return AddResult(AddOutcome.ACCEPTED, question.id, evicted_id=evicted_id)
 
@@ -385,6 +403,7 @@ class QuestionPool:
             ],
             "counters": dict(self._counts),
             "random_state": [version, list(internal_state), gauss_next],
+            "seen": sorted(self._seen),
         }
 
     @classmethod
@@ -410,6 +429,7 @@ class QuestionPool:
                     recent_scores=list(entry["recent_scores"]),
                 )
             pool._counts = asdict(PoolCounters(**state["counters"]))
+            pool._seen = set(state.get("seen", ())) | {text_digest(question.text) for question in pool.questions()}
             version, internal_state, gauss_next = state["random_state"]
             pool._random.setstate((version, tuple(internal_state), gauss_next))
         except (KeyError, TypeError) as error:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from statistics import fmean
 
@@ -23,8 +24,8 @@ from agents.players import Turn
 from agents.roles import Role
 from learner.grpo import group_advantages
 from learner.records import TrainBatch, TrainSample
-from rewards.scores import (ProposerReward, RewardSettings, answer_outcome, answer_score, judge_reward,
-                            normalise_score, proposer_reward, reference_verified, solver_reward)
+from rewards.scores import (SEEN, UNLEARNABLE, ProposerReward, RewardSettings, answer_outcome, answer_score,
+                            judge_reward, normalise_score, proposer_reward, reference_verified, solver_reward)
 from rollout.records import PROMPT_TOO_LONG
 from selfplay.anchors import Anchor
 
@@ -87,11 +88,15 @@ def trusted_grades(turns: IterationTurns, settings: RewardSettings) -> tuple[tup
                  for item, grades in zip(turns.solve_items, turns.grades))
 
 
-def score_iteration(turns: IterationTurns, settings: RewardSettings) -> IterationScores:
-    """Rewards of every turn. The answers to a new question whose computed reference was not verified train
-    nothing (their reward is None: the reference may answer another question, and the judge's opinion is no
-    better evidence), and the judge's verdicts on them earn their format score only."""
+def score_iteration(turns: IterationTurns, settings: RewardSettings,
+                    seen: Sequence[bool] = ()) -> IterationScores:
+    """Rewards of every turn; `seen[i]`: proposal i repeats a question seen earlier in the run. The answers to a
+    new question whose computed reference was not verified train nothing (their reward is None: the reference may
+    answer another question, and the judge's opinion is no better evidence), and the judge's verdicts on them earn
+    their format score only. Under the strict gate the answers to a new question it refuses as seen or
+    unlearnable train nothing either."""
     scored: list[ScoredTurn] = []
+    solver_positions: dict[int, list[int]] = {}  # item index -> its answers' positions in `scored`
     answer_scores: list[tuple[float | None, ...]] = []
     outcomes_by_item: list[tuple[bool | None, ...]] = []
     trusted = trusted_grades(turns, settings)
@@ -105,6 +110,7 @@ def score_iteration(turns: IterationTurns, settings: RewardSettings) -> Iteratio
             scores.append(score)
             outcomes.append(answer_outcome(_score_of(verdict), grade) if answered else None)
             reward = None if unverified else solver_reward(score, attempt.parsed.format_score, settings)
+            solver_positions.setdefault(item_index, []).append(len(scored))
             scored.append(ScoredTurn(attempt, reward, f"solver:{item_index}"))
             if verdict is not None:
                 reward = judge_reward(verdict.parsed.format_score, _score_of(verdict), grade, settings)
@@ -120,8 +126,11 @@ def score_iteration(turns: IterationTurns, settings: RewardSettings) -> Iteratio
         verified = (None if item_index is None or turns.solve_items[item_index].reference_answer is None
                     else any(grade is not None for grade in trusted[item_index]))
         result = proposer_reward(proposal.parsed.failure is None, proposal.parsed.format_score, _score_of(verdict),
-                                 outcomes, settings, verified)
+                                 outcomes, settings, verified, index < len(seen) and seen[index])
         proposer_results.append(result)
+        if result.refused in (SEEN, UNLEARNABLE) and item_index is not None:
+            for position in solver_positions[item_index]:
+                scored[position] = replace(scored[position], reward=None)
         scored.append(ScoredTurn(proposal, result.reward, "proposer"))
         if verdict is not None:
             scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), None,

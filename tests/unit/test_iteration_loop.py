@@ -193,6 +193,21 @@ def test_grounded_proposals_are_graded_against_their_computed_answer_and_keep_it
     assert [(question.text, question.answer) for question in accepted] == [("What is 10 + 0?", "10")]
 
 
+def test_a_question_proposed_again_is_seen_and_the_strict_gate_keeps_it_out(tmp_path):
+    # The stand-in proposer writes 'What is 10 + 0?' (expression 10 + 0): judged 8, 1 of 2 answers right (p = 1/2,
+    # inside the band). Alone it is accepted; once the run has seen it (an earlier iteration's proposal), refused.
+    for gate, seen_before in (("strict", False), ("strict", True), ("standard", True)):
+        (tmp_path / f"{gate}-{seen_before}").mkdir()
+        config, components, state = setup(tmp_path / f"{gate}-{seen_before}", f"pool.gate={gate}",
+                                          "task.family=arithmetic", proposer=Proposer("arithmetic"))
+        if seen_before:
+            state.questions.remember("What is 10 + 0?")
+        metrics = run_iteration(config, components, state).metrics
+        assert metrics["pool/seen_before"] == float(seen_before)
+        refused = gate == "strict" and seen_before
+        assert metrics["pool/rejected_seen"] == float(refused) and metrics["pool/accepted"] == float(not refused)
+
+
 def test_diversity_is_measured_and_a_fall_is_said_in_one_line(tmp_path):
     config, components, state = setup(tmp_path, "pool.diversity_alert=0.9", proposer=Proposer(tag_all=True))
     state.diversity_start = 1.0

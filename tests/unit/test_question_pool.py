@@ -17,7 +17,6 @@ from selfplay.question_pool import (
     load_seed_file,
 )
 
-GSM8K_TRAIN = Path(__file__).parents[3] / "shared/data/gsm8k/train.jsonl"
 TINY_MATH = Path(__file__).parents[2] / "configs/seeds/tiny-math.jsonl"
 
 TEXTS = [
@@ -117,16 +116,6 @@ def test_seed_file_that_is_not_utf8_or_has_no_questions_is_an_error(tmp_path: Pa
         load_seed_file(path)
     with pytest.raises(SeedFileError, match="no questions"):
         load_seed_file(_write(tmp_path, ["", "  "]))
-
-
-@pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason="GSM8K train split not present")
-def test_load_gsm8k_train() -> None:
-    questions = load_seed_file(GSM8K_TRAIN)
-    assert len(questions) == 7473
-    assert questions[0].text.startswith("Natalia sold clips to 48 of her friends")
-    assert questions[0].answer == "72"
-    for question in questions:
-        float(question.answer)  # every final answer is a plain number
 
 
 def test_project_seed_file_loads_with_numeric_answers() -> None:
@@ -276,6 +265,20 @@ def test_state_round_trip_restores_questions_stats_counters_and_random_state() -
     assert restored.sample_references(9, current_iteration=6) == pool.sample_references(9, current_iteration=6)
     # The LSH index was rebuilt: duplicates are still caught.
     assert restored.add(_question(2, iteration=6, text=TEXTS[0].upper())).duplicate_of == "q0"
+
+
+def test_the_pool_remembers_every_question_seen_in_the_run_across_a_restore() -> None:
+    pool = _mixed_pool(seed=1)
+    assert pool.remember(TEXTS[0]) is False  # first sight
+    assert pool.remember(TEXTS[0].upper().replace(" ", "  ")) is True  # the same words: case and spacing aside
+    assert pool.remember(TEXTS[0] + " Explain.") is False  # other words
+    held = pool.questions()[0].text
+    assert pool.remember(held) is True  # a question the pool holds was seen
+    restored = QuestionPool.from_state_dict(json.loads(json.dumps(pool.state_dict())))
+    assert restored.remember(TEXTS[0]) is True  # the memory is saved with the pool, not only its content
+    state = pool.state_dict()
+    del state["seen"]  # a state saved before the memory existed: the held questions still count as seen
+    assert QuestionPool.from_state_dict(state).remember(held) is True
 
 
 def test_state_saved_before_questions_had_a_checkable_form_still_loads() -> None:

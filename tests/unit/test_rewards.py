@@ -67,7 +67,32 @@ def test_proposer_low_quality_question_is_discarded_without_difficulty() -> None
     # Q = 4/9; (4/9 + 1) / 3 = 13/27, the answers' outcomes are ignored.
     result = proposer_reward(True, 1.0, 5, [False], DEFAULTS)
     assert result == ProposerReward(reward=pytest.approx(13 / 27), accepted=False, quality=4 / 9, difficulty=None,
-                                    solve_rate=0.0)
+                                    solve_rate=0.0, refused="low_quality")
+
+
+STRICT = settings(difficulty_variant="learnability", strict_gate=True)
+
+
+@pytest.mark.parametrize(("outcomes", "seen", "strict", "refused"), [
+    ([True, False, None], False, True, None),  # p = 1/2 inside the band, new: accepted
+    ([True, True, None], False, True, "unlearnable"),  # p = 1 (the unparsed answer left out)
+    ([False, False], False, True, "unlearnable"),  # p = 0
+    ([None, None], False, True, "unlearnable"),  # no outcome at all
+    ([True, False], True, True, "seen"),  # repeats a question seen earlier in the run
+    ([True, True], True, False, None),  # the standard gate checks neither
+])
+def test_the_strict_gate_refuses_seen_and_unlearnable_questions(outcomes, seen, strict, refused) -> None:
+    # Q = 1, F = 1. Accepted with p = 1/2: (1 + 4 * 1/2 * 1/2 + 1) / 3 = 1; with p = 1 (standard): (1 + 0 + 1) / 3.
+    # Refused: (Q + F) / 3 = 2/3, not accepted, no challenge.
+    result = proposer_reward(True, 1.0, 10, outcomes, STRICT if strict else LEARNABILITY, seen=seen)
+    assert result.refused == refused and result.accepted is (refused is None)
+    assert result.reward == pytest.approx(2 / 3 if refused or outcomes == [True, True] else 1.0)
+    assert (result.difficulty is None) is (refused is not None)
+
+
+def test_an_unverified_reference_is_refused_first() -> None:
+    result = proposer_reward(True, 1.0, 3, [True, True], STRICT, verified=False, seen=True)
+    assert result.refused == "unverified"
 
 
 def test_proposer_with_an_unverified_reference_is_discarded_without_difficulty() -> None:

@@ -1,6 +1,8 @@
 """Scoring one hand-built iteration: rewards per turn, GRPO groups per role, the proposer's reward from the solver's
 results, masking, and which roles enter the train batch. Every expected number is worked out in the comments."""
 
+import dataclasses
+
 import pytest
 
 from agents.parsing import FormatFailure, Parsed
@@ -185,6 +187,20 @@ def test_a_reference_by_form_needs_no_majority():
     result = scores.proposer_results[0]
     assert result.accepted and result.verified is True and result.solve_rate == 0.25
     assert result.reward == pytest.approx(2.75 / 3)
+
+
+@pytest.mark.parametrize("grades, seen, refused", [
+    ((True, True, False, False), True, "seen"),  # verified (2 of 4), but a question seen earlier in the run
+    ((True, True, True, True), False, "unlearnable"),  # all four right: p = 1
+])
+def test_the_strict_gate_masks_the_answers_to_a_question_it_refuses(grades, seen, refused):
+    strict = dataclasses.replace(SETTINGS, strict_gate=True)
+    scores = score_iteration(_grounded_iteration(grades), strict, seen=[seen])
+    result = scores.proposer_results[0]
+    assert result.refused == refused and not result.accepted and result.reward == pytest.approx(2 / 3)
+    assert _rewards(scores, Role.SOLVER) == [None] * 4  # never trained on as a solver question
+    standard = score_iteration(_grounded_iteration(grades), SETTINGS, seen=[seen])
+    assert standard.proposer_results[0].accepted and None not in _rewards(standard, Role.SOLVER)
 
 
 def _graded_iteration() -> IterationTurns:
