@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare .gpu/ here, on the CPU machine, for a bare GPU box (../shared/docs/GPU.md: no network there, no vLLM, Ray,
+# Prepare .gpu/ here, on the CPU machine, for a bare GPU box (no network there, no vLLM, Ray,
 # DeepSpeed or TRL): the wheels of the learner's packages at this venv's versions, the tokenizer and the
 # random-weight model builder. Then run bench/gpu_check.sh there with .gpu carried along (about 25 MB).
 set -euo pipefail
@@ -19,5 +19,5 @@ DS_BUILD_OPS=0 .venv/bin/pip wheel -q --no-deps "deepspeed==$(version deepspeed)
 model=$(.venv/bin/python launch/prepare_model.py)
 cp "$model"/{tokenizer.json,tokenizer_config.json} .gpu/tok/
 cp "$model"/chat_template.jinja .gpu/tok/ 2>/dev/null || true
-cp ../shared/tools/gpu/make_models.py .gpu/
+cp bench/gpu_models.py .gpu/make_models.py
 du -sh .gpu

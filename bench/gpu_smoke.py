@@ -1,4 +1,4 @@
-"""Smoke check of the learner on a bare GPU box (no vLLM, no Ray: see ../shared/docs/GPU.md): GRPO steps, both weight
+"""Smoke check of the learner on a bare GPU box (no vLLM, no Ray, no network): GRPO steps, both weight
 exports reloaded in HF/PEFT and compared with the learner's own logprobs on a probe sequence, a checkpoint round
 trip, peak memory. Prints one final JSON line; exits 1 when a check fails.
 

@@ -1,6 +1,6 @@
 """Bare-calculation seed questions for the arithmetic family ("What is 84 - 27?"), with expression and answer.
 
-    python launch/calculation_seeds.py --count 256 --seed 1 [--exclude ../shared/data/gsm8k/train.jsonl] \
+    python launch/calculation_seeds.py --count 256 --seed 1 [--exclude grade_school_math/data/train.jsonl] \
         >> configs/seeds/arithmetic.jsonl
 
 Why: after the SFT cold start the solver is right on 7-20 % of the templated word problems, so most of its answer
