@@ -73,12 +73,13 @@ class FormatFailure(Enum):
 
 @dataclass(frozen=True)
 class Proposal:
-    """A proposed question and, for a grounded task family, the answer its checkable form computes;
+    """A proposed question and, for a grounded task family, its checkable form and the answer that computes;
     `reference_by_form` when the question is its checkable form, so the reference answers it by construction."""
 
     text: str
     reference: str | None = None
     reference_by_form: bool = False
+    checkable: str | None = None
 
     def __str__(self) -> str:
         return self.text

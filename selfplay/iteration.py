@@ -27,6 +27,7 @@ from rollout.records import SamplingSpec, stream_seed
 from selfplay.components import Components, JudgeRole
 from selfplay.anchors import draw_anchors
 from selfplay.config import Config
+from selfplay.curriculum import curriculum_metrics
 from selfplay.diversity import diversity_metrics
 from selfplay.preflight import trained_roles
 from selfplay.progress import phase_line
@@ -294,22 +295,27 @@ def check_served_version(expected: int, *turn_lists: list[Turn]) -> None:
 def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores) -> dict[str, float]:
     """Accepted proposals join the pool; pool questions record how well they were solved."""
     accepted, refused = [], {outcome: 0 for outcome in AddOutcome}
+    accepted_checkables, accepted_rates = [], []
     for index, (proposal, result) in enumerate(zip(turns.proposals, scores.proposer_results)):
         if not result.accepted:
             continue
         question = PoolQuestion(id=f"it{state.iteration}-q{index}", text=proposal.parsed.value.text,
-                                answer=proposal.parsed.value.reference,
-                                source=QuestionSource.PROPOSED, added_iteration=state.iteration)
+                                answer=proposal.parsed.value.reference, source=QuestionSource.PROPOSED,
+                                added_iteration=state.iteration, checkable=proposal.parsed.value.checkable)
         outcome = state.questions.add(question).outcome
         if outcome is AddOutcome.ACCEPTED:
             accepted.append(question.text)
+            accepted_checkables.append(question.checkable)
+            accepted_rates.append(result.solve_rate)
         refused[outcome] += 1
     for item, answer_scores in zip(turns.solve_items, scores.answer_scores):
         scored = [score for score in answer_scores if score is not None]
         if item.proposal_index is None and scored:
             state.questions.record_solve(item.question_id, fmean(scored))
     counters = state.questions.counters
-    return {"pool/size": float(len(state.questions)), "pool/accepted": float(len(accepted)),
+    difficulty = curriculum_metrics([question.checkable for question in state.questions.questions()],
+                                    accepted_checkables, accepted_rates)
+    return difficulty | {"pool/size": float(len(state.questions)), "pool/accepted": float(len(accepted)),
             "pool/replay_share": turns.replay_share,
             "pool/rejected_duplicate_this_iteration": float(refused[AddOutcome.REJECTED_DUPLICATE]),
             "pool/rejected_full_this_iteration": float(refused[AddOutcome.REJECTED_FULL]),

@@ -53,6 +53,8 @@ PLOT_GROUPS = (
               lambda key: key.endswith("/format_failure_rate"), shared_axes=True),
     PlotGroup("pool", "Question pool",
               lambda key: key.startswith("pool/") and not key.endswith(DIVERSITY_SUFFIXES), shared_axes=False),
+    PlotGroup("curriculum", "Question difficulty: operations, largest number, solve rate of accepted proposals",
+              _prefix("curriculum/"), shared_axes=False),
     PlotGroup("diversity", "Diversity of proposals and pool",
               lambda key: key.startswith(("proposer/", "pool/")) and key.endswith(DIVERSITY_SUFFIXES),
               shared_axes=False),

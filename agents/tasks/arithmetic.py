@@ -89,7 +89,8 @@ class ArithmeticFamily:
         if not _numbers(str(expression.value)) <= _numbers(str(question.value)):
             return Parsed(None, FormatFailure.UNCHECKABLE)
         return Parsed(Proposal(str(question.value), as_answer(value),
-                               is_bare_calculation(str(question.value), str(expression.value))), None)
+                               is_bare_calculation(str(question.value), str(expression.value)),
+                               str(expression.value)), None)
 
 
 FAMILY = ArithmeticFamily()

@@ -190,7 +190,12 @@ def test_grounded_proposals_are_graded_against_their_computed_answer_and_keep_it
     assert result.metrics["solver/verifiable_accuracy"] == 0.5
     assert result.metrics["judge/accuracy_vs_truth"] is not None
     accepted = [question for question in state.questions.questions() if question.id == "it1-q0"]
-    assert [(question.text, question.answer) for question in accepted] == [("What is 10 + 0?", "10")]
+    assert [(question.text, question.answer, question.checkable) for question in accepted] == [
+        ("What is 10 + 0?", "10", "10 + 0")]
+    # the accepted question: 1 operation, largest number 10, 1 of 2 answers right
+    assert result.metrics["curriculum/accepted_operations_mean"] == 1.0
+    assert result.metrics["curriculum/accepted_largest_number_mean"] == 10.0
+    assert result.metrics["curriculum/accepted_solve_rate_mean"] == 0.5
 
 
 def test_a_question_proposed_again_is_seen_and_the_strict_gate_keeps_it_out(tmp_path):

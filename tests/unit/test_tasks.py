@@ -27,11 +27,11 @@ def test_math_proposals_carry_no_reference():
 @pytest.mark.parametrize("response, proposal", [
     ("<question>A baker has 24 muffins and sells 3 boxes of 6. How many are left?</question>\n"
      "<expression>24 - 3 * 6</expression>",
-     Proposal("A baker has 24 muffins and sells 3 boxes of 6. How many are left?", "6")),
+     Proposal("A baker has 24 muffins and sells 3 boxes of 6. How many are left?", "6", checkable="24 - 3 * 6")),
     ("<question>Split 8 pizzas among 2 friends. How many each?</question><expression>8 / 2</expression>",
-     Proposal("Split 8 pizzas among 2 friends. How many each?", "4")),
+     Proposal("Split 8 pizzas among 2 friends. How many each?", "4", checkable="8 / 2")),
     ("<question>A ticket costs 2.50 and Ann buys 4.</question><expression>2.5 * 4</expression>",
-     Proposal("A ticket costs 2.50 and Ann buys 4.", "10")),
+     Proposal("A ticket costs 2.50 and Ann buys 4.", "10", checkable="2.5 * 4")),
 ])
 def test_an_arithmetic_proposal_carries_the_value_of_its_expression(response, proposal):
     assert ARITHMETIC.parse_proposal(response).value == proposal
