@@ -28,7 +28,7 @@ from selfplay.memory_kill import MemoryKilled, memory_kill_line
 from selfplay.preflight import RESOLVED_CONFIG
 from selfplay.progress import duration, eta_seconds, iteration_line
 from selfplay.question_pool import QuestionPool, load_seed_file
-from selfplay.samples import COLUMNS, exchanges, table_rows
+from selfplay.samples import COLUMNS, PROPOSAL_COLUMNS, exchanges, proposal_rows, table_rows
 from selfplay.wiring import Started, connect_ray, export_dir_for, start_components
 
 
@@ -270,6 +270,8 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
             rows = table_rows(exchanges(state.iteration, result.turns, result.scores), config.tracking.sample_rows,
                               iteration_seed(config, state.iteration) + 6)
             tracker.log_table("samples", COLUMNS, rows, step=state.iteration)
+            tracker.log_table("proposals", PROPOSAL_COLUMNS, proposal_rows(state.iteration, result.turns, result.scores),
+                              step=state.iteration)
             elapsed = time.monotonic() - began_loop
             remaining = eta_seconds(state.iteration - first_iteration + 1, config.run.iterations - state.iteration,
                                     elapsed)

@@ -101,3 +101,23 @@ def table_rows(rows: list[Exchange], per_kind: int, seed: int) -> list[list]:
     kept = sorted(index for indices in groups.values()
                   for index in draw.sample(indices, min(per_kind, len(indices))))
     return [list(astuple(rows[index])) for index in kept]
+
+
+PROPOSAL_COLUMNS = ["iteration", "question", "checkable", "reference", "reference_by_form", "verified", "quality",
+                    "solve_rate", "accepted", "refused"]
+
+
+def proposal_rows(iteration: int, turns: IterationTurns, scores: IterationScores) -> list[list]:
+    """Every parsed proposal of the iteration with what the gate saw (`PROPOSAL_COLUMNS`): its checkable form and
+    reference where it has them, whether the reference was verified (and whether by its own form), the judge's
+    normalised quality, the solve rate, and whether it entered the pool or why not. The record to audit what the
+    pool takes."""
+    rows = []
+    for proposal, result in zip(turns.proposals, scores.proposer_results):
+        if proposal.parsed.failure is not None:
+            continue
+        value = proposal.parsed.value
+        rows.append([iteration, _clip(str(value)), getattr(value, "checkable", None), getattr(value, "reference", None),
+                     getattr(value, "reference_by_form", False), result.verified, result.quality, result.solve_rate,
+                     result.accepted, result.refused])
+    return rows

@@ -3,9 +3,10 @@
 from agents.parsing import FormatFailure, Parsed, Proposal
 from agents.players import Turn
 from agents.roles import Role
+from rewards.scores import ProposerReward
 from rollout.records import Sample
 from selfplay.anchors import Anchor
-from selfplay.samples import COLUMNS, TEXT_LIMIT, exchanges, table_rows
+from selfplay.samples import COLUMNS, PROPOSAL_COLUMNS, TEXT_LIMIT, exchanges, proposal_rows, table_rows
 from selfplay.scoring import IterationScores, IterationTurns, ScoredTurn, SolveItem
 
 
@@ -31,7 +32,9 @@ def _iteration():
                ScoredTurn(verdict, 1.0, "judge"), ScoredTurn(proposal, 0.6, "proposer"),
                ScoredTurn(broken_proposal, 0.0, "proposer"), ScoredTurn(quality, None, "judge"),
                ScoredTurn(anchor_verdict, 1.0, "judge")),
-        proposer_results=(), answer_scores=((1.0, 0.0),), metrics={})
+        proposer_results=(ProposerReward(0.6, True, 7 / 9, 0.0, solve_rate=1.0, verified=True),
+                          ProposerReward(0.0, False, None, None)),
+        answer_scores=((1.0, 0.0),), metrics={})
     return turns, scores
 
 
@@ -74,3 +77,10 @@ def test_long_texts_are_clipped():
                            ((None,),))
     row = exchanges(1, turns, IterationScores((), (), ((0.0,),), {}))[0]
     assert len(row.response) == TEXT_LIMIT + len(" [...]") and len(row.question) == TEXT_LIMIT + len(" [...]")
+
+
+def test_the_proposals_table_lists_every_parsed_proposal_with_what_the_gate_saw():
+    rows = proposal_rows(2, *_iteration())  # the broken proposal did not parse: no row
+    assert [dict(zip(PROPOSAL_COLUMNS, row)) for row in rows] == [
+        {"iteration": 2, "question": "What is 2+3?", "checkable": None, "reference": "5", "reference_by_form": False,
+         "verified": True, "quality": 7 / 9, "solve_rate": 1.0, "accepted": True, "refused": None}]
