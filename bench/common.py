@@ -73,6 +73,19 @@ def tree_cpu_seconds() -> float:
     return total
 
 
+def run_arms(script: str, arms: list[str], arguments: list[str],
+             environment: dict[str, dict[str, str]] | None = None) -> dict[str, dict]:
+    """Each arm in its own child process (`script --arm ARM ARGUMENTS`, with `environment[ARM]` added to this
+    process's environment), one after the other, so every arm has the whole machine and its own memory; the last
+    line a child prints is its JSON result."""
+    results = {}
+    for arm in arms:
+        child = subprocess.run([sys.executable, script, "--arm", arm, *arguments], stdout=subprocess.PIPE, text=True,
+                               check=True, env=os.environ | (environment or {}).get(arm, {}))
+        results[arm] = json.loads(child.stdout.strip().splitlines()[-1])
+    return results
+
+
 def resolve_dtype(name: str) -> str:
     """'auto': bfloat16 where it runs natively (a GPU, or a CPU with AVX-512 BF16 / AMX), else float32, the same
     rule as the product (learner.hardware.fast_dtype). On an AVX2-only CPU PyTorch's bf16 matmul falls back to a

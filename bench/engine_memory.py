@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import log, offline, resolve_dtype  # noqa: E402
+from bench.common import log, offline, resolve_dtype, run_arms  # noqa: E402
 
 ARMS = ("trim", "no_trim")
 GIB = 2**30
@@ -79,11 +78,8 @@ def main() -> None:
         print(json.dumps(run_arm(args)), flush=True)
         return
     results = {"rounds": args.rounds, "questions": args.questions, "dtype": resolve_dtype("auto")}
-    for arm in ARMS:
-        child = subprocess.run([sys.executable, __file__, "--arm", arm, "--model", args.model,
-                                "--rounds", str(args.rounds), "--questions", str(args.questions)],
-                               stdout=subprocess.PIPE, text=True, check=True)
-        results[arm] = json.loads(child.stdout.strip().splitlines()[-1])
+    results |= run_arms(__file__, list(ARMS), ["--model", args.model, "--rounds", str(args.rounds),
+                                               "--questions", str(args.questions)])
     print(json.dumps(results))
 
 

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import log, offline, resolve_dtype  # noqa: E402
+from bench.common import log, offline, resolve_dtype, run_arms  # noqa: E402
 
 ARMS = ("trim", "glibc_default", "fixed_threshold", "onednn_default_cache")
 ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
@@ -94,13 +92,10 @@ def main() -> None:
         parser.error(f"--arms: unknown {', '.join(sorted(unknown))} (choose from {', '.join(ARMS)})")
     results = {"steps": args.steps, "samples": args.samples, "pad_multiple": args.pad_multiple,
                "dtype": resolve_dtype("auto")}
-    for arm in arms:
-        cache = ONEDNN_DEFAULT_CAPACITY if arm == "onednn_default_cache" else NATIVE_CACHE_LIMITS[ONEDNN_CACHE]
-        child = subprocess.run([sys.executable, __file__, "--arm", arm, "--model", args.model,
-                                "--steps", str(args.steps), "--samples", str(args.samples),
-                                "--pad-multiple", str(args.pad_multiple)],
-                               stdout=subprocess.PIPE, text=True, check=True, env=os.environ | {ONEDNN_CACHE: cache})
-        results[arm] = json.loads(child.stdout.strip().splitlines()[-1])
+    cache = {arm: {ONEDNN_CACHE: ONEDNN_DEFAULT_CAPACITY if arm == "onednn_default_cache"
+                   else NATIVE_CACHE_LIMITS[ONEDNN_CACHE]} for arm in arms}
+    results |= run_arms(__file__, arms, ["--model", args.model, "--steps", str(args.steps), "--samples",
+                                         str(args.samples), "--pad-multiple", str(args.pad_multiple)], cache)
     print(json.dumps(results))
 
 
