@@ -28,7 +28,7 @@ def test_run_killed_during_sft_runs_it_again_on_resume(tiny_model_dir, tmp_path)
     process = _evolve(first_log, "--config", "configs/tiny-cpu.yaml",
                       *_overrides(tiny_model_dir, output_dir, iterations=1), f"sft.steps={SFT_STEPS}",
                       "sft.batch_size=2", "eval.every=1", f"eval.data={held_out}", "eval.limit=4",
-                      "eval.max_tokens=16")
+                      "eval.max_tokens=16", "tracking.console=verbose")  # verbose: a line per SFT step
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None and f"sft step 1/{SFT_STEPS}" not in (
             first_log.read_text()):
