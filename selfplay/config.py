@@ -97,8 +97,10 @@ class SFTConfig(Section):
 
 class TaskConfig(Section):
     family: str = Field("math", description=(
-        "what the proposer writes and how it is checked (agents/tasks): math (judge-scored, as published) or "
-        "arithmetic (grounded: a safe evaluator computes each proposed question's answer)"))
+        "what the proposer writes and how it is checked (agents/tasks): math (judge-scored, as published), "
+        "arithmetic (word problems with the expression that solves them; a safe evaluator computes the answer, the "
+        "solvers' majority decides whether it fits the words) or calculation (the question is its own expression, "
+        "so the computed answer is right by construction)"))
 
     @field_validator("family")
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from agents.parsing import Parsed
-from agents.tasks import arithmetic, math
+from agents.tasks import arithmetic, calculation, math
 
 
 class TaskFamily(Protocol):
@@ -36,7 +36,8 @@ class TaskFamily(Protocol):
         ...
 
 
-FAMILIES: dict[str, TaskFamily] = {family.name: family for family in (math.FAMILY, arithmetic.FAMILY)}
+FAMILIES: dict[str, TaskFamily] = {family.name: family for family in (math.FAMILY, arithmetic.FAMILY,
+                                                                        calculation.FAMILY)}
 
 
 def task_family(name: str) -> TaskFamily:

@@ -19,21 +19,51 @@ from rewards.arithmetic import MAX_CHARS, ArithmeticRefused, as_answer, evaluate
 
 EXPRESSION_TAG = "expression"
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
-BARE_CALCULATION = re.compile(r"(?:what is|calculate|compute|evaluate|work out)\s*:?\s*(?P<expression>[\d\s+*/().-]+?)"
-                              r"\s*(?:=\s*)?[?.]?", re.IGNORECASE)
+BARE_CALCULATION = re.compile(r"(?:what is|what is the value of|find the value of|calculate|compute|evaluate|work out)"
+                              r"\s*:?\s*(?P<expression>[\d\s+*/().-]+?)\s*(?:=\s*)?[?.]?", re.IGNORECASE)
 
 
 def _compact(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def is_bare_calculation(question: str, expression: str) -> bool:
-    """The question asks for exactly `expression` and nothing else (spacing aside), in + - * / and parentheses
-    only: `//` and `**` compute what Python means, not necessarily what a reader does."""
+def bare_calculation(question: str) -> str | None:
+    """The expression a question asks for and nothing else ("What is 24 - 3 * 6?" -> "24 - 3 * 6"), in + - * / and
+    parentheses only (`//` and `**` compute what Python means, not necessarily what a reader does); None when the
+    question is anything else."""
     match = BARE_CALCULATION.fullmatch(question.strip())
-    compact = _compact(expression)
-    return (match is not None and _compact(match["expression"]) == compact
-            and "//" not in compact and "**" not in compact)
+    if match is None or "//" in match["expression"] or "**" in match["expression"]:
+        return None
+    return match["expression"].strip()
+
+
+def is_bare_calculation(question: str, expression: str) -> bool:
+    """The question asks for exactly `expression` (spacing aside) and nothing else (`bare_calculation`)."""
+    asked = bare_calculation(question)
+    return asked is not None and _compact(asked) == _compact(expression)
+
+
+def whole_answer(expression: str) -> str | None:
+    """The answer `expression` computes when it is a whole number of zero or more, the only answers the proposer is
+    asked for; None when it is refused or computes anything else."""
+    try:
+        value = evaluate(expression)
+    except ArithmeticRefused:
+        return None
+    return as_answer(value) if value.denominator == 1 and value >= 0 else None
+
+
+def worked_answer(answer: str, checkable: str | None) -> str:
+    """The solver demonstration's shape: the calculation, then the tagged answer."""
+    if checkable is None:
+        return f"<answer>{answer}</answer>"
+    try:
+        computed = as_answer(evaluate(checkable))
+    except ArithmeticRefused as error:
+        raise ValueError(f"expression {checkable!r} does not compute: {error}") from None
+    if computed != answer:
+        raise ValueError(f"expression {checkable!r} computes {computed}, but the answer is {answer}")
+    return f"{checkable} = {answer}.\n<answer>{answer}</answer>"
 
 
 def _numbers(text: str) -> set[str]:
@@ -62,16 +92,7 @@ class ArithmeticFamily:
         return text
 
     def worked_answer(self, answer: str, checkable: str | None) -> str:
-        """The solver demonstration's shape: the calculation, then the tagged answer."""
-        if checkable is None:
-            return f"<answer>{answer}</answer>"
-        try:
-            computed = as_answer(evaluate(checkable))
-        except ArithmeticRefused as error:
-            raise ValueError(f"expression {checkable!r} does not compute: {error}") from None
-        if computed != answer:
-            raise ValueError(f"expression {checkable!r} computes {computed}, but the answer is {answer}")
-        return f"{checkable} = {answer}.\n<answer>{answer}</answer>"
+        return worked_answer(answer, checkable)
 
     def parse_proposal(self, response: str) -> Parsed:
         question = parse_question(response)
@@ -80,15 +101,10 @@ class ArithmeticFamily:
         expression = tagged_content(response, EXPRESSION_TAG, MAX_CHARS)
         if expression.failure is not None:
             return expression
-        try:
-            value = evaluate(str(expression.value))
-        except ArithmeticRefused:
+        answer = whole_answer(str(expression.value))
+        if answer is None or not _numbers(str(expression.value)) <= _numbers(str(question.value)):
             return Parsed(None, FormatFailure.UNCHECKABLE)
-        if value.denominator != 1 or value < 0:
-            return Parsed(None, FormatFailure.UNCHECKABLE)
-        if not _numbers(str(expression.value)) <= _numbers(str(question.value)):
-            return Parsed(None, FormatFailure.UNCHECKABLE)
-        return Parsed(Proposal(str(question.value), as_answer(value),
+        return Parsed(Proposal(str(question.value), answer,
                                is_bare_calculation(str(question.value), str(expression.value)),
                                str(expression.value)), None)
 

@@ -68,18 +68,23 @@ def test_asking_for_more_calculations_than_exist_is_one_line_and_status_2():
     assert re.fullmatch(expected, result.stderr.strip())
 
 
-def test_the_arithmetic_config_learns_its_format_on_word_problems_and_trains_on_all_seeds():
+def test_the_arithmetic_config_shows_the_solver_word_problems_and_the_proposer_calculations_in_its_cold_start():
     config = load_config(ROOT / "configs/arithmetic-cpu.yaml")
+    assert config.task.family == "calculation"
     seeds = load_seed_file(ROOT / config.pool.seed_file)
     pool = QuestionPool(2000, config.pool.duplicate_threshold, 0.9, 2, 0.3, seed=0)
     assert all(pool.add(seed).outcome.name == "ACCEPTED" for seed in seeds) and len(pool) == len(seeds) == 312
-    examples = sft_examples(seeds, task_family("arithmetic"))
-    seen = {example.messages[-1]["content"] if example.role == "solver" else example.response
-            for step in range(config.sft.steps) for example in step_examples(examples, step, config.sft.batch_size)}
+    examples = sft_examples(seeds, task_family(config.task.family))
+    taken = [example for step in range(config.sft.steps)
+             for example in step_examples(examples, step, config.sft.batch_size)]
     word_problems = seeds[:56]
     bare = re.compile(r"(What is|Calculate|Compute|Find the value of) [\d(]")
     assert not any(bare.match(seed.text) for seed in word_problems)
     assert all(bare.match(seed.text) for seed in seeds[56:])
-    assert {seed.text for seed in word_problems} <= {text.split("</question>")[0].removeprefix("<question>")
-                                                     for text in seen}
-    assert len(seen) == 2 * len(word_problems)
+    # one pass over 112 examples: each word problem's worked answer (no proposal: the proposer writes calculations),
+    # then 28 calculations, each as a worked answer and as a proposal
+    assert len(taken) == len({(example.role, example.response) for example in taken}) == 112
+    solver = [example.messages[-1]["content"] for example in taken if example.role == "solver"]
+    proposer = [example.response for example in taken if example.role == "proposer"]
+    assert solver[:56] == [seed.text for seed in word_problems] and len(solver) == 84
+    assert proposer == [f"<question>{seed.text}</question>" for seed in seeds[56:84]]

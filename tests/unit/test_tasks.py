@@ -1,4 +1,4 @@
-"""Task families: the registry and config, and the arithmetic family's checked proposals."""
+"""Task families: the registry and config, and the arithmetic and calculation families' checked proposals."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from agents.tasks import FAMILIES, task_family
 from selfplay.config import ConfigError, load_config
 
 ARITHMETIC = task_family("arithmetic")
+CALCULATION = task_family("calculation")
 
 
 def test_the_registry_names_each_family_by_its_config_value():
-    assert sorted(FAMILIES) == ["arithmetic", "math"]
+    assert sorted(FAMILIES) == ["arithmetic", "calculation", "math"]
     assert load_config(None, ["task.family=arithmetic"]).task.family == "arithmetic"
     with pytest.raises(ConfigError, match=r"^command line 'task.family=algebra': task.family: unknown task family 'algebra' \(known: "
-                                          r"arithmetic, math\) \(got 'algebra'\)$"):
+                                          r"arithmetic, calculation, math\) \(got 'algebra'\)$"):
         load_config(None, ["task.family=algebra"])
 
 
@@ -46,6 +47,8 @@ def test_an_arithmetic_proposal_carries_the_value_of_its_expression(response, pr
     ("Tom has 3 apples and buys 5 more. How many apples?", "3 + 5", False),  # a word problem: its answers verify it
     ("What is 7 // 2?", "7 // 2", False),  # Python's floor division, not a reader's 3.5
     ("What is 2 ** 3?", "2 ** 3", False),
+    ("Find the value of 42 + 9.", "42 + 9", True),
+    ("What is the value of (7 - 2) * 3?", "(7 - 2) * 3", True),
 ])
 def test_a_bare_calculation_of_its_own_expression_is_answered_by_construction(question, expression, by_form):
     parsed = ARITHMETIC.parse_proposal(f"<question>{question}</question><expression>{expression}</expression>")
@@ -75,3 +78,37 @@ def test_an_unchecked_or_unfitting_expression_fails_the_proposal(response, failu
 def test_the_demonstration_obeys_its_own_format():
     for family in FAMILIES.values():
         assert family.parse_proposal(family.proposer_demonstration[1]).failure is None
+
+
+@pytest.mark.parametrize("question, proposal", [
+    ("What is 24 - 3 * 6?", Proposal("What is 24 - 3 * 6?", "6", True, "24 - 3 * 6")),
+    ("Find the value of 42 + 9.", Proposal("Find the value of 42 + 9.", "51", True, "42 + 9")),
+    ("calculate (8 + 4) / 3", Proposal("calculate (8 + 4) / 3", "4", True, "(8 + 4) / 3")),
+])
+def test_a_calculation_is_its_own_checkable_form_and_answered_by_construction(question, proposal):
+    assert CALCULATION.parse_proposal(f"<question>{question}</question>").value == proposal
+
+
+@pytest.mark.parametrize("response, failure", [
+    ("<question>Tom has 3 apples and buys 5 more. How many apples?</question>", FormatFailure.UNCHECKABLE),
+    ("<question>What is 3 + 5 squared?</question>", FormatFailure.UNCHECKABLE),  # words beside the expression
+    ("<question>What is 7 / 2?</question>", FormatFailure.UNCHECKABLE),  # 3.5: whole numbers only
+    ("<question>What is 3 - 5?</question>", FormatFailure.UNCHECKABLE),  # negative
+    ("<question>What is 7 // 2?</question>", FormatFailure.UNCHECKABLE),
+    ("<question>What is 9 ** 99?</question>", FormatFailure.UNCHECKABLE),
+    ("<question>What is 3 / 0?</question>", FormatFailure.UNCHECKABLE),
+    ("<question>What is 2 + 2?</question><answer>4</answer>", FormatFailure.FOREIGN_TAG),
+    ("What is 2 + 2?", FormatFailure.MISSING_TAG),
+])
+def test_a_calculation_that_is_not_bare_or_not_whole_fails(response, failure):
+    parsed = CALCULATION.parse_proposal(response)
+    assert parsed.failure is failure and parsed.format_score == 0.0
+
+
+def test_only_bare_calculation_seeds_show_the_calculation_proposer_its_format():
+    seed = "Find the value of 42 + 9."
+    assert CALCULATION.proposal_text(seed, "42 + 9") == f"<question>{seed}</question>"
+    assert CALCULATION.proposal_text("Lena had 38 marbles and gave 6 away. How many are left?", "38 - 6") is None
+    assert CALCULATION.worked_answer("51", "42 + 9") == "42 + 9 = 51.\n<answer>51</answer>"
+    with pytest.raises(ValueError, match="does not compute a whole number"):
+        CALCULATION.proposal_text("What is 7 / 2?", "7 / 2")
