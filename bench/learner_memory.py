@@ -1,17 +1,20 @@
 """Learner memory benchmark: resident memory of a learner rank over training steps of changing shapes, with the
 product's handling (glibc's heap trimmed after every step, oneDNN's kernel cache capped: learner/memory.py), with
-glibc's default, with glibc's mmap threshold fixed at 1 MiB instead of trimming, and with oneDNN's default cache.
+glibc's default, with glibc's mmap threshold fixed at 1 MiB instead of trimming, with the trim and a threshold
+fixed at `--threshold-mib` (8 by default), with oneDNN's default cache, and with a cache of `--small-cache` kernels.
 
 Each arm is a child process that builds the real `Learner` (DeepSpeed ZeRO-2, LoRA r=16 on all linear layers, the
 embedded model or `--model DIR`, bf16 or fp32 as the product picks) and runs `--steps` steps of `--samples`
 random sequences each (prompt 64-400 and response 8-128 tokens, drawn per step from a fixed seed, so both arms
 see the same batches), reading its resident memory after each step. The arms run one after the other, each with
 the whole machine. The allocator arms are the same code with `release_free_heap` turned into a no-op; the
-`onednn_default_cache` arm trims but runs with oneDNN's own cache capacity (1024 kernels).
+`onednn_default_cache` arm trims but runs with oneDNN's own cache capacity (1024 kernels), `onednn_small_cache`
+with `--small-cache` (16 by default).
 `--pad-multiple` rounds padded rows as `learner.pad_multiple` does (64 in configs/arithmetic-cpu.yaml).
 
     .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12] [--pad-multiple 1]
-        [--arms trim,glibc_default,fixed_threshold,onednn_default_cache]
+        [--threshold-mib 8] [--small-cache 16]
+        [--arms trim,glibc_default,fixed_threshold,trim_fixed_threshold,onednn_default_cache,onednn_small_cache]
 
 Final line: JSON with each arm's resident GiB after every step, its growth from step 2 to the last, its peak
 and its mean seconds per step.
@@ -29,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import log, offline, resolve_dtype, run_arms  # noqa: E402
 
-ARMS = ("trim", "glibc_default", "fixed_threshold", "onednn_default_cache")
+ARMS = ("trim", "glibc_default", "fixed_threshold", "trim_fixed_threshold", "onednn_default_cache",
+        "onednn_small_cache")
 ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_DEFAULT_CAPACITY = "1024"
 
@@ -48,6 +52,8 @@ def run_arm(args: argparse.Namespace) -> dict:
         learner.trainer.release_free_heap = lambda: False
     if args.arm == "fixed_threshold":
         fix_mmap_threshold()
+    if args.arm == "trim_fixed_threshold":
+        fix_mmap_threshold(args.threshold_mib << 20)
     config = LearnerConfig(pad_multiple=args.pad_multiple)
     rank = Learner(config, LearnerSetup(model_path=resolve_model_path(args.model, None),
                                         dtype=resolve_dtype("auto")))
@@ -78,6 +84,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--pad-multiple", type=int, default=1)
+    parser.add_argument("--threshold-mib", type=int, default=8, help="the trim_fixed_threshold arm's mmap threshold")
+    parser.add_argument("--small-cache", type=int, default=16, help="the onednn_small_cache arm's kernel capacity")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated, of " + ", ".join(ARMS))
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # a child's arm
     args = parser.parse_args()
@@ -92,10 +100,11 @@ def main() -> None:
         parser.error(f"--arms: unknown {', '.join(sorted(unknown))} (choose from {', '.join(ARMS)})")
     results = {"steps": args.steps, "samples": args.samples, "pad_multiple": args.pad_multiple,
                "dtype": resolve_dtype("auto")}
-    cache = {arm: {ONEDNN_CACHE: ONEDNN_DEFAULT_CAPACITY if arm == "onednn_default_cache"
-                   else NATIVE_CACHE_LIMITS[ONEDNN_CACHE]} for arm in arms}
+    capacity = {"onednn_default_cache": ONEDNN_DEFAULT_CAPACITY, "onednn_small_cache": str(args.small_cache)}
+    cache = {arm: {ONEDNN_CACHE: capacity.get(arm, NATIVE_CACHE_LIMITS[ONEDNN_CACHE])} for arm in arms}
     results |= run_arms(__file__, arms, ["--model", args.model, "--steps", str(args.steps), "--samples",
-                                         str(args.samples), "--pad-multiple", str(args.pad_multiple)], cache)
+                                         str(args.samples), "--pad-multiple", str(args.pad_multiple),
+                                         "--threshold-mib", str(args.threshold_mib)], cache)
     print(json.dumps(results))
 
 
