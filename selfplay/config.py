@@ -67,9 +67,11 @@ class JudgeConfig(Section):
         "log a line when the judge's mean score on proposals exceeds its mean on known-good anchors by more than "
         "this many points (judge/question_score_drift)"))
     train_samples: int | None = Field(None, ge=1, description=(
-        "at most this many judge turns train per iteration, a random subset (advantages come from all of them); "
-        "unset = all. Judge prompts hold a question and an answer: in the arithmetic run the judge's turns were "
-        "64 % of the samples trained and most of the training time"))
+        "at most this many judge turns train per iteration (advantages come from all of them); unset = all. With "
+        "solver.verifiable=replace only as many verdicts on graded answers are generated as the cap leaves after "
+        "the quality and anchor verdicts, and the cap keeps them first. Judge prompts hold a question and an "
+        "answer: in the arithmetic run the judge's turns were 64 % of the samples trained and most of the "
+        "training time"))
 
 
 class RewardsConfig(Section):

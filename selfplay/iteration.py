@@ -34,6 +34,7 @@ from selfplay.progress import phase_line
 from selfplay.question_pool import RECENT_ITERATIONS, AddOutcome, PoolQuestion, QuestionPool, QuestionSource
 from selfplay.scoring import (BatchSettings, IterationScores, IterationTurns, SolveItem, build_train_batch,
                               score_iteration)
+from selfplay.verdicts import VerdictBudget, graded_verdict_budget
 
 
 @dataclass
@@ -117,32 +118,38 @@ def reward_settings(config: Config) -> RewardSettings:
                           strict_gate=config.pool.gate == "strict")
 
 
-def verdicts_on_graded_answers_count(config: Config) -> bool:
-    """Whether the judge's verdicts on answers to questions with a reference answer change anything: they train
-    the judge (its reward is agreement with the grade) or enter the solver's reward (grading 'off' or 'mix').
-    With solver.verifiable=replace and the judge not trained they do neither, and judging them would cost
-    generation for nothing."""
-    return "judge" in trained_roles(config) or config.solver.verifiable != "replace"
+def verdict_budget(config: Config, reserved: int, spent: int = 0) -> VerdictBudget:
+    """The iteration's budget of verdicts on graded answers (selfplay.verdicts), `spent` of it already used."""
+    budget = graded_verdict_budget(config.solver.verifiable, "judge" in trained_roles(config),
+                                   config.judge.train_samples, reserved)
+    return VerdictBudget(None if budget is None else max(budget - spent, 0))
 
 
 def judge_each(judge: JudgeRole, rubric: Rubric, items: list[SolveItem], attempts: list[list[Turn]],
-               sampling: SamplingSpec, judge_graded: bool = True) -> list[Future[list[Turn]] | None]:
-    """One judge call per question over its parsed answers (verdicts are aligned back by `_align_verdicts`); None,
-    and no call, for a question with a reference answer unless `judge_graded`."""
-    return [judge.judge_answers(rubric, [AnswerToJudge(item.question, attempt.sample.text, item.reference_answer)
-                                         for attempt in row if attempt.parsed.failure is None],
-                                for_call(sampling, position))
-            if judge_graded or item.reference_answer is None else None
-            for position, (item, row) in enumerate(zip(items, attempts))]
+               sampling: SamplingSpec, budget: VerdictBudget,
+               rng: random.Random) -> tuple[list[tuple[bool, ...]], list[Future[list[Turn]] | None]]:
+    """The answers `budget` chooses (`VerdictBudget.choose`), and one judge call per question over its chosen
+    answers (None, and no call, where it has none); `_align_verdicts` puts the verdicts back in place."""
+    chosen = budget.choose([item.reference_answer for item in items],
+                           [[attempt.parsed.failure is None for attempt in row] for row in attempts], rng)
+    return chosen, [judge.judge_answers(rubric, [AnswerToJudge(item.question, attempt.sample.text,
+                                                               item.reference_answer)
+                                                 for attempt, judged in zip(row, mask) if judged],
+                                        for_call(sampling, position))
+                    if any(mask) else None
+                    for position, (item, row, mask) in enumerate(zip(items, attempts, chosen))]
 
 
-def _align_verdicts(attempts: list[Turn], judging: Future[list[Turn]] | None) -> tuple[Turn | None, ...]:
-    """Verdicts were requested only for parsed answers (and not at all where `judging` is None); put None where
-    no answer was judged."""
-    if judging is None:
-        return (None,) * len(attempts)
-    remaining = iter(judging.result())
-    return tuple(next(remaining) if attempt.parsed.failure is None else None for attempt in attempts)
+def _align_verdicts(chosen: tuple[bool, ...], judging: Future[list[Turn]] | None) -> tuple[Turn | None, ...]:
+    """Verdicts were requested only for the chosen answers; None where an answer was not judged."""
+    remaining = iter(judging.result() if judging is not None else ())
+    return tuple(next(remaining) if judged else None for judged in chosen)
+
+
+def graded_verdicts(turns: IterationTurns) -> int:
+    """Verdicts generated on answers to questions with a reference answer."""
+    return sum(verdict is not None for item, row in zip(turns.solve_items, turns.answer_verdicts)
+               if item.reference_answer is not None for verdict in row)
 
 
 def _grading_pairs(items: list[SolveItem], attempts: list[list[Turn]]) -> list[tuple[str, str]]:
@@ -186,17 +193,18 @@ def roll_out(config: Config, components: Components, state: RunState, timer: Pha
         pool_attempts = pool_solving.result()
         grading = components.grader.submit(_grading_pairs(pool_items, pool_attempts))  # runs while judges work
     with timer("wave2_judge_solve"):  # judging of questions and answers, and answers to the new questions
-        judge_graded = verdicts_on_graded_answers_count(config)
-        pool_judging = judge_each(components.judge, state.rubric, pool_items, pool_attempts,
-                                  for_call(specs["judge"], "pool"), judge_graded)
+        budget = verdict_budget(config, reserved=len(new_items) + len(anchors))
+        rng = random.Random(iteration_seed(config, state.iteration) + 6)
+        pool_chosen, pool_judging = judge_each(components.judge, state.rubric, pool_items, pool_attempts,
+                                               for_call(specs["judge"], "pool"), budget, rng)
         new_attempts = new_solving.result()
         new_grading = components.grader.submit(_grading_pairs(new_items, new_attempts))  # grounded proposals
-        new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts,
-                                 for_call(specs["judge"], "new"), judge_graded)
+        new_chosen, new_judging = judge_each(components.judge, state.rubric, new_items, new_attempts,
+                                             for_call(specs["judge"], "new"), budget, rng)
         quality_results = quality_judging.result()
         quality_verdicts, anchor_verdicts = iter(quality_results[:len(new_items)]), quality_results[len(new_items):]
-        answer_verdicts = [_align_verdicts(a, judging)
-                           for a, judging in zip(pool_attempts + new_attempts, pool_judging + new_judging)]
+        answer_verdicts = [_align_verdicts(chosen, judging)
+                           for chosen, judging in zip(pool_chosen + new_chosen, pool_judging + new_judging)]
     with timer("grade_wait"):  # grading ran during wave 2: only what that did not hide
         grades = grading.result() + new_grading.result()
     items, attempts = pool_items + new_items, pool_attempts + new_attempts
@@ -237,9 +245,12 @@ def refill_groups(config: Config, components: Components, state: RunState, turns
                                                for_call(specs["solver"], "refill", rounds)).result()
             check_served_version(state.weight_version, *attempts)
             grading = components.grader.submit(_grading_pairs(items, attempts))
-            judging = judge_each(components.judge, state.rubric, items, attempts,
-                                 for_call(specs["judge"], "refill", rounds), verdicts_on_graded_answers_count(config))
-            verdicts = [_align_verdicts(a, j) for a, j in zip(attempts, judging)]
+            budget = verdict_budget(config, reserved=len(turns.anchors) + sum(
+                verdict is not None for verdict in turns.quality_verdicts), spent=graded_verdicts(turns))
+            chosen, judging = judge_each(components.judge, state.rubric, items, attempts,
+                                         for_call(specs["judge"], "refill", rounds), budget,
+                                         random.Random(iteration_seed(config, state.iteration) + 6 + rounds))
+            verdicts = [_align_verdicts(c, j) for c, j in zip(chosen, judging)]
             grades = grading.result()
         added += len(items)
         turns = dataclasses.replace(

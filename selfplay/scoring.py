@@ -24,8 +24,9 @@ from agents.players import Turn
 from agents.roles import Role
 from learner.grpo import group_advantages
 from learner.records import TrainBatch, TrainSample
-from rewards.scores import (SEEN, UNLEARNABLE, ProposerReward, RewardSettings, answer_outcome, answer_score,
-                            judge_reward, normalise_score, proposer_reward, reference_verified, solver_reward)
+from rewards.scores import (SEEN, UNLEARNABLE, GradingMode, ProposerReward, RewardSettings, answer_outcome,
+                            answer_score, judge_reward, normalise_score, proposer_reward, reference_verified,
+                            solver_reward)
 from rollout.records import PROMPT_TOO_LONG
 from selfplay.anchors import Anchor
 
@@ -62,6 +63,7 @@ class ScoredTurn:
     turn: Turn
     reward: float | None
     group: str
+    trains_only: bool = False  # a verdict that enters no other role's reward: a sample cap keeps it first
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ def score_iteration(turns: IterationTurns, settings: RewardSettings,
             scored.append(ScoredTurn(attempt, reward, f"solver:{item_index}"))
             if verdict is not None:
                 reward = judge_reward(verdict.parsed.format_score, _score_of(verdict), grade, settings)
-                scored.append(ScoredTurn(verdict, reward, "judge"))
+                enters_no_reward = unverified or (grade is not None and settings.grading_mode is GradingMode.REPLACE)
+                scored.append(ScoredTurn(verdict, reward, "judge", enters_no_reward))
         answer_scores.append(tuple(scores))
         outcomes_by_item.append(tuple(outcomes))
     by_proposal = {item.proposal_index: index for index, item in enumerate(turns.solve_items)
@@ -137,7 +140,7 @@ def score_iteration(turns: IterationTurns, settings: RewardSettings,
                                                            settings), "judge"))
     for anchor, verdict in zip(turns.anchors, turns.anchor_verdicts):  # the label is the truth its score meets
         scored.append(ScoredTurn(verdict, judge_reward(verdict.parsed.format_score, _score_of(verdict), anchor.good,
-                                                       settings), "judge"))
+                                                       settings), "judge", trains_only=True))
     all_equal = frozenset(group for group, outcomes in group_outcomes(turns, scored, trusted).items()
                           if len(set(outcomes)) <= 1)
     metrics = _metrics(turns, scored, proposer_results, settings.difficulty_variant, all_equal, trusted)
@@ -275,13 +278,12 @@ def build_train_batch(scores: IterationScores, settings: BatchSettings = BatchSe
     rewards = torch.tensor([s.reward for s in trainable], dtype=torch.float64)  # [N]
     groups = torch.tensor([group_index[s.group] for s in trainable])  # [N]
     advantages, stats = group_advantages(rewards, groups, normalize_std=settings.normalize_std)
-    samples = tuple(
-        TrainSample(prompt_token_ids=s.turn.prompt_token_ids, response_token_ids=s.turn.sample.token_ids,
-                    rollout_logprobs=s.turn.sample.logprobs, advantage=float(advantage),
-                    temperature=s.turn.temperature, role=s.turn.role.value)
-        for s, advantage in zip(trainable, advantages.tolist())
-        if advantage != 0.0 and s.turn.sample.token_ids)
-    samples, capped = _capped(samples, settings.sample_caps, random.Random(seed))
+    pairs = [(s, TrainSample(prompt_token_ids=s.turn.prompt_token_ids, response_token_ids=s.turn.sample.token_ids,
+                             rollout_logprobs=s.turn.sample.logprobs, advantage=float(advantage),
+                             temperature=s.turn.temperature, role=s.turn.role.value))
+             for s, advantage in zip(trainable, advantages.tolist()) if advantage != 0.0 and s.turn.sample.token_ids]
+    pairs, capped = _capped(pairs, settings.sample_caps, random.Random(seed))
+    samples = tuple(sample for _, sample in pairs)
     tokens = Counter()
     for sample in samples:
         tokens[sample.role] += len(sample.response_token_ids)
@@ -295,6 +297,10 @@ def build_train_batch(scores: IterationScores, settings: BatchSettings = BatchSe
     metrics |= {f"learner/samples_{role}": float(count) for role, count in per_role.items()}
     metrics |= {f"learner/token_share_{role}": count / sum(tokens.values()) for role, count in tokens.items()}
     metrics |= {f"learner/capped_samples_{role}": float(count) for role, count in capped.items()}
+    if "judge" in settings.trained_roles:
+        generated = sum(s.trains_only for s in scores.turns if s.turn.role is Role.JUDGE)
+        trained = sum(s.trains_only for s, _ in pairs if s.turn.role is Role.JUDGE)
+        metrics["judge/verdicts_untrained_unrewarded"] = float(generated - trained)
     metrics |= _outcome_free_shares(trainable, rewards, groups, scores.all_equal_groups)
     return TrainBatch(samples), metrics
 
@@ -315,16 +321,21 @@ def _outcome_free_shares(trainable: list[ScoredTurn], rewards: torch.Tensor, gro
     return shares
 
 
-def _capped(samples: tuple[TrainSample, ...], caps: dict[str, int],
-            rng: random.Random) -> tuple[tuple[TrainSample, ...], dict[str, int]]:
-    """`samples` with each capped role cut to a random subset of its cap (order kept), and how many each lost."""
+def _capped(pairs: list[tuple[ScoredTurn, TrainSample]], caps: dict[str, int],
+            rng: random.Random) -> tuple[list[tuple[ScoredTurn, TrainSample]], dict[str, int]]:
+    """`pairs` with each capped role cut to its cap (order kept), and how many each lost. The turns that enter no
+    other reward (`ScoredTurn.trains_only`) are kept first, a random subset where they alone exceed the cap; the
+    rest of the cap is a random subset of the others."""
     left_out: set[int] = set()
     capped = {}
     for role, cap in caps.items():
-        positions = [index for index, sample in enumerate(samples) if sample.role == role]
+        positions = [index for index, (_, sample) in enumerate(pairs) if sample.role == role]
         if len(positions) > cap:
-            kept = set(rng.sample(positions, cap))
+            first = [index for index in positions if pairs[index][0].trains_only]
+            others = [index for index in positions if not pairs[index][0].trains_only]
+            kept = set(rng.sample(first, min(cap, len(first))) if first else ())
+            kept |= set(rng.sample(others, cap - len(kept)))
             left_out |= set(positions) - kept
             capped[role] = len(positions) - cap
-    return tuple(sample for index, sample in enumerate(samples) if index not in left_out), capped
+    return [pair for index, pair in enumerate(pairs) if index not in left_out], capped
 

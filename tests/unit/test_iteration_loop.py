@@ -248,6 +248,19 @@ def test_answers_with_a_grade_are_not_judged_when_no_reward_uses_the_verdict(tmp
     assert result.metrics["solver/verifiable_accuracy"] == 0.5
 
 
+def test_with_a_judge_sample_cap_only_the_graded_answers_the_cap_trains_are_judged(tmp_path):
+    # 1 proposal parses (1 quality verdict) and the judge scores the anchors: with a cap of those + 3, 3 of the
+    # 8 graded answers (3 pool questions and the proposal, 2 answers each) are judged, and all 3 train
+    anchors = load_config(ROOT / "configs/tiny-cpu.yaml").judge.anchor_questions
+    config, components, state = setup(tmp_path, "task.family=arithmetic", "solver.verifiable=replace",
+                                      f"judge.train_samples={1 + anchors + 3}", proposer=Proposer("arithmetic"))
+    result = run_iteration(config, components, state)
+    assert sum(verdict is not None for row in result.turns.answer_verdicts for verdict in row) == 3
+    assert result.metrics["judge/verdicts_untrained_unrewarded"] == 0.0
+    judge_samples = [sample for sample in components.learner.batches[0].samples if sample.role == "judge"]
+    assert len(judge_samples) == 1 + anchors + 3 and "learner/capped_samples_judge" not in result.metrics
+
+
 def test_graded_answers_are_judged_when_the_judge_trains_on_its_agreement_with_the_grade(tmp_path):
     config, components, state = setup(tmp_path, "task.family=arithmetic", "solver.verifiable=replace",
                                       proposer=Proposer("arithmetic"))

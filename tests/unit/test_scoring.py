@@ -107,6 +107,24 @@ def test_a_capped_role_trains_a_random_subset_with_the_advantages_of_all_its_tur
     assert roomy.samples == full.samples and "learner/capped_samples_judge" not in roomy_metrics
 
 
+def test_a_cap_keeps_the_verdicts_that_enter_no_other_reward_first():
+    # under replace grading the 2 verdicts on seed-1's graded answers enter no reward; the 2 on the proposal's
+    # ungraded answers enter the solver's, the quality verdict the proposer's. A cap of 2 keeps the graded 2.
+    scores = score_iteration(_iteration(), dataclasses.replace(SETTINGS, grading_mode=GradingMode.REPLACE))
+    judged = [s for s in scores.turns if s.turn.role is Role.JUDGE]
+    assert [s.trains_only for s in judged] == [True, True, False, False, False]
+    capped, metrics = build_train_batch(scores, BatchSettings(sample_caps={"judge": 2}), seed=3)
+    assert metrics["learner/capped_samples_judge"] == 3.0 and metrics["judge/verdicts_untrained_unrewarded"] == 0.0
+    # rewards 1.0 and 0.5556 against the mean of all five, (1 + 0.5556 + 1 + 1 + 1) / 5 = 0.9111
+    mean = (4.0 + 0.5 + 0.5 / 9) / 5
+    assert [s.advantage for s in capped.samples if s.role == "judge"] == pytest.approx([1.0 - mean,
+                                                                                       0.5 + 0.5 / 9 - mean])
+    _, tight = build_train_batch(scores, BatchSettings(sample_caps={"judge": 1}), seed=3)
+    assert tight["judge/verdicts_untrained_unrewarded"] == 1.0
+    _, frozen = build_train_batch(scores, BatchSettings(trained_roles=("proposer", "solver")))
+    assert "judge/verdicts_untrained_unrewarded" not in frozen
+
+
 def _all_wrong_iteration() -> IterationTurns:
     """Question 0 has a reference answer and every answer is wrong, though the judge scores them apart; question 1
     (proposed, no reference) has two answers the judge scores 7 and 4."""
