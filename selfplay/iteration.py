@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections import Counter
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from rollout.records import SamplingSpec, stream_seed
 from selfplay.components import Components, JudgeRole
 from selfplay.anchors import draw_anchors
 from selfplay.config import Config
+from selfplay.cost import role_time_shares
 from selfplay.curriculum import curriculum_metrics
 from selfplay.diversity import diversity_metrics
 from selfplay.preflight import trained_roles
@@ -144,6 +146,18 @@ def _align_verdicts(chosen: tuple[bool, ...], judging: Future[list[Turn]] | None
     """Verdicts were requested only for the chosen answers; None where an answer was not judged."""
     remaining = iter(judging.result() if judging is not None else ())
     return tuple(next(remaining) if judged else None for judged in chosen)
+
+
+def generated_tokens(turns: IterationTurns) -> Counter:
+    """Tokens each role generated this iteration."""
+    generated = [*turns.proposals, *turns.quality_verdicts, *turns.anchor_verdicts,
+                 *(turn for row in turns.attempts for turn in row),
+                 *(turn for row in turns.answer_verdicts for turn in row)]
+    counts: Counter = Counter()
+    for turn in generated:
+        if turn is not None:
+            counts[turn.role.value] += len(turn.sample.token_ids)
+    return counts
 
 
 def graded_verdicts(turns: IterationTurns) -> int:
@@ -402,6 +416,10 @@ def run_iteration(config: Config, components: Components, state: RunState,
     times = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
     times["time/iteration"] = wall
     times["time/other"] = max(wall - sum(timer.seconds.values()), 0.0)
+    trained = Counter()
+    for sample in batch.samples:
+        trained[sample.role] += len(sample.prompt_token_ids) + len(sample.response_token_ids)
+    costs = role_time_shares(generated_tokens(turns), trained, timer.seconds, wall)
     metrics = (scores.metrics | refill_metrics | pool_metrics | diversity | batch_metrics | learner_metrics
-               | sync_metrics | rollout_metrics | times)
+               | sync_metrics | rollout_metrics | times | costs)
     return IterationResult(metrics=metrics, turns=turns, scores=scores)

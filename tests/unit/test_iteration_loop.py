@@ -155,6 +155,13 @@ def test_one_iteration_runs_every_stage_in_order(tmp_path):
     assert metrics["pool/accepted"] == 1.0 and len(state.questions) == 9  # judged 8 >= threshold 6
     assert metrics["pool/replay_share"] == 0.0  # iteration 1: the seeds (added at 0) are still recent
     assert "learner/drift_kl" not in metrics  # no drift exchanges given
+    # the generation phases' time split by generated tokens (2 per stand-in sample), training's by trained tokens
+    generation = {role: metrics[f"cost/generation_share_{role}"] for role in ("proposer", "solver", "judge")}
+    seconds = metrics["time/wave1_propose_solve"] + metrics["time/wave2_judge_solve"]
+    assert sum(generation.values()) == pytest.approx(seconds / metrics["time/iteration"])
+    assert generation["solver"] == pytest.approx(4 * generation["proposer"])  # 8 answers against 2 proposals
+    assert sum(metrics[f"cost/training_share_{role}"] for role in ("proposer", "solver", "judge")) == \
+        pytest.approx(metrics["time/train"] / metrics["time/iteration"])
     # synced once: version 1 served, the probe advanced from the previous version's logprobs
     assert [update.version for update in engines.updates] == [1] and state.weight_version == 1
     assert components.probe.previous == (-1.0, -2.0) and components.probe.expected == (-2.0, -2.0)
