@@ -99,8 +99,9 @@ class Engine:
         self.spec = spec
         memory = ({"gpu_memory_utilization": spec.gpu_memory_utilization} if _uses_gpu()
                   else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)} | _whole_prompts_on_cpu(spec))
-        lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank), "max_loras": 1}
-                if spec.sync_mode is SyncMode.ADAPTER else {})
+        # room for two adapters: the served version stays loaded until the next one has passed its probe
+        lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank), "max_loras": 1,
+                 "max_cpu_loras": 2} if spec.sync_mode is SyncMode.ADAPTER else {})
         self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
                        enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
                        max_num_seqs=spec.max_num_seqs, seed=spec.seed, logprobs_mode="processed_logprobs",
@@ -199,9 +200,10 @@ class Engine:
         if update.mode is not self.spec.sync_mode:
             raise SyncError(f"engine built for {self.spec.sync_mode.value} sync got a {update.mode.value} update")
         started = time.perf_counter()
+        served = self._lora_request
         with _core_calls():
             if update.mode is SyncMode.ADAPTER:
-                self._load_adapter(update)
+                self._lora_request = self._add_adapter(update)
             else:
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": update.path})
                 self._release_worker_heap()
@@ -209,23 +211,41 @@ class Engine:
         load_seconds = time.perf_counter() - started
         reading = self.read_probe(update.probe) if update.probe else None
         if reading is not None and reading.problem:
+            if update.mode is SyncMode.ADAPTER:  # the previous version was never removed: serve it again
+                self._remove_adapters(keep=served)
+                self._lora_request = served
             raise ProbeMismatch(f"weight version {update.version}: {reading.problem}")
+        if update.mode is SyncMode.ADAPTER:
+            self._remove_adapters(keep=self._lora_request)
         self.weight_version = update.version
         return {"load_seconds": load_seconds, "version": float(update.version),
                 "probe_gap": reading.gap if reading else math.nan,
                 "probe_position": reading.position if reading else math.nan}
 
-    def _load_adapter(self, update: WeightUpdate) -> None:
+    def _add_adapter(self, update: WeightUpdate):
+        """Load `update`'s adapter beside the one served; a refused load leaves that one served (SyncError)."""
         from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         request = LoRARequest(lora_name=f"selfplay-v{update.version}", lora_int_id=update.version,
                               lora_path=update.path)
-        engine = self.llm.llm_engine
-        for old_id in list(engine.list_loras()):
-            engine.remove_lora(old_id)
-        if not engine.add_lora(request):
+        try:
+            added = self.llm.llm_engine.add_lora(request)
+        except EngineDeadError:
+            raise
+        except Exception as error:  # vLLM raises what its loader raised (missing files, wrong rank, ...)
+            raise SyncError(f"vLLM refused adapter version {update.version} from {update.path}: "
+                            f"{type(error).__name__}: {error}") from None
+        if not added:
             raise SyncError(f"vLLM refused adapter version {update.version} from {update.path}")
-        self._lora_request = request
+        return request
+
+    def _remove_adapters(self, keep) -> None:
+        """Unload every adapter but `keep` (a LoRARequest, or None for none)."""
+        engine = self.llm.llm_engine
+        for adapter_id in list(engine.list_loras()):
+            if keep is None or adapter_id != keep.lora_int_id:
+                engine.remove_lora(adapter_id)
 
     def read_probe(self, probe: SyncProbe) -> ProbeReading:
         """How the served weights compare with the learner's on `probe` (rollout.probe)."""

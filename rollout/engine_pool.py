@@ -301,7 +301,7 @@ class EnginePool:
                 if self._latest is not None and update.version <= self._latest.version:
                     raise SyncError(f"{self.name}: weight version {update.version} is not newer than the "
                                     f"served {self._latest.version}")
-                self._latest = update
+                previous, self._latest = self._latest, update
                 targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
                            if slot.state is SlotState.SERVING]
             started = time.perf_counter()
@@ -318,7 +318,9 @@ class EnginePool:
                         self._replace(index, incarnation, f"died during sync ({_summary(cause)})")
                     elif isinstance(cause, ProbeMismatch):
                         self._replace(index, incarnation, f"failed the weight check ({cause})")
-                    else:
+                    else:  # refused (SyncError): the engines still serve `previous`, and a restart loads it
+                        with self._lock:
+                            self._latest = previous
                         raise cause from None
             seconds = time.perf_counter() - started
         return {"sync/seconds": seconds, "sync/version": float(update.version),

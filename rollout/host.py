@@ -8,9 +8,7 @@ deadline counts from there, not from when a call was submitted. Engines sharing 
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -21,12 +19,11 @@ from pathlib import Path
 import ray
 
 from learner.memory import resident_gb
-from learner.weights import SyncProbe, WeightUpdate, export_place, free_bytes, process_scratch_dir, write_files
+from learner.weights import SyncProbe, WeightUpdate, free_bytes, process_scratch_dir
 from rollout.engine import Engine, EngineSpec
 from rollout.probe import ProbeReading
+from rollout.received import ReceivedCopies
 from rollout.records import Completion, GenerationRequest
-
-logger = logging.getLogger(__name__)
 
 HOST_CONCURRENCY = 16  # threads per engine actor: merged generate calls, sync, status pings
 RECEIVED_PREFIX = "selfplay-received-"  # weights shipped from another node, in this node's scratch directory
@@ -87,7 +84,8 @@ class EngineHost:
         self._queue_lock = threading.Lock()
         self._queue: list[_Call] = []
         self._call_started: float | None = None  # time.monotonic() when the running vLLM call began
-        self._received: Path | None = None  # where updates from other nodes are written
+        self._received = ReceivedCopies(lambda: process_scratch_dir(RECEIVED_PREFIX), free_bytes,
+                                        Path(tempfile.gettempdir()))
 
     def ready(self) -> int:
         return self.engine.weight_version
@@ -145,27 +143,18 @@ class EngineHost:
             offset += len(call.requests)
 
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
+        """Serve `update`; an export written on another node is received first (rollout.received)."""
         with self._engine_lock, self._timed():
-            return self.engine.apply_update(self._on_this_node(update))
-
-    def _on_this_node(self, update: WeightUpdate) -> WeightUpdate:
-        """The update with a path this node can read: exports written on another node arrive as a Ray object
-        and are written to this node's scratch directory (the previous version's copy is removed)."""
-        if update.files is None or update.node_id in ("", ray.get_runtime_context().get_node_id()):
-            return update
-        if self._received is None:
-            self._received = process_scratch_dir(RECEIVED_PREFIX)
-        for old in self._received.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
-        files = ray.get(update.files)
-        place, moved = export_place(self._received, sum(map(len, files.values())), free_bytes,
-                                    Path(tempfile.gettempdir()))
-        if moved:
-            logger.warning(moved)
-            shutil.rmtree(self._received, ignore_errors=True)
-            self._received = place
-        target = write_files(files, self._received / Path(update.path).name)
-        return replace(update, path=str(target), node_id="", files=None)
+            if update.files is None or update.node_id in ("", ray.get_runtime_context().get_node_id()):
+                return self.engine.apply_update(update)
+            copy = self._received.write(ray.get(update.files), Path(update.path).name)
+            try:
+                metrics = self.engine.apply_update(replace(update, path=str(copy), node_id="", files=None))
+            except BaseException:
+                self._received.failed(copy)
+                raise
+            self._received.now_served(copy)
+            return metrics
 
     def close(self) -> None:
         """End the engine (removing the shared memory its processes leave) and the weights received from other
@@ -176,8 +165,7 @@ class EngineHost:
         finally:
             if waited:
                 self._engine_lock.release()
-        if self._received is not None:
-            shutil.rmtree(self._received, ignore_errors=True)
+        self._received.close()
 
     def read_probe(self, probe: SyncProbe) -> ProbeReading:
         with self._engine_lock, self._timed():

@@ -491,6 +491,11 @@ def test_weight_sync_round_trip(session, mode):
         pool.apply_update(dataclasses.replace(second, mode=other, version=second.version + 5))
 
     assert pool.apply_update(second)["sync/probe_gap"] < SYNCED_GAP
+    if mode is SyncMode.ADAPTER:  # an adapter vLLM refuses leaves the served one in place
+        absent = dataclasses.replace(second, version=second.version + 1, path=str(session.export_dir / "absent"))
+        with pytest.raises(SyncError, match=f"refused adapter version {absent.version}"):
+            pool.apply_update(absent)
+        assert not any(reading.problem for reading in pool.read_probe(second.probe))
     completions = pool.generate([GenerationRequest(chat(f"Tell me about {topic}."), SamplingSpec(n=2, max_tokens=24))
                                  for topic in ("cats", "rivers", "prime numbers")])
     engine, learner, base = [], [], []
