@@ -41,6 +41,10 @@ class LearnerConfig(Section):
     gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved per learner rank (0 on CPU)")
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field("PACK", description=(
         "Ray placement-group strategy of the ranks: PACK fills a node before the next; STRICT_SPREAD one per node"))
+    call_timeout_s: float = Field(3600.0, gt=0, description=(
+        "seconds one learner call (a training step, an export, a checkpoint, a probe) may take on every rank; a "
+        "rank that has not answered by then (stuck in a collective, or in native code) stops the run with one "
+        "line naming the rank and the call"))
     lr: float = Field(1e-5, gt=0, lt=1, description="AdamW learning rate of the LoRA weights (SFT and GRPO)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear learning-rate warm-up from 0 (0 = none)")

@@ -21,6 +21,21 @@ from learner.weights import SyncMode, SyncProbe, WeightUpdate
 REMOVE_EXPORTS_S = 10.0  # a rank removing its exported weights before it is killed (a hung rank cannot)
 START_TIMEOUT_S = 600.0  # loading a large model takes minutes; a rank that cannot be placed never starts
 
+
+class LearnerTimeout(RuntimeError):
+    """A learner call that did not finish on every rank within `learner.call_timeout_s`."""
+
+
+def gathered(refs: list, call: str, timeout_s: float) -> list:
+    """The results of one call on ranks 0..len(refs)-1, waiting at most `timeout_s` for all of them; LearnerTimeout,
+    naming the ranks that did not answer, when they do not."""
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        late = [rank for rank, ref in enumerate(refs) if ref in pending]
+        raise LearnerTimeout(f"learner rank(s) {', '.join(map(str, late))} did not finish {call} within "
+                             f"{timeout_s:g} s (learner.call_timeout_s): stuck in a collective or in native code")
+    return ray.get(refs)
+
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """Loss-like metrics are each rank's share of the global token mean, so they add up; `*_max` and memory/*
     take the max (the largest rank's); the rest (grad norm, lr, skip counters: identical on every rank after the
@@ -104,10 +119,10 @@ class LearnerGroup:
         steps each (one update by default). An empty batch is a no-op."""
         if not batch.samples:
             return {"learner/empty_batch": 1.0}
-        ray.get(self.workers[0].check_batch.remote(batch))
+        self._on_rank_zero("check_batch", batch)
         updates = [batch]
         if self.config.ppo_epochs * self.config.mini_batches > 1:
-            old = ray.get(self.workers[0].policy_logprobs.remote(list(batch.samples)))
+            old = self._on_rank_zero("policy_logprobs", list(batch.samples))
             batch = TrainBatch(tuple(replace(sample, old_logprobs=logprobs)
                                      for sample, logprobs in zip(batch.samples, old)))
             updates = plan_updates(batch, self.config.ppo_epochs, self.config.mini_batches,
@@ -117,26 +132,33 @@ class LearnerGroup:
             plan, padding = plan_step(update, self.config.micro_batch_tokens, self.config.num_workers,
                                       self.config.pack_sequences, self.config.pad_multiple)
             tokens = update.response_tokens
-            per_rank = ray.get([worker.train_step.remote(plan[rank], tokens)
-                                for rank, worker in enumerate(self.workers)])
+            per_rank = gathered([worker.train_step.remote(plan[rank], tokens)
+                                 for rank, worker in enumerate(self.workers)], "train_step", self.config.call_timeout_s)
             per_update.append(merge_rank_metrics(per_rank) | {"learner/padding_fraction": padding})
         return merge_update_metrics(per_update)
 
     def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
-        update = ray.get(self.workers[0].export.remote(version, mode, directory, probe))
+        update = self._on_rank_zero("export", version, mode, directory, probe)
         if not self.ship_exports:
             return update
         return replace(update, node_id=self.rank_nodes()[0], files=self.workers[0].read_export.remote(update.path))
 
     def policy_logprobs(self, samples: list[TrainSample]) -> list[tuple[float, ...]]:
         """Each sample's response logprobs under the current weights ([R] each)."""
-        return ray.get(self.workers[0].policy_logprobs.remote(list(samples)))
+        return self._on_rank_zero("policy_logprobs", list(samples))
 
     def drift_from_base(self, samples: list[TrainSample]) -> float:
-        return ray.get(self.workers[0].drift_from_base.remote(list(samples)))
+        return self._on_rank_zero("drift_from_base", list(samples))
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
-        return ray.get(self.workers[0].sequence_logprobs.remote(token_ids))
+        return self._on_rank_zero("sequence_logprobs", token_ids)
+
+    def _on_rank_zero(self, call: str, *args):
+        return gathered([getattr(self.workers[0], call).remote(*args)], call, self.config.call_timeout_s)[0]
+
+    def _on_every_rank(self, call: str, *args) -> list:
+        return gathered([getattr(worker, call).remote(*args) for worker in self.workers], call,
+                        self.config.call_timeout_s)
 
     def rank_nodes(self) -> list[str]:
         """The Ray node id of each rank, by rank."""
@@ -148,7 +170,7 @@ class LearnerGroup:
     def check_shared_directory(self, directory: str) -> None:
         """Every rank writes checkpoints into `directory`: raise (one line) when a rank's writes do not show up where
         this process reads them, i.e. a rank on another node without shared storage."""
-        markers = [Path(name) for name in ray.get([w.write_marker.remote(directory) for w in self.workers])]
+        markers = [Path(name) for name in self._on_every_rank("write_marker", directory)]
         unseen = [rank for rank, marker in enumerate(markers) if not marker.is_file()]
         for marker in markers:
             marker.unlink(missing_ok=True)
@@ -157,14 +179,14 @@ class LearnerGroup:
                                f"set run.output_dir to storage that every node mounts")
 
     def save_checkpoint(self, directory: str) -> None:
-        ray.get([worker.save_checkpoint.remote(directory) for worker in self.workers])
+        self._on_every_rank("save_checkpoint", directory)
 
     def save_adapter(self, directory: str) -> str:
         """Rank 0's adapter (ZeRO-2 keeps every rank's LoRA weights whole) as a standard PEFT directory."""
-        return ray.get(self.workers[0].save_adapter.remote(directory))
+        return self._on_rank_zero("save_adapter", directory)
 
     def load_checkpoint(self, directory: str) -> None:
-        ray.get([worker.load_checkpoint.remote(directory) for worker in self.workers])
+        self._on_every_rank("load_checkpoint", directory)
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group

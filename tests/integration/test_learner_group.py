@@ -3,12 +3,14 @@ ranks hold the same weights after it, and a batch with fewer samples than ranks 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 import torch
 
 from learner.config import LearnerConfig
-from learner.group import LearnerGroup
+from learner.group import LearnerGroup, LearnerTimeout, gathered
 from learner.records import TrainBatch, TrainSample
 from learner.trainer import Learner, LearnerSetup, plan_step
 
@@ -64,3 +66,15 @@ def test_two_ranks_take_the_step_one_rank_takes(group, single, count):
         # Adam turns float-noise differences of near-zero gradients into steps of up to lr: a tenth of it is close
         torch.testing.assert_close(first[name], value, rtol=1e-4, atol=1e-3)
     assert any(not torch.equal(first[name], before[name]) for name in first), "the step did not move the LoRA"
+
+
+def test_a_learner_call_past_its_timeout_names_the_rank_and_the_call(group):
+    @ray.remote(num_cpus=0)
+    def answer(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    assert gathered([answer.remote(0), answer.remote(0.1)], "train_step", 60) == [0, 0.1]
+    with pytest.raises(LearnerTimeout, match=r"^learner rank\(s\) 1 did not finish train_step within 0.5 s "
+                                             r"\(learner.call_timeout_s\): stuck in a collective or in native code$"):
+        gathered([answer.remote(0), answer.remote(30)], "train_step", 0.5)
