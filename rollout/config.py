@@ -3,6 +3,7 @@ resolves to: the sync mode, the engine dtype and the engine spec."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -24,8 +25,14 @@ class RolloutConfig(Section):
     kv_cache_gb: float = Field(2.0, gt=0, description="KV cache size (CPU: VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="GPU only: vLLM memory fraction")
     enforce_eager: bool = Field(True, description="skip graph compilation (fast start, slower decode)")
-    max_num_seqs: int = Field(256, ge=1, description=(
-        "vLLM batch size cap per engine; also the most sampled sequences one batch of merged generate calls holds"))
+    max_num_seqs: int | Literal["auto"] = Field("auto", description=(
+        "vLLM batch size cap per engine; also the most sampled sequences one batch of merged generate calls holds; "
+        "auto = the most sequences one generation wave of the run asks of each engine, at least 256"))
+    seeded_requests: Literal["auto", "on", "off"] = Field("auto", description=(
+        "give every sampled sequence its own seed (reproducible rollouts, independent streams per role, question "
+        "and answer); off = vLLM's engine-wide generator, seeded by run.seed. auto = on for CPU engines, off for "
+        "GPU engines: there vLLM 0.32 samples any seeded request with its per-request native sampler, one "
+        "exponential_ draw per request per decoding step, which it warns 'can be slow'"))
     sync_mode: Literal["auto", "adapter", "merged"] = Field("auto", description=(
         "how new weights reach the engines: a new LoRA version or merged weights; auto = merged on CPU, "
         "adapter on GPU (bench/rollout.py measures both)"))
@@ -39,6 +46,12 @@ class RolloutConfig(Section):
         "learner's node, and engines on other nodes receive each export through Ray's object store"))
     judge_model: str | None = Field(None, description=(
         "give the judge its own frozen engine with this model ('same' = the base model, never synced)"))
+
+    @model_validator(mode="after")
+    def _positive_batch_cap(self) -> RolloutConfig:
+        if isinstance(self.max_num_seqs, int) and self.max_num_seqs < 1:
+            raise ValueError(f"rollout.max_num_seqs must be at least 1 or auto (got {self.max_num_seqs})")
+        return self
 
     @model_validator(mode="after")
     def _one_gpu_per_shard(self) -> RolloutConfig:
@@ -70,10 +83,33 @@ def resolve_engine_dtype(rollout: RolloutConfig, model_dtype: str) -> str:
     return fast_dtype(model_dtype, uses_gpu=rollout.gpus_per_engine > 0)
 
 
+MIN_AUTO_NUM_SEQS = 256  # vLLM's own default: what `auto` never goes below
+
+
+def resolve_max_num_seqs(config_value: int | str, sequences_per_engine: int) -> int:
+    """'auto' -> room for the most sequences one generation wave asks of an engine, at least vLLM's default."""
+    return config_value if isinstance(config_value, int) else max(MIN_AUTO_NUM_SEQS, sequences_per_engine)
+
+
+def resolve_seeded_requests(config_value: str, uses_gpu: bool) -> bool:
+    """'auto' -> a seed per sequence on CPU engines, vLLM's engine-wide generator on GPU engines."""
+    return config_value == "on" or (config_value == "auto" and not uses_gpu)
+
+
 def engine_spec_from_config(model_path: str, engine_dtype: str, max_model_len: int, rollout: RolloutConfig,
-                            sync_mode: SyncMode, max_lora_rank: int, seed: int) -> EngineSpec:
+                            sync_mode: SyncMode, max_lora_rank: int, seed: int,
+                            sequences_per_engine: int = 0) -> EngineSpec:
+    """The engines' spec; `sequences_per_engine` is the most one generation wave asks of each (`max_num_seqs`
+    auto)."""
     return EngineSpec(model_path=model_path, dtype=engine_dtype, max_model_len=max_model_len,
                       enforce_eager=rollout.enforce_eager, kv_cache_gb=rollout.kv_cache_gb,
                       gpu_memory_utilization=rollout.gpu_memory_utilization,
-                      tensor_parallel_size=rollout.tensor_parallel_size, max_num_seqs=rollout.max_num_seqs,
-                      sync_mode=sync_mode, max_lora_rank=max_lora_rank, seed=seed)
+                      tensor_parallel_size=rollout.tensor_parallel_size,
+                      max_num_seqs=resolve_max_num_seqs(rollout.max_num_seqs, sequences_per_engine),
+                      sync_mode=sync_mode, max_lora_rank=max_lora_rank, seed=seed,
+                      seeded_requests=resolve_seeded_requests(rollout.seeded_requests, rollout.gpus_per_engine > 0))
+
+
+def frozen_engine_spec(spec: EngineSpec) -> EngineSpec:
+    """An engine that is never synced (a frozen judge) serves its model without LoRA, whatever the sync mode."""
+    return replace(spec, sync_mode=SyncMode.MERGED)

@@ -62,7 +62,8 @@ class EngineSpec:
     max_num_seqs: int = 256
     sync_mode: SyncMode = SyncMode.MERGED
     max_lora_rank: int = 16
-    seed: int = 0
+    seed: int = 0  # the engine-wide generator's; requests without a seed of their own draw from it
+    seeded_requests: bool = True  # honour each request's seed (rollout.seeded_requests); else sample unseeded
 
 
 def _whole_prompts_on_cpu(spec: EngineSpec) -> dict:
@@ -144,7 +145,8 @@ class Engine:
         prompts, params = [], []
         for request, ids, fit in zip(requests, rendered, fits):
             # one vLLM request per sample, each with its own seed (sample_seeds): vLLM's n > 1 seeds overlap
-            for seed in sample_seeds(request.sampling.seed, ids, request.sampling.n) if fit else ():
+            base_seed = request.sampling.seed if self.spec.seeded_requests else None
+            for seed in sample_seeds(base_seed, ids, request.sampling.n) if fit else ():
                 prompts.append(TokensPrompt(prompt_token_ids=ids))
                 params.append(_sampling_params(SamplingParams, replace(request.sampling, n=1, seed=seed),
                                                self.spec.max_model_len - len(ids)))

@@ -35,14 +35,28 @@ def load_run_config(config_path: str | None, overrides: list[str], resume_dir: s
     return resolve_output_dir(load_config(config_path, overrides), os.environ if environ is None else environ)
 
 
+def wave_sequences_per_engine(config: Config) -> int:
+    """The most sequences one generation wave asks of each engine (an upper bound: unparsed turns are not judged).
+    Wave 2 holds the most: the judge scores the new questions, the anchors, every pool answer and every new answer
+    while the solver answers the new questions."""
+    proposals, answers = config.proposer.batch_size, config.solver.num_answers
+    total = proposals + config.judge.anchor_questions + config.solver.batch_size * answers + 2 * proposals * answers
+    return -(-total // config.rollout.num_engines)
+
+
 def resolved_auto_values(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
     """What each `auto` value of `config` resolves to on this machine (the driver's view: CPU actors are assumed
     to run on CPUs like this one), with the reason where there is one."""
     from learner.hardware import fast_dtype
-    from rollout.config import resolve_engine_dtype, resolve_sync_mode
+    from rollout.config import resolve_engine_dtype, resolve_max_num_seqs, resolve_seeded_requests, resolve_sync_mode
     from selfplay.tracking import choose_wandb_mode
 
     resolved = {}
+    if config.rollout.max_num_seqs == "auto":
+        resolved["rollout.max_num_seqs"] = str(resolve_max_num_seqs("auto", wave_sequences_per_engine(config)))
+    if config.rollout.seeded_requests == "auto":
+        resolved["rollout.seeded_requests"] = ("on" if resolve_seeded_requests("auto", config.rollout.gpus_per_engine > 0)
+                                               else "off")
     if config.rollout.dtype == "auto":
         resolved["rollout.dtype"] = resolve_engine_dtype(config.rollout, config.model.dtype)
     if config.rollout.sync_mode == "auto":

@@ -25,7 +25,7 @@ from selfplay.console import QUIET_LIBRARIES, log, quiet_local_ray_start
 from selfplay.drift import drift_examples
 from selfplay.embedded_model import resolve_model_path
 from selfplay.preflight import (PreflightError, check_cluster_resources, check_node_fit, ray_job_runtime_env,
-                                resources_needed)
+                                resources_needed, wave_sequences_per_engine)
 from selfplay.sft import tokenized
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,8 @@ def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def connect_ray(config: Config) -> None:
-    """Inside `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray instance."""
+    """Inside `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray instance of its own,
+    also where a cluster started with `ray start` runs on this machine (which ray.init would otherwise join)."""
     if ray.is_initialized():
         return
     environment = actor_environment(os.environ)
@@ -92,7 +93,7 @@ def connect_ray(config: Config) -> None:
     else:
         needed = resources_needed(config)["CPU"]  # logical CPUs: engines and learner take turns on the cores
         quiet_local_ray_start()
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
                  runtime_env=environment, logging_level="WARNING")
     claim_signals()  # ray.init replaced the entry point's SIGTERM handler (rollout.exit_cleanup)
     try:
@@ -121,7 +122,7 @@ def start_components(config: Config, export_dir: Path) -> Started:
 
     from learner.group import LearnerGroup
     from learner.trainer import LearnerSetup
-    from rollout.config import engine_spec_from_config, resolve_engine_dtype, resolve_sync_mode
+    from rollout.config import engine_spec_from_config, frozen_engine_spec, resolve_engine_dtype, resolve_sync_mode
     from rollout.engine_pool import RemoteEnginePool
 
     model_path = resolve_model_path(config.model.path, config.model.cache_dir)
@@ -129,9 +130,11 @@ def start_components(config: Config, export_dir: Path) -> Started:
     sync_mode = resolve_sync_mode(config.rollout.sync_mode, uses_gpu=config.rollout.gpus_per_engine > 0)
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
     spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
-                                   sync_mode, config.learner.lora.rank, config.run.seed)
+                                   sync_mode, config.learner.lora.rank, config.run.seed,
+                                   wave_sequences_per_engine(config))
+    seeds = "a seed per sequence" if spec.seeded_requests else f"engine seed {spec.seed}"
     log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} ({engine_dtype}, "
-        f"weight sync: {sync_mode.value})")
+        f"weight sync: {sync_mode.value}, {seeds}, at most {spec.max_num_seqs} sequences at once)")
     pool = RemoteEnginePool.launch(spec, config.rollout, name="rollout")
     markers = special_markers(tokenizer)
     judge_pool, judge_markers = pool, markers
@@ -139,8 +142,9 @@ def start_components(config: Config, export_dir: Path) -> Started:
         judge_path = model_path if config.rollout.judge_model == "same" else resolve_model_path(
             config.rollout.judge_model, config.model.cache_dir)
         log(f"starting the frozen judge's engine(s) for {judge_path}")
-        judge_spec = engine_spec_from_config(judge_path, engine_dtype, config.model.max_model_len,
-                                             config.rollout, sync_mode, config.learner.lora.rank, config.run.seed)
+        judge_spec = frozen_engine_spec(engine_spec_from_config(
+            judge_path, engine_dtype, config.model.max_model_len, config.rollout, sync_mode, config.learner.lora.rank,
+            config.run.seed, wave_sequences_per_engine(config)))
         judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout")
         judge_markers = special_markers(AutoTokenizer.from_pretrained(judge_path))
     log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")

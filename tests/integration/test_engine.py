@@ -1,8 +1,10 @@
 """A real vLLM engine (CPU, the tiny model): seeded sampling, where a question asked several times in one call gets
 different answers, every sample of them its own, and the same call again gets the same answers; and the worker
-process's heap trim."""
+process's heap trim. Without per-sequence seeds (rollout.seeded_requests=off) the same call draws anew."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -39,3 +41,15 @@ def test_the_worker_process_trims_its_heap(engine):
         pytest.skip("malloc_trim is glibc's")
     assert engine.llm.collective_rpc("release_free_heap") in ([True], [False])
     Solver(engine).solve(["What is 2 + 3?"], SamplingSpec(n=2, max_tokens=8, seed=1))  # trims after generating
+
+
+def test_an_engine_without_per_sequence_seeds_draws_each_call_anew(engine):
+    spec = SamplingSpec(n=3, max_tokens=12, ignore_eos=True, seed=5)
+    seeded = engine.spec
+    engine.spec = replace(seeded, seeded_requests=False)  # what GPU engines do by default: one engine-wide stream
+    try:
+        first, second = ([turn.sample.token_ids for row in Solver(engine).solve(["What is 2 + 3?"], spec)
+                          for turn in row] for _ in range(2))
+    finally:
+        engine.spec = seeded
+    assert len(first) == len(second) == 3 and first != second

@@ -130,6 +130,7 @@ def test_dry_run_says_what_each_auto_value_resolves_to_here():
     assert "#   rollout.dtype: " in resolved and "#   learner.compute_dtype: " in resolved
     assert "rollout.sync_mode" not in resolved  # set, not auto
     assert "#   tracking.wandb: " in resolved
+    assert "#   rollout.max_num_seqs: 256\n" in resolved and "#   rollout.seeded_requests: on\n" in resolved
 
 
 def test_help_shows_usage_and_the_shipped_configs_and_config_with_resume_is_one_line():

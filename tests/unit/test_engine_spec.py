@@ -1,0 +1,47 @@
+"""The engines' spec from the config: the batch cap from the run's waves, per-sequence seeds by platform, and a
+frozen judge without LoRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from learner.weights import SyncMode
+from rollout.config import (RolloutConfig, engine_spec_from_config, frozen_engine_spec, resolve_max_num_seqs,
+                            resolve_seeded_requests)
+from selfplay.config import ConfigError, load_config
+from selfplay.preflight import wave_sequences_per_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("value, per_engine, cap", [("auto", 100, 256), ("auto", 801, 801), (64, 801, 64)])
+def test_the_batch_cap_makes_room_for_one_wave_and_never_goes_below_vllms_default(value, per_engine, cap):
+    assert resolve_max_num_seqs(value, per_engine) == cap
+
+
+def test_one_wave_of_the_shipped_configs_by_hand():
+    # proposals + anchors + pool answers + the new questions' answers and their verdicts, over the engines
+    gpu = load_config(ROOT / "configs/gpu-qwen2.5-3b.yaml")
+    assert wave_sequences_per_engine(gpu) == (128 + 4 + 128 * 8 + 2 * 128 * 8) // 4 == 801
+    cpu = load_config(ROOT / "configs/arithmetic-cpu.yaml")
+    assert wave_sequences_per_engine(cpu) == 10 + 4 + 16 * 8 + 2 * 10 * 8 == 302
+
+
+def test_per_sequence_seeds_are_on_for_cpu_engines_and_off_for_gpu_engines_unless_set():
+    assert resolve_seeded_requests("auto", uses_gpu=False) and not resolve_seeded_requests("auto", uses_gpu=True)
+    assert resolve_seeded_requests("on", uses_gpu=True) and not resolve_seeded_requests("off", uses_gpu=False)
+    gpu = RolloutConfig(gpus_per_engine=1)
+    spec = engine_spec_from_config("m", "bfloat16", 1024, gpu, SyncMode.ADAPTER, 16, 7, 801)
+    assert not spec.seeded_requests and spec.seed == 7 and spec.max_num_seqs == 801
+
+
+def test_a_frozen_engine_serves_without_lora():
+    spec = engine_spec_from_config("m", "bfloat16", 1024, RolloutConfig(), SyncMode.ADAPTER, 16, 0)
+    assert spec.sync_mode is SyncMode.ADAPTER and frozen_engine_spec(spec).sync_mode is SyncMode.MERGED
+
+
+def test_a_batch_cap_below_one_is_refused():
+    with pytest.raises(ConfigError, match="rollout.max_num_seqs must be at least 1 or auto"):
+        load_config(None, ["rollout.max_num_seqs=0"])
