@@ -1,5 +1,5 @@
 """Process memory: how much a process and its children hold, and the allocator calls that let freed tensor
-memory go back to the operating system.
+memory go back to the operating system (and, on a GPU, to the driver).
 
 glibc raises its mmap threshold to the size of each mmapped block a process frees, up to 32 MiB. PyTorch's CPU
 allocator frees every tensor to malloc, so after the first training step the activations of later steps (blocks
@@ -53,6 +53,18 @@ def release_free_heap() -> bool:
     library is not glibc."""
     libc = _glibc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def release_device_cache() -> bool:
+    """Hand the unused blocks of PyTorch's CUDA caching allocator back to the driver, so that an engine on the same
+    GPU (or its restart, which asks for its share of the card anew) finds the memory free. False where this process
+    has not used CUDA."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return False
+    torch.cuda.empty_cache()
+    return True
 
 
 def resident_gb(process: psutil.Process | None = None, children: bool = False) -> float:

@@ -29,7 +29,7 @@ from learner.config import LearnerConfig
 from learner.export import export_adapter, export_bytes, export_merged, peft_lora_config
 from learner.hardware import fast_dtype
 from learner.logprobs import token_logprobs
-from learner.memory import peak_resident_gb, release_free_heap, resident_gb
+from learner.memory import peak_resident_gb, release_device_cache, release_free_heap, resident_gb
 from learner.packing import pack_micro_batches, padding_fraction, round_up, split_across_ranks
 from learner.records import TrainBatch, TrainSample
 from learner.weights import ExportDirectories, SyncMode, SyncProbe, WeightUpdate, read_files
@@ -258,6 +258,7 @@ class Learner:
         self.step_count += 1
         grad_norm = self.engine.get_global_grad_norm()
         release_free_heap()  # the step's freed activations go back to the OS (learner.memory)
+        release_device_cache()  # ... and on a GPU to the driver, for an engine sharing the card
         totals.update({
             "learner/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "learner/skipped_nonfinite": float(skipped),
@@ -393,6 +394,7 @@ class Learner:
         else:
             export_merged(self.model, target, dtype)
         advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
+        release_device_cache()  # the merged copy's blocks
         return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
 
     def remove_exports(self) -> None:

@@ -7,7 +7,8 @@ import time
 import psutil
 import pytest
 
-from learner.memory import fix_mmap_threshold, node_used_share, peak_resident_gb, release_free_heap, resident_gb
+from learner.memory import (fix_mmap_threshold, node_used_share, peak_resident_gb, release_device_cache,
+                            release_free_heap, resident_gb)
 
 # Frees a 16 MiB tensor (glibc's default then serves blocks up to that size from its heap), then fills 1 GiB
 # with 2 MiB tensors and frees all but the last: from the heap, the freed ones stay resident behind it.
@@ -55,3 +56,10 @@ def test_memory_readings_are_in_gib_and_children_add_up():
         child.wait()
     assert 0.0 < node_used_share() < 1.0
     assert release_free_heap() is True  # glibc here
+
+
+def test_the_device_cache_is_released_only_where_cuda_was_used():
+    import torch
+
+    used = torch.cuda.is_available() and torch.cuda.is_initialized()
+    assert release_device_cache() is used  # on a CPU machine: nothing to release, and no CUDA call made
