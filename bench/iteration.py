@@ -1,7 +1,7 @@
 """What does one self-play iteration cost? Runs the real loop (Ray, vLLM, DeepSpeed) on the embedded model and
-prints one final JSON line: wall time of the measured iteration(s), each phase, tokens, and overhead_frac =
-other / wall, where other is everything outside generate, judge, train and sync (scoring, pool, Ray calls,
-the checkpoint).
+prints one final JSON line: wall time of the measured iteration(s), each phase, tokens, solver samples trained per
+hour, each role's mean cost shares (cost/*), and overhead_frac = other / wall, where other is everything outside
+generate, judge, train and sync (scoring, pool, Ray calls, the checkpoint).
 
     python bench/iteration.py [--iterations 4] [key=value ...]
 
@@ -48,6 +48,10 @@ def main() -> None:
         "overhead_frac": round(other / wall, 4) if wall else None,
         "tokens_generated": sum(row.get("rollout/generated_tokens", 0.0) for row in measured),
         "tokens_trained": sum(row.get("learner/tokens", 0.0) for row in measured),
+        "solver_samples_per_hour": round(3600 * sum(row.get("learner/samples_solver", 0.0) for row in measured)
+                                         / wall, 1) if wall else None,
+        "cost_shares": {key: round(sum(row.get(key, 0.0) for row in measured) / len(measured), 3)
+                        for key in sorted({key for row in measured for key in row if key.startswith("cost/")})},
         "config": args.config, "overrides": args.overrides, "run_dir": str(run_dir),
     }
     print(json.dumps(result))
