@@ -36,7 +36,8 @@ def main() -> None:
                                        "tracking.wandb=disabled", *args.overrides])
     run_dir = run(config)
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    measured = rows[1:] or rows
+    iterations = [row for row in rows if "time/iteration" in row]  # not the step-0 row of an in-run evaluation
+    measured = iterations[1:] or iterations
     # the loop's checkpoint after each iteration is orchestration too: it counts in the wall time and in `other`
     walls = [row["time/iteration"] + row.get("time/checkpoint", 0.0) for row in measured]
     wall = sum(walls)
