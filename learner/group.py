@@ -36,6 +36,7 @@ def gathered(refs: list, call: str, timeout_s: float) -> list:
                              f"{timeout_s:g} s (learner.call_timeout_s): stuck in a collective or in native code")
     return ray.get(refs)
 
+
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """Loss-like metrics are each rank's share of the global token mean, so they add up; `*_max` and memory/*
     take the max (the largest rank's); the rest (grad norm, lr, skip counters: identical on every rank after the
