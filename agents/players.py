@@ -18,7 +18,7 @@ from agents.parsing import FormatFailure, Parsed, parse_answer, parse_score
 from agents.prompts import (ChatMessage, judge_answer_messages, judge_question_messages, proposer_messages,
                             solver_messages)
 from agents.roles import Role
-from agents.tasks import task_family
+from agents.tasks import demonstration, task_family
 from rewards.rubric import Rubric, RubricError
 from rollout.records import GenerationRequest, Generator, Sample, SamplingSpec
 
@@ -64,11 +64,14 @@ class Proposer:
 
     def propose(self, references: Sequence[str | None], sampling: SamplingSpec) -> list[Turn]:
         """One question per entry: a harder rewrite of the reference, or from scratch where it is None, in the task
-        family's format; each parses to a Proposal (agents.tasks)."""
+        family's format; each parses to a Proposal (agents.tasks). Request i is shown the family's demonstration
+        seed + i, so a batch, and each seeded call, cycles through them."""
+        offset = sampling.seed or 0
         requests = [GenerationRequest(tuple(proposer_messages(reference, self.family.proposer_system,
-                                                              self.family.proposer_demonstration, self.markers)),
+                                                              demonstration(self.family, offset + index),
+                                                              self.markers)),
                                       sampling)
-                    for reference in references]
+                    for index, reference in enumerate(references)]
         return [turns[0] for turns in _turns(self.generator, Role.PROPOSER, requests, self.family.parse_proposal,
                                              sampling.temperature)]
 

@@ -16,7 +16,7 @@ from statistics import fmean
 from typing import Any, Callable
 
 from agents.prompts import ChatMessage, proposer_messages, solver_messages
-from agents.tasks import TaskFamily
+from agents.tasks import TaskFamily, demonstration
 from learner.records import TrainBatch, TrainSample
 from selfplay.question_pool import PoolQuestion
 
@@ -29,7 +29,7 @@ class SFTExample:
 
 
 def sft_examples(questions: list[PoolQuestion], family: TaskFamily) -> list[SFTExample]:
-    examples = []
+    examples, proposals = [], 0
     for question in questions:
         try:
             if question.answer is not None:
@@ -39,7 +39,8 @@ def sft_examples(questions: list[PoolQuestion], family: TaskFamily) -> list[SFTE
         except ValueError as error:
             raise ValueError(f"seed {question.id}: {error}") from None
         if proposal is not None:
-            messages = proposer_messages(None, family.proposer_system, family.proposer_demonstration)
+            messages = proposer_messages(None, family.proposer_system, demonstration(family, proposals))
+            proposals += 1
             examples.append(SFTExample("proposer", tuple(messages), proposal))
     return examples
 

@@ -2,7 +2,7 @@
 by name (`task.family`), and the loop only sees the `TaskFamily` seam, so a new family is a new module plus one line
 in `FAMILIES`.
 
-A family gives the proposer its output format (a system message and one worked example) and parses a response
+A family gives the proposer its output format (a system message and worked examples) and parses a response
 into a `Proposal`: the question and, for a grounded family, the reference answer an outside check computed. Solver
 answers to a question with a reference answer are graded against it (rewards.grading), the judge is rewarded for
 agreeing with that grade, and the proposer's difficulty reward comes from how often the solver got it right.
@@ -19,7 +19,8 @@ from agents.tasks import arithmetic, calculation, math
 class TaskFamily(Protocol):
     name: str
     proposer_system: str
-    proposer_demonstration: tuple[str, str]  # (request, response) shown before the real request
+    # (request, response) pairs; each proposal request is shown one of them, in turn (`demonstration`)
+    proposer_demonstrations: tuple[tuple[str, str], ...]
 
     def parse_proposal(self, response: str) -> Parsed:
         """A Proposal as the value, or the format failure (UNCHECKABLE where the outside check refuses it)."""
@@ -38,6 +39,11 @@ class TaskFamily(Protocol):
 
 FAMILIES: dict[str, TaskFamily] = {family.name: family for family in (math.FAMILY, arithmetic.FAMILY,
                                                                         calculation.FAMILY)}
+
+
+def demonstration(family: TaskFamily, index: int) -> tuple[str, str]:
+    """The worked example shown before proposal request `index` (counted from any offset: a seed, a step)."""
+    return family.proposer_demonstrations[index % len(family.proposer_demonstrations)]
 
 
 def task_family(name: str) -> TaskFamily:

@@ -78,10 +78,10 @@ class ArithmeticFamily:
         "answer. Write the problem inside <question></question> tags, then the arithmetic expression that solves "
         "it, using only the problem's numbers, + - * / and parentheses, inside <expression></expression> tags. Do "
         "not write the answer.")
-    proposer_demonstration: tuple[str, str] = (
+    proposer_demonstrations: tuple[tuple[str, str], ...] = ((
         "Write a new question that takes a few steps of reasoning to solve.",
         "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>\n"
-        "<expression>24 - 3 * 6</expression>")
+        "<expression>24 - 3 * 6</expression>"),)
 
     def proposal_text(self, question: str, checkable: str | None) -> str | None:
         if checkable is None:

@@ -26,9 +26,14 @@ class CalculationFamily:
         "You write one new arithmetic calculation for a student, with one whole-number answer: \"What is\", "
         "\"Calculate\", \"Compute\" or \"Find the value of\", then an expression of whole numbers, + - * / and "
         "parentheses. Write it inside <question></question> tags. Do not write the answer.")
-    proposer_demonstration: tuple[str, str] = (
-        "Write a new question that takes a few steps of reasoning to solve.",
-        "<question>What is 24 - 3 * 6?</question>")
+    # Shown one per request, in turn: with the one calculation it had, the proposer mostly copied or varied it, so
+    # most of its proposals were near-duplicates of each other (3 of 29 parsed proposals entered the pool).
+    proposer_demonstrations: tuple[tuple[str, str], ...] = tuple(
+        ("Write a new question that takes a few steps of reasoning to solve.", f"<question>{question}</question>")
+        for question in ("What is 24 - 3 * 6?", "Calculate (17 + 28) / 5.", "Compute 13 * 4 - 25.",
+                         "Find the value of 96 / (4 + 4) + 15.", "What is 7 * (12 - 5) + 8?",
+                         "Calculate 150 - 6 * 9 + 41.", "Compute (63 - 18) * 3 / 5.",
+                         "What is the value of 8 * 8 - 7 * 5?"))
 
     def proposal_text(self, question: str, checkable: str | None) -> str | None:
         """Only seeds that are bare calculations show the proposer its format; word-problem seeds still train the

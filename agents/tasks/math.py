@@ -16,9 +16,9 @@ class MathFamily:
         "needed), solvable, and have one short final answer. Write only the question, inside <question></question> "
         "tags. Do not answer it.")
     # Small models copy a demonstrated format far more often than a described one (agents/prompts.py).
-    proposer_demonstration: tuple[str, str] = (
+    proposer_demonstrations: tuple[tuple[str, str], ...] = ((
         "Write a new question that takes a few steps of reasoning to solve.",
-        "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>")
+        "<question>A baker makes 24 muffins and sells 3 boxes of 6 muffins. How many muffins are left?</question>"),)
 
     def proposal_text(self, question: str, checkable: str | None) -> str | None:
         return f"<question>{question}</question>"

@@ -67,7 +67,7 @@ def test_every_special_token_and_split_spelling_in_every_role_prompt(tokenizer) 
     family = task_family("arithmetic")
     rubric = load_rubric("reference")
     prompts = [solver_messages(text, markers),
-               proposer_messages(text, family.proposer_system, family.proposer_demonstration, markers),
+               proposer_messages(text, family.proposer_system, family.proposer_demonstrations[0], markers),
                judge_question_messages(rubric, text, markers),
                judge_answer_messages(rubric, text, text, text, markers)]
     for messages in prompts:

@@ -110,8 +110,8 @@ def test_failure_counts_name_every_reason() -> None:
 
 def test_role_prompts_are_chat_messages_asking_for_their_tag() -> None:
     family = task_family("math")
-    from_scratch = proposer_messages(None, family.proposer_system, family.proposer_demonstration)
-    rewrite = proposer_messages("Natalia sold 48 clips.", family.proposer_system, family.proposer_demonstration)
+    from_scratch = proposer_messages(None, family.proposer_system, family.proposer_demonstrations[0])
+    rewrite = proposer_messages("Natalia sold 48 clips.", family.proposer_system, family.proposer_demonstrations[0])
     solver = solver_messages("What is 5 + 7?")
     for messages in (from_scratch, rewrite, solver):
         # system, one demonstrated exchange, then the real request

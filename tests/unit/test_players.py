@@ -27,3 +27,13 @@ def test_from_scratch_proposals_are_sampled_with_different_seeds():
     assert [request.sampling.seed for request in generator.requests] == [7, 8, 9]
     assert all(request.messages == generator.requests[0].messages for request in generator.requests)
     assert [turn.parsed.value.text for turn in turns] == ["Q?"] * 3
+
+
+def test_proposal_requests_cycle_through_the_family_demonstrations_from_the_seed():
+    generator = RecordingGenerator()
+    Proposer(generator, family="calculation").propose([None, None, "What is 2 + 2?"], SamplingSpec(seed=6))
+    # the demonstration's answer is the third message (system, example request, example response, request)
+    shown = [request.messages[2]["content"] for request in generator.requests]
+    assert shown == ["<question>Compute (63 - 18) * 3 / 5.</question>",  # 6 % 8
+                     "<question>What is the value of 8 * 8 - 7 * 5?</question>",  # 7 % 8
+                     "<question>What is 24 - 3 * 6?</question>"]  # 8 % 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.parsing import FormatFailure, Proposal
-from agents.tasks import FAMILIES, task_family
+from agents.tasks import FAMILIES, demonstration, task_family
 from selfplay.config import ConfigError, load_config
 
 ARITHMETIC = task_family("arithmetic")
@@ -75,9 +75,18 @@ def test_an_unchecked_or_unfitting_expression_fails_the_proposal(response, failu
     assert parsed.failure is failure and parsed.format_score == 0.0
 
 
-def test_the_demonstration_obeys_its_own_format():
+def test_every_demonstration_obeys_its_own_format():
     for family in FAMILIES.values():
-        assert family.parse_proposal(family.proposer_demonstration[1]).failure is None
+        for _, response in family.proposer_demonstrations:
+            assert family.parse_proposal(response).failure is None
+
+
+def test_demonstrations_are_shown_in_turn():
+    family = task_family("calculation")
+    shown = [demonstration(family, index)[1] for index in range(10)]
+    assert shown[:8] == [response for _, response in family.proposer_demonstrations]
+    assert shown[8:] == shown[:2]  # 8 demonstrations: request 8 is shown the first again
+    assert len(set(shown[:8])) == 8
 
 
 @pytest.mark.parametrize("question, proposal", [
