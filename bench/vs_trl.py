@@ -12,7 +12,8 @@ then the mean over the timed steps.
 What is timed (wall clock per step):
 - ours, in-process (no Ray), as `selfplay.iteration` runs it: `Engine.generate` (vLLM, eager, merged-weight
   mode), rewards and advantages, `plan_step` + `Learner.train_step`, then `Learner.export` (merged weights with
-  the sync probe) + `Engine.apply_update` (in-place reload, prefix-cache reset, probe check). Phases are
+  the sync probe, calibrated at start and advanced every step as the product does) + `Engine.apply_update`
+  (in-place reload, prefix-cache reset, probe check). Phases are
   reported separately too.
 - TRL: one optimizer step of `GRPOTrainer.train()` from `on_step_begin` to `on_step_end`: its generation
   (`model.generate` with the LoRA adapter active), reward, advantages, forward + backward, optimizer step. TRL
@@ -69,8 +70,10 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
     from learner.weights import SyncMode, SyncProbe, scratch_dir
+    from rollout.config import RolloutConfig
     from rollout.engine import Engine, EngineSpec
     from rollout.host import bind_cpu_share
+    from rollout.probe import calibrated
     from rollout.records import GenerationRequest, SamplingSpec
     from selfplay.wiring import probe_token_ids
 
@@ -79,7 +82,9 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
                                kv_cache_gb=args.kv_cache_gb, enforce_eager=True, sync_mode=SyncMode.MERGED))
     learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype,
                                                     max_model_len=args.max_model_len))
-    probe = probe_token_ids(AutoTokenizer.from_pretrained(model_path))
+    probe_tokens = tuple(probe_token_ids(AutoTokenizer.from_pretrained(model_path)))
+    start = SyncProbe(probe_tokens, tuple(learner.sequence_logprobs(list(probe_tokens))))
+    probe = calibrated(start, [engine.read_probe(start)], RolloutConfig().sync_tolerance)  # as the product does
     sampling = SamplingSpec(n=args.answers, max_tokens=args.max_tokens, temperature=1.0, ignore_eos=args.ignore_eos)
     requests = [GenerationRequest(tuple(solver_messages(question)), sampling) for question in questions(args.questions)]
     export_dir = scratch_dir("bench-vs-trl-")
@@ -105,9 +110,9 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
             metrics = learner.train_step(plan[0], batch.response_tokens)
             trained = time.perf_counter()
             version += 1
-            update = learner.export(version, SyncMode.MERGED, str(export_dir),
-                                    SyncProbe(tuple(probe), (), tolerance=0.05))
+            update = learner.export(version, SyncMode.MERGED, str(export_dir), probe)
             sync = engine.apply_update(update)
+            probe = update.probe
             finished = time.perf_counter()
             lengths = [len(sample.token_ids) for _, sample in samples]
             reply = {"seconds": finished - started, "load": load_average(),

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
-from rollout.probe import ProbeReading, read_probe
+from rollout.probe import GapBreaches, ProbeReading, read_probe, tolerated_breaches
 from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec,
                              sample_seeds)
 from rollout.shm_segments import mapped_segments, note_segments, noted_segments, remove_unmapped, sweep_dead_hosts
@@ -25,6 +25,8 @@ GIB = 1 << 30
 ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
 CORE_WATCH_S = 1.0  # how often the watchdog reads vLLM's engine-dead flag
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank
+CALIBRATION_ADAPTER_ID = 2**31 - 1  # the adapter a probe calibration reads through; versions count up from 1
+SERVED = object()  # requests use the adapter version being served
 
 
 def lora_rank_cap(rank: int) -> int:
@@ -112,6 +114,7 @@ class Engine:
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
         self._lora_request = None  # the adapter version all requests use (adapter mode)
+        self._gap_breaches = GapBreaches(tolerated_breaches(spec.dtype))
         self._closing = threading.Event()
         threading.Thread(target=self._watch_core, name="engine-core-watch", daemon=True).start()
 
@@ -155,9 +158,11 @@ class Engine:
                 _prompt_too_long(ids, request.sampling.n, self.weight_version)
                 for request, ids, fit in zip(requests, rendered, fits)]
 
-    def _generate(self, prompts: list, params: list) -> list:
+    def _generate(self, prompts: list, params: list, lora_request=SERVED) -> list:
+        """`lora_request` SERVED: the adapter version all requests use."""
         with _core_calls():
-            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+            outputs = self.llm.generate(prompts, params, use_tqdm=False,
+                                        lora_request=self._lora_request if lora_request is SERVED else lora_request)
             self._release_worker_heap()
             return outputs
 
@@ -186,12 +191,13 @@ class Engine:
         if self.segment_note is not None:
             self.segment_note.unlink(missing_ok=True)
 
-    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
-        """Logprob of each token 1..P-1 given its prefix, under the weights being served. [P - 1]"""
+    def prompt_logprobs(self, token_ids: list[int], lora_request=SERVED) -> list[float]:
+        """Logprob of each token 1..P-1 given its prefix, under the weights being served (or `lora_request`'s
+        adapter). [P - 1]"""
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
-        output = self._generate([TokensPrompt(prompt_token_ids=list(token_ids))], [params])[0]
+        output = self._generate([TokensPrompt(prompt_token_ids=list(token_ids))], [params], lora_request)[0]
         return [position[token].logprob for token, position in zip(token_ids[1:], output.prompt_logprobs[1:])]
 
     # -- weight sync --------------------------------------------------------------------------------------------
@@ -212,7 +218,8 @@ class Engine:
             self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         load_seconds = time.perf_counter() - started
         reading = self.read_probe(update.probe) if update.probe else None
-        if reading is not None and reading.problem:
+        verdict = self._gap_breaches.verdict(reading) if reading is not None else ""
+        if verdict == "fail":
             if update.mode is SyncMode.ADAPTER:  # the previous version was never removed: serve it again
                 self._remove_adapters(keep=served)
                 self._lora_request = served
@@ -222,15 +229,17 @@ class Engine:
         self.weight_version = update.version
         return {"load_seconds": load_seconds, "version": float(update.version),
                 "probe_gap": reading.gap if reading else math.nan,
-                "probe_position": reading.position if reading else math.nan}
+                "probe_position": reading.position if reading else math.nan,
+                "probe_warning": float(verdict == "warning")}
 
-    def _add_adapter(self, update: WeightUpdate):
-        """Load `update`'s adapter beside the one served; a refused load leaves that one served (SyncError)."""
+    def _add_adapter(self, update: WeightUpdate, adapter_id: int | None = None):
+        """Load `update`'s adapter beside the one served, as `adapter_id` (its version by default); a refused load
+        leaves that one served (SyncError)."""
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        request = LoRARequest(lora_name=f"selfplay-v{update.version}", lora_int_id=update.version,
-                              lora_path=update.path)
+        adapter_id = update.version if adapter_id is None else adapter_id
+        request = LoRARequest(lora_name=f"selfplay-{adapter_id}", lora_int_id=adapter_id, lora_path=update.path)
         try:
             added = self.llm.llm_engine.add_lora(request)
         except EngineDeadError:
@@ -249,9 +258,19 @@ class Engine:
             if keep is None or adapter_id != keep.lora_int_id:
                 engine.remove_lora(adapter_id)
 
-    def read_probe(self, probe: SyncProbe) -> ProbeReading:
-        """How the served weights compare with the learner's on `probe` (rollout.probe)."""
-        return read_probe(self.prompt_logprobs(list(probe.token_ids)), probe)
+    def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None) -> ProbeReading:
+        """How the served weights (or the adapter of `through`, loaded for this reading only) compare with the
+        learner's on `probe` (rollout.probe). `through` calibrates the probe on the path adapter syncs serve by:
+        vLLM's LoRA kernels, with the learner's current weights exported as an adapter."""
+        if through is None:
+            return read_probe(self.prompt_logprobs(list(probe.token_ids)), probe)
+        with _core_calls():
+            request = self._add_adapter(through, CALIBRATION_ADAPTER_ID)
+        try:
+            return read_probe(self.prompt_logprobs(list(probe.token_ids), request), probe)
+        finally:
+            with _core_calls():
+                self.llm.llm_engine.remove_lora(CALIBRATION_ADAPTER_ID)
 
 
 def _sampling_params(factory, spec: SamplingSpec, room: int | None = None):

@@ -323,20 +323,28 @@ class EnginePool:
                             self._latest = previous
                         raise cause from None
             seconds = time.perf_counter() - started
+        for metrics in engine_metrics:
+            if metrics.get("probe_warning"):
+                logger.warning("%s: weight version %d: probe logprob gap %.4f exceeds tolerance %.4f; tolerated once "
+                               "in %s, a second breach in a row fails the sync", self.name, update.version,
+                               metrics["probe_gap"], update.probe.tolerance, self.spec.dtype)
         return {"sync/seconds": seconds, "sync/version": float(update.version),
                 "sync/probe_gap": _extreme(max, engine_metrics, "probe_gap"),
                 "sync/probe_position": _extreme(min, engine_metrics, "probe_position"),
-                "sync/load_seconds": _extreme(max, engine_metrics, "load_seconds")}
+                "sync/load_seconds": _extreme(max, engine_metrics, "load_seconds"),
+                "sync/probe_warnings": float(sum(metrics.get("probe_warning", 0.0) for metrics in engine_metrics))}
 
-    def read_probe(self, probe: SyncProbe) -> list[ProbeReading]:
-        """Each serving engine's reading of `probe` (rollout.probe); nothing is raised on a mismatch. An engine
-        found dead is replaced (re-synced to the latest weights) and its replacement read instead."""
+    def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None) -> list[ProbeReading]:
+        """Each serving engine's reading of `probe` (rollout.probe; through `through`'s adapter, for a calibration);
+        nothing is raised on a mismatch. An engine found dead is replaced (re-synced to the latest weights) and its
+        replacement read instead."""
         with self._lock:
             targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
                        if slot.state is SlotState.SERVING]
         if not targets:
             raise RuntimeError(f"{self.name}: no engine is serving ({self._failure or 'all are restarting'})")
-        refs = [(handle.read_probe.remote(probe), index, incarnation) for index, incarnation, handle in targets]
+        refs = [(handle.read_probe.remote(probe, through), index, incarnation)
+                for index, incarnation, handle in targets]
         readings = []
         for ref, index, incarnation in refs:
             try:
@@ -344,7 +352,7 @@ class EnginePool:
             except (RayActorError, RayTaskError) as error:
                 cause = _engine_death(error)
                 self._replace(index, incarnation, f"died ({_summary(cause)})")
-                readings.append(_unwrapped(self._serving_handle(index).read_probe.remote(probe)))
+                readings.append(_unwrapped(self._serving_handle(index).read_probe.remote(probe, through)))
         return readings
 
     def _serving_handle(self, index: int) -> Any:
@@ -485,8 +493,8 @@ class RemoteEnginePool:
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
         return _unwrapped(self.handle.apply_update.remote(update))
 
-    def read_probe(self, probe: SyncProbe) -> list[ProbeReading]:
-        return _unwrapped(self.handle.read_probe.remote(probe))
+    def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None) -> list[ProbeReading]:
+        return _unwrapped(self.handle.read_probe.remote(probe, through))
 
     def metrics(self) -> dict[str, float]:
         return _unwrapped(self.handle.metrics.remote())

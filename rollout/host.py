@@ -50,6 +50,11 @@ class _Call:
         self.finished = False
 
 
+def _readable_here(update: WeightUpdate) -> bool:
+    """Whether this node reads `update`'s files where the learner wrote them (no copy shipped, or written here)."""
+    return update.files is None or update.node_id in ("", ray.get_runtime_context().get_node_id())
+
+
 def bind_cpu_share(index: int, count: int) -> None:
     """Give this engine the index-th of `count` equal slices of the cores (unless the user set a binding)."""
     if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
@@ -145,7 +150,7 @@ class EngineHost:
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
         """Serve `update`; an export written on another node is received first (rollout.received)."""
         with self._engine_lock, self._timed():
-            if update.files is None or update.node_id in ("", ray.get_runtime_context().get_node_id()):
+            if _readable_here(update):
                 return self.engine.apply_update(update)
             copy = self._received.write(ray.get(update.files), Path(update.path).name)
             try:
@@ -167,6 +172,14 @@ class EngineHost:
                 self._engine_lock.release()
         self._received.close()
 
-    def read_probe(self, probe: SyncProbe) -> ProbeReading:
+    def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None) -> ProbeReading:
+        """The engine's reading of `probe` (through `through`'s adapter, received first where it was written on
+        another node, and removed after)."""
         with self._engine_lock, self._timed():
-            return self.engine.read_probe(probe)
+            if through is None or _readable_here(through):
+                return self.engine.read_probe(probe, through)
+            copy = self._received.write(ray.get(through.files), Path(through.path).name)
+            try:
+                return self.engine.read_probe(probe, replace(through, path=str(copy), node_id="", files=None))
+            finally:
+                self._received.failed(copy)  # read once, never served

@@ -16,9 +16,10 @@ from agents.parsing import special_markers
 from agents.players import Judge, Proposer, Solver
 from learner.hardware import alive_nodes
 from learner.memory import NATIVE_CACHE_LIMITS
-from learner.weights import SyncProbe, process_scratch_dir
+from learner.weights import SyncMode, SyncProbe, process_scratch_dir
 from rewards.grading_pool import GradingPool
 from rollout.exit_cleanup import claim_signals
+from rollout.probe import calibrated
 from selfplay.components import Components
 from selfplay.config import Config
 from selfplay.console import QUIET_LIBRARIES, log, quiet_local_ray_start
@@ -167,22 +168,25 @@ def start_components(config: Config, export_dir: Path) -> Started:
         judge=role(Judge, judge_pool, judge_markers),
         learner=learner,
         grader=grader, engine_pools=[pool], sync_mode=sync_mode, export_dir=export_dir,
-        probe=calibrate_probe(config, learner, [pool], probe_token_ids(tokenizer)),
+        probe=calibrate_probe(config, learner, [pool], probe_token_ids(tokenizer), sync_mode, export_dir),
         drift_samples=tuple(tokenized(example, tokenizer) for example in drift_examples()))
     return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []), tokenizer)
 
 
-def calibrate_probe(config: Config, learner: Any, engine_pools: list[Any], token_ids: list[int]) -> SyncProbe:
-    """The probe's noise: learner and engines hold the same weights at start-up (adapter still zero), so their
-    difference is pure kernel and precision difference (a mean 0.00002 for SmolLM2-135M in float32 on CPU, 0.06 in
-    bf16 on CPU). The gap tolerance is the configured one or twice that mean, whichever is larger; the noise norm
-    sets how large an update must be before the sync check tells it from the version before (rollout.probe)."""
+def calibrate_probe(config: Config, learner: Any, engine_pools: list[Any], token_ids: list[int],
+                    sync_mode: SyncMode, export_dir: Path) -> SyncProbe:
+    """The probe's noise: learner and engines hold the same weights at start-up, so their difference is pure
+    kernel and precision difference (a mean 0.00002 for SmolLM2-135M in float32 on CPU, 0.06 in bf16 on CPU),
+    measured on the path later syncs take: in adapter mode through vLLM's LoRA kernels, with the learner's weights
+    exported as an adapter (version 0, its delta still zero at start-up). rollout.probe.calibrated sets the gap
+    tolerance and the noise norm from it."""
     probe = SyncProbe(tuple(token_ids), tuple(learner.probe_logprobs(token_ids)))
-    readings = [reading for pool in engine_pools for reading in pool.read_probe(probe)]
-    floor, noise = max(r.gap for r in readings), max(r.distance for r in readings)
-    tolerance = max(config.rollout.sync_tolerance, 2 * floor)
-    log(f"weight-sync probe: noise with identical weights {floor:.2g} mean, {noise:.2g} norm; gap tolerance "
-        f"{tolerance:.4f}")
-    return SyncProbe(probe.token_ids, probe.expected, (), tolerance, noise)
+    through = learner.export(0, sync_mode, str(export_dir)) if sync_mode is SyncMode.ADAPTER else None
+    readings = [reading for pool in engine_pools for reading in pool.read_probe(probe, through)]
+    calibrated_probe = calibrated(probe, readings, config.rollout.sync_tolerance)
+    log(f"weight-sync probe{' through a zero-delta adapter' if through else ''}: noise with identical weights "
+        f"{max(r.gap for r in readings):.2g} mean, {calibrated_probe.noise:.2g} norm; gap tolerance "
+        f"{calibrated_probe.tolerance:.4f}")
+    return calibrated_probe
 
 

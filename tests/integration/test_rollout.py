@@ -496,6 +496,13 @@ def test_weight_sync_round_trip(session, mode):
         with pytest.raises(SyncError, match=f"refused adapter version {absent.version}"):
             pool.apply_update(absent)
         assert not any(reading.problem for reading in pool.read_probe(second.probe))
+        # a calibration reads through the adapter it is given, loaded for that reading alone: through the previous
+        # version's adapter the probe sits at the previous version, through this one's it matches, and the engines
+        # go on serving this version
+        assert all("previous version" in reading.problem for reading in pool.read_probe(second.probe, first))
+        assert all(reading.gap < SYNCED_GAP and not reading.problem
+                   for reading in pool.read_probe(second.probe, dataclasses.replace(second, version=0)))
+        assert not any(reading.problem for reading in pool.read_probe(second.probe))
     completions = pool.generate([GenerationRequest(chat(f"Tell me about {topic}."), SamplingSpec(n=2, max_tokens=24))
                                  for topic in ("cats", "rivers", "prime numbers")])
     engine, learner, base = [], [], []

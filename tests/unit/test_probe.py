@@ -1,4 +1,5 @@
-"""The weight-sync probe decides 'serves version k' against 'serves version k-1' (hand-computed cases)."""
+"""The weight-sync probe decides 'serves version k' against 'serves version k-1' (hand-computed cases), its calibration,
+and how many gap breaches in a row a low-precision engine may show."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 
 from learner.weights import SyncProbe
-from rollout.probe import SEPARATION, read_probe
+from rollout.probe import SEPARATION, GapBreaches, ProbeReading, calibrated, read_probe, tolerated_breaches
 
 PREVIOUS = (-1.1, -2.1, -3.1, -4.1)
 EXPECTED = (-1.0, -2.0, -3.0, -4.0)  # one update moved every position by +0.1: |d| = 0.2
@@ -85,3 +86,47 @@ def test_the_iteration_line_places_the_engines_or_says_the_step_was_within_the_n
     assert probe_position({"sync/probe_position": math.nan, "sync/probe_separation": 1.234}) == (
         "step within the probe's noise (separation 1.23 of the 4.00 needed to place it)")
     assert probe_position({}) == "no probe reading"
+
+
+# Recorded on this project's CPU engine (vLLM, bf16) against the learner: start-up readings with identical weights,
+# then the gaps of later, correct syncs, which low-precision rounding moves around the calibrated tolerance.
+BF16_STARTUP_GAPS = (0.0291, 0.0263)
+BF16_STARTUP_NORMS = (0.412, 0.377)
+
+
+def reading(gap: float, position: float = math.nan, problem: str = "", gap_only: bool = False) -> ProbeReading:
+    return ProbeReading(gap=gap, distance=gap * 10, position=position, problem=problem, gap_only=gap_only)
+
+
+def test_calibration_takes_the_largest_noise_and_twice_the_largest_gap_over_the_configured_tolerance():
+    start = SyncProbe((7, 8, 9), (-1.0, -2.0))
+    readings = [ProbeReading(gap, norm, math.nan, "") for gap, norm in zip(BF16_STARTUP_GAPS, BF16_STARTUP_NORMS)]
+    probe = calibrated(start, readings, configured_tolerance=0.05)
+    assert probe.tolerance == pytest.approx(2 * 0.0291) and probe.noise == pytest.approx(0.412)
+    assert (probe.token_ids, probe.expected, probe.previous) == ((7, 8, 9), (-1.0, -2.0), ())
+    assert calibrated(start, readings, configured_tolerance=0.1).tolerance == 0.1  # the configured one is larger
+    with pytest.raises(ValueError, match="no engine answered"):
+        calibrated(start, [], 0.05)
+
+
+def test_a_reading_over_the_gap_tolerance_alone_is_marked_gap_only():
+    over = read_probe(shifted(EXPECTED, 0.06), probe(tolerance=0.0582, previous=()))
+    assert over.gap_only and "gap 0.0600 exceeds tolerance 0.0582" in over.problem
+    behind = read_probe(list(PREVIOUS), probe(tolerance=0.05))  # the previous version, also over the gap
+    assert behind.gap > 0.05 and not behind.gap_only and "previous version" in behind.problem
+
+
+def test_in_bf16_one_gap_breach_warns_and_the_second_in_a_row_fails():
+    breaches = GapBreaches(tolerated_breaches("bfloat16"))
+    tolerance = 2 * max(BF16_STARTUP_GAPS)  # 0.0582
+    gaps = (0.0410, 0.0585, 0.0398, 0.0603, 0.0611)  # syncs 1-5: breaches at 2, then at 4 and 5 in a row
+    verdicts = [breaches.verdict(reading(gap, problem="gap" if gap > tolerance else "", gap_only=gap > tolerance))
+                for gap in gaps]
+    assert verdicts == ["", "warning", "", "warning", "fail"]
+
+
+def test_float32_tolerates_no_breach_and_no_dtype_tolerates_a_stale_engine():
+    assert tolerated_breaches("float32") == 0 and tolerated_breaches("float16") == 1
+    assert GapBreaches(tolerated_breaches("float32")).verdict(reading(0.1, problem="gap", gap_only=True)) == "fail"
+    stale = reading(0.01, position=0.02, problem="it still serves the previous version")
+    assert GapBreaches(tolerated_breaches("bfloat16")).verdict(stale) == "fail"
