@@ -67,15 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             print("# auto values on this machine:")
             print("\n".join(f"#   {key}: {value}" for key, value in resolved.items()))
         return 0
-    from selfplay.driver import RunEnded, run
-    from selfplay.memory_kill import MemoryKilled
+    from selfplay.driver import run
+    from selfplay.run_end import RunEnded
 
     try:
         run_dir = run(config, resume_dir=args.resume)
     except PreflightError as error:  # what only the connected cluster can tell (its resources)
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    except (MemoryKilled, RunEnded) as error:
+    except RunEnded as error:
         print(error, file=sys.stderr)
         return 1
     print(f"run directory: {run_dir}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ray
 
+from learner.calls import gathered
 from learner.config import LearnerConfig
 from learner.records import TrainBatch, TrainSample
 from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_updates
@@ -20,21 +21,6 @@ from learner.weights import SyncMode, SyncProbe, WeightUpdate
 
 REMOVE_EXPORTS_S = 10.0  # a rank removing its exported weights before it is killed (a hung rank cannot)
 START_TIMEOUT_S = 600.0  # loading a large model takes minutes; a rank that cannot be placed never starts
-
-
-class LearnerTimeout(RuntimeError):
-    """A learner call that did not finish on every rank within `learner.call_timeout_s`."""
-
-
-def gathered(refs: list, call: str, timeout_s: float) -> list:
-    """The results of one call on ranks 0..len(refs)-1, waiting at most `timeout_s` for all of them; LearnerTimeout,
-    naming the ranks that did not answer, when they do not."""
-    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    if pending:
-        late = [rank for rank, ref in enumerate(refs) if ref in pending]
-        raise LearnerTimeout(f"learner rank(s) {', '.join(map(str, late))} did not finish {call} within "
-                             f"{timeout_s:g} s (learner.call_timeout_s): stuck in a collective or in native code")
-    return ray.get(refs)
 
 
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:

@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from learner.group import LearnerTimeout
 from learner.memory import node_used_share
 from rewards.rubric import RubricError, load_rubric, reload_if_changed
 from rollout.probe import SEPARATION
@@ -25,16 +24,12 @@ from selfplay.evaluation import (EvalExample, change_line, eval_metrics, evaluat
                                  summarize)
 from selfplay.guard import BestTracker
 from selfplay.iteration import RunState, iteration_seed, run_iteration, sync_weights
-from selfplay.memory_kill import MemoryKilled, memory_kill_line
+from selfplay.run_end import RunEnded, ending_line
 from selfplay.preflight import RESOLVED_CONFIG
 from selfplay.progress import duration, eta_seconds, iteration_line
 from selfplay.question_pool import QuestionPool, load_seed_file
 from selfplay.samples import COLUMNS, PROPOSAL_COLUMNS, exchanges, proposal_rows, table_rows
 from selfplay.wiring import Started, connect_ray, export_dir_for, start_components
-
-
-class RunEnded(RuntimeError):
-    """The run ended for a reason its message tells in one line, with the command that resumes it."""
 
 
 ADAPTER_DIRECTORY = "adapter"  # RUN_DIR/adapter: the final weights as a standard PEFT adapter
@@ -298,11 +293,8 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
                                     changes, best.summary(), adapter):
             log(line)
     except Exception as error:
-        if line := memory_kill_line(error, run_dir):
-            raise MemoryKilled(line) from error
-        if isinstance(error, LearnerTimeout):
-            raise RunEnded(f"{error}. Resume from the last checkpoint with: python launch/evolve.py --resume "
-                           f"{run_dir}") from error
+        if line := ending_line(error, run_dir):
+            raise RunEnded(line) from error
         raise
     finally:  # also when stopped (SIGTERM, Ctrl-C) or failed: what the finished iterations logged is kept
         try:

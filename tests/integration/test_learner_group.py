@@ -9,8 +9,9 @@ import pytest
 import ray
 import torch
 
+from learner.calls import LearnerTimeout, gathered
 from learner.config import LearnerConfig
-from learner.group import LearnerGroup, LearnerTimeout, gathered
+from learner.group import LearnerGroup
 from learner.records import TrainBatch, TrainSample
 from learner.trainer import Learner, LearnerSetup, plan_step
 

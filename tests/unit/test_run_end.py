@@ -1,8 +1,10 @@
-"""A memory kill of an actor ends the run with one line: the actor, its memory, the node's, the resume command."""
+"""A run that ends early ends with one line: for a memory kill the actor, its memory, the node's and the resume
+command; for a learner rank that stops answering, the rank, the call and the resume command."""
 
 from pathlib import Path
 
-from selfplay.memory_kill import memory_kill_line
+from learner.calls import LearnerTimeout
+from selfplay.run_end import ending_line, memory_kill_line
 
 RAY_MESSAGE = (
     "Task was killed due to the node running low on memory.\nMemory on the node (IP: 10.0.0.2, ID: 8c5a) where the "
@@ -35,3 +37,12 @@ def test_a_kill_behind_another_error_is_found_and_other_errors_are_not_taken_for
     assert line == ("out of memory: Ray's memory monitor killed an actor (Ray's message does not name it). "
                     "Resume from the last checkpoint with: python launch/evolve.py --resume runs/b")
     assert memory_kill_line(ValueError("bad batch"), Path("runs/b")) is None
+
+
+def test_a_learner_timeout_and_a_memory_kill_end_with_one_line_and_other_errors_do_not():
+    timeout = LearnerTimeout("learner rank(s) 1 did not finish train_step within 60 s (learner.call_timeout_s)")
+    assert ending_line(timeout, Path("runs/c")) == (
+        "learner rank(s) 1 did not finish train_step within 60 s (learner.call_timeout_s). Resume from the last "
+        "checkpoint with: python launch/evolve.py --resume runs/c")
+    assert ending_line(OutOfMemoryError(RAY_MESSAGE), Path("runs/c")).startswith("out of memory: ")
+    assert ending_line(ValueError("bad batch"), Path("runs/c")) is None
