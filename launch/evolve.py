@@ -37,7 +37,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML run config (configs/*.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last completed iteration")
-    parser.add_argument("--dry-run", action="store_true", help="validate, print the resolved config, exit")
+    parser.add_argument("--dry-run", action="store_true", help=(
+        "validate, print the resolved config and the placement plan (on the cluster at RAY_ADDRESS, else on this "
+        "machine), exit"))
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=2e-5 judge.rubric=lenient")
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
@@ -59,13 +61,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from selfplay.preflight import resolved_auto_values
+        from selfplay.preflight import plan_run_placement, resolved_auto_values
+        from selfplay.wiring import dry_run_nodes
 
+        # on a cluster (RAY_ADDRESS) a plan it cannot hold is refused; this machine may only be where a config for
+        # a cluster is checked, so there the plan is reported
+        try:
+            nodes, where = dry_run_nodes(config, os.environ)
+            plan = plan_run_placement(config, nodes).lines()
+        except PreflightError as error:
+            if os.environ.get("RAY_ADDRESS"):
+                print(f"config error: {error}", file=sys.stderr)
+                return 2
+            plan = [f"a run here would stop: {error}"]
         print(config_to_yaml(config), end="")
         resolved = resolved_auto_values(config, os.environ)
         if resolved:
             print("# auto values on this machine:")
             print("\n".join(f"#   {key}: {value}" for key, value in resolved.items()))
+        print(f"# placement plan on {where}:")
+        print("\n".join(f"#   {line}" for line in plan))
         return 0
     from selfplay.driver import run
     from selfplay.run_end import RunEnded

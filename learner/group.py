@@ -64,19 +64,25 @@ def rank_zero_address() -> tuple[str, int]:
 
 
 class LearnerGroup:
-    """`num_workers` DeepSpeed ranks, one Ray actor each, in one placement group (`learner.placement`: PACK keeps
-    them together where they fit; STRICT_SPREAD puts each on its own node). They meet at rank 0's node address.
-    With `ship_exports` (engines on other nodes, no shared storage) each export also travels as a Ray object."""
+    """`num_workers` DeepSpeed ranks, one Ray actor each, in one placement group: rank i on node `nodes[i]` where
+    given (the run's placement plan, selfplay.placement), else where `learner.placement` puts it (PACK keeps them
+    together where they fit; STRICT_SPREAD puts each on its own node). They meet at rank 0's node address. With
+    `ship_exports` (engines on other nodes, no shared storage) each export also travels as a Ray object."""
 
-    def __init__(self, config: LearnerConfig, setup: LearnerSetup, ship_exports: bool = False) -> None:
-        from ray.util.placement_group import placement_group
+    def __init__(self, config: LearnerConfig, setup: LearnerSetup, ship_exports: bool = False,
+                 nodes: list[str] | None = None) -> None:
+        from ray.util.placement_group import NODE_ID_LABEL_KEY, placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.config = config
         self.setup = setup
         self.ship_exports = ship_exports
         bundle = {"CPU": config.cpus_per_worker} | ({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})
-        self.placement = placement_group([bundle] * config.num_workers, strategy=config.placement)
+        if nodes is not None and len(nodes) != config.num_workers:
+            raise ValueError(f"a plan for {len(nodes)} learner ranks, but learner.num_workers is {config.num_workers}")
+        pinned = [{NODE_ID_LABEL_KEY: node} for node in nodes] if nodes is not None else None
+        self.placement = placement_group([bundle] * config.num_workers, strategy=config.placement,
+                                         bundle_label_selector=pinned)
         self.workers = []
         try:
             ray.get(self.placement.ready(), timeout=START_TIMEOUT_S)

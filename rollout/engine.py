@@ -105,10 +105,13 @@ class Engine:
         # room for two adapters: the served version stays loaded until the next one has passed its probe
         lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank), "max_loras": 1,
                  "max_cpu_loras": 2} if spec.sync_mode is SyncMode.ADAPTER else {})
+        # the shards as processes under this actor, which holds their GPUs: inside the run's placement group vLLM
+        # would otherwise pick its Ray executor and ask Ray for GPUs this actor already holds
+        shards = {"distributed_executor_backend": "mp"} if spec.tensor_parallel_size > 1 else {}
         self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
                        enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
                        max_num_seqs=spec.max_num_seqs, seed=spec.seed, logprobs_mode="processed_logprobs",
-                       use_tqdm_on_load=False, worker_extension_cls=WORKER_EXTENSION, **memory, **lora)
+                       use_tqdm_on_load=False, worker_extension_cls=WORKER_EXTENSION, **memory, **lora, **shards)
         engine_processes = [child.pid for child in psutil.Process().children(recursive=True)]
         self.segment_note = note_segments(os.getpid(), engine_processes)  # removed by shutdown
         self.tokenizer = self.llm.get_tokenizer()

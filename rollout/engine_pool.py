@@ -9,8 +9,12 @@ vLLM call it runs has run `request_timeout_s` (or it stops answering `status`): 
 callers' batches waits as long as they take. `RemoteEnginePool` runs
 an `EnginePool` in its own threaded actor and is a picklable handle to it, so role actors can share one pool.
 
-Leaves out: prompting and parsing (agents/), making the weights (learner/), placement groups for multi-GPU
-tensor parallelism, and CPU pinning across nodes (engines sharing a single CPU node get disjoint cores).
+Placement: given `nodes` (the run's placement plan, selfplay.placement), each engine reserves a placement group of
+one bundle pinned to its planned node (a tensor-parallel engine's GPUs in that bundle), and a restarted engine
+starts in the same reservation; without a plan engines are spread over the least-loaded nodes.
+
+Leaves out: prompting and parsing (agents/), making the weights (learner/), and CPU pinning across nodes (engines
+sharing a single CPU node get disjoint cores).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ POLL_SECONDS = 1.0  # how often a waiting call re-checks deadlines and restarts
 MIN_START_SECONDS = 600.0  # engine start-up may take longer than a request (compiling, loading a large model)
 CLOSE_SECONDS = 15.0  # an engine's own shutdown before it is killed (vLLM takes about 5 s)
 STATUS_SECONDS = 30.0  # a host that does not answer `status` within this is hung
+RESERVE_SECONDS = 120.0  # planned reservations on a cluster that has the room are ready in seconds
 HEALTH_GROUP = "health"  # hosts answer `status` on a thread of their own, free while generate calls fill the rest
 
 
@@ -106,10 +111,11 @@ def _summary(error: BaseException) -> str:
 
 class EnginePool:
     def __init__(self, spec: EngineSpec, rollout: RolloutConfig, name: str = "rollout",
-                 host_class: type = EngineHost) -> None:
-        """Start `rollout.num_engines` engine actors (blocks until they serve). `host_class` is the actor body:
-        `EngineHost`, or a stand-in with the same methods in tests."""
+                 host_class: type = EngineHost, nodes: list[str] | None = None) -> None:
+        """Start `rollout.num_engines` engine actors (blocks until they serve), engine i on node `nodes[i]` where
+        given. `host_class` is the actor body: `EngineHost`, or a stand-in with the same methods in tests."""
         self.spec, self.rollout, self.name = spec, rollout, name
+        self._reservations = self._reserve(nodes) if nodes is not None else None
         self._remote_host = ray.remote(concurrency_groups={HEALTH_GROUP: 1})(host_class)
         self._start_timeout = max(rollout.request_timeout_s, MIN_START_SECONDS)
         self._lock = threading.Condition()  # guards slots, the latest update and the counters
@@ -133,11 +139,35 @@ class EnginePool:
             raise RuntimeError(f"{name}: engines for {spec.model_path} did not start: {_summary(error)}") from error
         self._slots = [_Slot(index, handle) for index, handle in enumerate(handles)]
 
+    def _reserve(self, nodes: list[str]) -> list[Any]:
+        """One placement group per engine, pinned to its node; ready before any engine starts."""
+        from ray.util.placement_group import NODE_ID_LABEL_KEY, placement_group
+
+        if len(nodes) != self.rollout.num_engines:
+            raise ValueError(f"{self.name}: a plan for {len(nodes)} engines, but rollout.num_engines is "
+                             f"{self.rollout.num_engines}")
+        bundle = {"CPU": self.rollout.cpus_per_engine} | (
+            {"GPU": self.rollout.gpus_per_engine} if self.rollout.gpus_per_engine else {})
+        groups = [placement_group([bundle], strategy="STRICT_PACK", bundle_label_selector=[{NODE_ID_LABEL_KEY: node}])
+                  for node in nodes]
+        waits = [group.ready() for group in groups]
+        _, pending = ray.wait(waits, num_returns=len(waits), timeout=RESERVE_SECONDS)
+        if pending:
+            _remove_groups(groups)
+            late = [index for index, wait in enumerate(waits) if wait in pending]
+            raise RuntimeError(f"{self.name}: the reservations of engines {late} on their planned nodes were not "
+                               f"ready within {RESERVE_SECONDS:g} s (another job holds those resources?)")
+        return groups
+
     def _start_host(self, index: int) -> Any:
-        # SPREAD: engines go to the least-loaded nodes, so several engines use several nodes. A tensor-parallel
-        # engine is one actor holding tensor_parallel_size GPUs of one node (vLLM runs its shards as processes).
+        # A tensor-parallel engine is one actor holding tensor_parallel_size GPUs of one node (vLLM runs its shards
+        # as processes). Without a plan, SPREAD: engines go to the least-loaded nodes.
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        strategy = ("SPREAD" if self._reservations is None else
+                    PlacementGroupSchedulingStrategy(self._reservations[index], placement_group_bundle_index=0))
         options = {"num_cpus": self.rollout.cpus_per_engine, "num_gpus": self.rollout.gpus_per_engine,
-                   "max_concurrency": HOST_CONCURRENCY, "scheduling_strategy": "SPREAD"}
+                   "max_concurrency": HOST_CONCURRENCY, "scheduling_strategy": strategy}
         return self._remote_host.options(**options).remote(self.spec, self._cpu_shares[index])
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -435,13 +465,23 @@ class EnginePool:
                 slot.state = SlotState.FAILED
             self._failure = "the pool was shut down"
             self._lock.notify_all()
-        _close_and_kill(handles)
+        try:
+            _close_and_kill(handles)
+        finally:
+            _remove_groups(self._reservations or [])
 
     def __enter__(self) -> EnginePool:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.shutdown()
+
+
+def _remove_groups(groups: list[Any]) -> None:
+    from ray.util.placement_group import remove_placement_group
+
+    for group in groups:
+        remove_placement_group(group)
 
 
 def _close_and_kill(handles: list[Any]) -> None:
@@ -479,10 +519,11 @@ class RemoteEnginePool:
         return _pool_by_name, (self.actor_name,)
 
     @classmethod
-    def launch(cls, spec: EngineSpec, rollout: RolloutConfig, name: str = "rollout") -> RemoteEnginePool:
+    def launch(cls, spec: EngineSpec, rollout: RolloutConfig, name: str = "rollout",
+               nodes: list[str] | None = None) -> RemoteEnginePool:
         actor_name = f"{name}-pool-{uuid.uuid4().hex[:8]}"
         actor = ray.remote(EnginePool).options(num_cpus=0, max_concurrency=POOL_CONCURRENCY,
-                                               name=actor_name).remote(spec, rollout, name)
+                                               name=actor_name).remote(spec, rollout, name, nodes=nodes)
         pool = cls(actor, actor_name)
         pool.engine_handles()  # waits until the engines serve; raises the start-up error if they do not
         return pool

@@ -208,10 +208,10 @@ def run(config: Config, resume_dir: str | None = None) -> Path:
     """Run (or resume) the self-play loop; returns the run directory."""
     from selfplay.tracking import build_tracker, drop_metrics_after
 
-    connect_ray(config)  # first: a cluster without the resources asked for fails here, before any run directory
+    plan = connect_ray(config)  # first: a cluster that cannot hold the run fails here, before any run directory
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(config)
     log(f"run directory: {run_dir}")
-    started = start_components(config, export_dir_for(config, run_dir))
+    started = start_components(config, export_dir_for(config, run_dir), plan)
     components = started.components
     best = new_best_tracker(config)
     tracker = None

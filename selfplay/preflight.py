@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from selfplay.config import Config, ConfigError, load_config
 from selfplay.embedded_model import EMBEDDED_MODELS, EMBEDDED_PREFIX
+from selfplay.placement import Demand, Node, PlacementError, PlacementPlan, plan_placement
 
 RESOLVED_CONFIG = "config.yaml"
 LOCAL_OUTPUT_DIR = "runs"
@@ -162,24 +164,22 @@ def check_cluster_resources(needed: dict[str, float], available: dict[str, float
                              f"*_per_engine, learner.num_workers or *_per_worker, or add nodes")
 
 
-def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
-    return all(amount <= node.get(name, 0.0) + 1e-9 for name, amount in bundle.items() if amount)
+def placement_demands(config: Config) -> tuple[Demand, list[Demand]]:
+    """What the run reserves, for selfplay.placement: its learner ranks, its engines, a frozen judge's engines."""
+    engines = Demand("engine", config.rollout.num_engines, config.rollout.cpus_per_engine,
+                     config.rollout.gpus_per_engine)
+    return (Demand("learner rank", config.learner.num_workers, config.learner.cpus_per_worker,
+                   config.learner.gpus_per_worker),
+            [engines] + ([replace(engines, kind="judge engine")] if config.rollout.judge_model else []))
 
 
-def check_node_fit(config: Config, nodes: list[dict[str, float]]) -> None:
-    """One line when an engine or a learner rank is larger than every node (Ray would wait for it forever), or
-    when `learner.placement=STRICT_SPREAD` asks for more nodes that can hold a rank than the cluster has."""
-    engine = {"CPU": config.rollout.cpus_per_engine, "GPU": config.rollout.gpus_per_engine}
-    rank = {"CPU": config.learner.cpus_per_worker, "GPU": config.learner.gpus_per_worker}
-    for what, bundle in (("an engine (rollout.cpus_per_engine, rollout.gpus_per_engine)", engine),
-                         ("a learner rank (learner.cpus_per_worker, learner.gpus_per_worker)", rank)):
-        if not any(_fits(bundle, node) for node in nodes):
-            raise PreflightError(f"rollout/learner: {what} needs {bundle['CPU']:g} CPUs and {bundle['GPU']:g} GPUs "
-                                 f"on one node; no node of the cluster has that much")
-    holding = sum(_fits(rank, node) for node in nodes)
-    if config.learner.placement == "STRICT_SPREAD" and holding < config.learner.num_workers:
-        raise PreflightError(f"learner.placement: STRICT_SPREAD puts each of {config.learner.num_workers} ranks on its "
-                             f"own node, but only {holding} node(s) can hold a rank")
+def plan_run_placement(config: Config, nodes: list[Node]) -> PlacementPlan:
+    """The run's placement plan on `nodes`, or one line saying what does not fit (PreflightError)."""
+    learner, engines = placement_demands(config)
+    try:
+        return plan_placement(nodes, learner, config.learner.placement, engines)
+    except PlacementError as error:
+        raise PreflightError(str(error)) from None
 
 
 def _check_pool_capacity(config: Config, seeds: list) -> None:

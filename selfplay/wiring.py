@@ -25,7 +25,8 @@ from selfplay.config import Config
 from selfplay.console import QUIET_LIBRARIES, log, quiet_local_ray_start
 from selfplay.drift import drift_examples
 from selfplay.embedded_model import resolve_model_path
-from selfplay.preflight import (PreflightError, check_cluster_resources, check_node_fit, ray_job_runtime_env,
+from selfplay.placement import Node, PlacementPlan, cluster_nodes
+from selfplay.preflight import (PreflightError, check_cluster_resources, plan_run_placement, ray_job_runtime_env,
                                 resources_needed, wave_sequences_per_engine)
 from selfplay.sft import tokenized
 
@@ -83,23 +84,49 @@ def actor_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return {"env_vars": chosen if job_runtime_env is not None else chosen | {"PYTHONPATH": str(PROJECT_ROOT)}}
 
 
-def connect_ray(config: Config) -> None:
+def local_cpus(config: Config) -> int:
+    """The CPUs a local Ray instance declares: the machine's, or what the run reserves where that is more (engines
+    and learner take turns on the cores)."""
+    return max(os.cpu_count() or 1, int(resources_needed(config)["CPU"] + 0.999))
+
+
+def dry_run_nodes(config: Config, environ: Mapping[str, str]) -> tuple[list[Node], str]:
+    """The nodes a run would be placed on, and where they are: the live nodes of the cluster at RAY_ADDRESS (joined
+    for the reading, then left), or this machine as the local Ray instance would declare it."""
+    address = environ.get("RAY_ADDRESS")
+    if not address:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [Node("local", "this machine", float(local_cpus(config)), float(gpus))], "this machine"
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, RuntimeError) as error:
+        raise PreflightError(f"RAY_ADDRESS={address}: no Ray cluster answers there ({error})") from None
+    try:
+        return cluster_nodes(alive_nodes()), f"the cluster at {address}"
+    finally:
+        ray.shutdown()
+
+
+def connect_ray(config: Config) -> PlacementPlan:
     """Inside `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray instance of its own,
-    also where a cluster started with `ray start` runs on this machine (which ray.init would otherwise join)."""
+    also where a cluster started with `ray start` runs on this machine (which ray.init would otherwise join).
+    Returns the run's placement plan on the cluster's nodes; a cluster that cannot hold it is refused in one line
+    (PreflightError), before anything starts."""
     if ray.is_initialized():
-        return
+        return plan_run_placement(config, cluster_nodes(alive_nodes()))
     environment = actor_environment(os.environ)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=environment, logging_level="WARNING")
     else:
-        needed = resources_needed(config)["CPU"]  # logical CPUs: engines and learner take turns on the cores
         quiet_local_ray_start()
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
-                 runtime_env=environment, logging_level="WARNING")
+        ray.init(address="local", num_cpus=local_cpus(config), include_dashboard=False, runtime_env=environment,
+                 logging_level="WARNING")
     claim_signals()  # ray.init replaced the entry point's SIGTERM handler (rollout.exit_cleanup)
     try:
         check_cluster_resources(resources_needed(config), ray.cluster_resources())
-        check_node_fit(config, [node["Resources"] for node in alive_nodes()])
+        return plan_run_placement(config, cluster_nodes(alive_nodes()))
     except PreflightError:
         ray.shutdown()
         raise
@@ -118,7 +145,8 @@ def export_dir_for(config: Config, run_dir: Path | None = None) -> Path:
     return process_scratch_dir("selfplay-weights-", config.rollout.weights_path, owner=owner)
 
 
-def start_components(config: Config, export_dir: Path) -> Started:
+def start_components(config: Config, export_dir: Path, plan: PlacementPlan) -> Started:
+    """Everything the run reserves, where `plan` puts it (engines, a frozen judge's engines, learner ranks)."""
     from transformers import AutoTokenizer
 
     from learner.group import LearnerGroup
@@ -136,7 +164,9 @@ def start_components(config: Config, export_dir: Path) -> Started:
     seeds = "a seed per sequence" if spec.seeded_requests else f"engine seed {spec.seed}"
     log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} ({engine_dtype}, "
         f"weight sync: {sync_mode.value}, {seeds}, at most {spec.max_num_seqs} sequences at once)")
-    pool = RemoteEnginePool.launch(spec, config.rollout, name="rollout")
+    for line in plan.lines():
+        log(f"placement plan: {line}")
+    pool = RemoteEnginePool.launch(spec, config.rollout, name="rollout", nodes=plan.nodes_of("engine"))
     markers = special_markers(tokenizer)
     judge_pool, judge_markers = pool, markers
     if config.rollout.judge_model:
@@ -146,14 +176,16 @@ def start_components(config: Config, export_dir: Path) -> Started:
         judge_spec = frozen_engine_spec(engine_spec_from_config(
             judge_path, engine_dtype, config.model.max_model_len, config.rollout, sync_mode, config.learner.lora.rank,
             config.run.seed, wave_sequences_per_engine(config)))
-        judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout")
+        judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout",
+                                             nodes=plan.nodes_of("judge engine"))
         judge_markers = special_markers(AutoTokenizer.from_pretrained(judge_path))
     log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")
     several_nodes = len(alive_nodes()) > 1
     learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=engine_dtype,
                                                         max_model_len=config.model.max_model_len,
                                                         seed=config.run.seed),
-                           ship_exports=several_nodes and config.rollout.weights_path is None)
+                           ship_exports=several_nodes and config.rollout.weights_path is None,
+                           nodes=plan.nodes_of("learner rank"))
     pools = [pool] if judge_pool is pool else [pool, judge_pool]
     engine_nodes = ray.get([handle.node_id.remote() for each in pools for handle in each.engine_handles()])
     log(f"placement: {config.learner.num_workers} learner rank(s) on {len(set(learner.rank_nodes()))} node(s), "

@@ -91,7 +91,7 @@ class FakeHost:
         self.version = update.version
         return {"load_seconds": 0.0, "version": float(update.version)}
 
-    def read_probe(self, probe: SyncProbe) -> ProbeReading:
+    def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None) -> ProbeReading:
         self._die_once()
         return ProbeReading(gap=float(self.version), distance=0.0, position=math.nan, problem="")
 

@@ -133,6 +133,18 @@ def test_dry_run_says_what_each_auto_value_resolves_to_here():
     assert "#   rollout.max_num_seqs: 256\n" in resolved and "#   rollout.seeded_requests: on\n" in resolved
 
 
+def test_dry_run_prints_the_placement_plan_on_this_machine_and_says_where_a_gpu_config_would_stop(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = _evolve("--config", "configs/tiny-cpu.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    cpus = max(os.cpu_count() or 1, 2)  # the local Ray instance declares at least what the run reserves
+    assert result.stdout.endswith("# placement plan on this machine:\n"
+                                  f"#   this machine: learner ranks 0; engines 0 (0 of 0 GPUs, 2 of {cpus} CPUs)\n")
+    gpu = _evolve("--config", "configs/gpu-qwen2.5-3b.yaml", "--dry-run")
+    assert gpu.returncode == 0, gpu.stderr  # the config is valid; this machine is not where it runs
+    assert "#   a run here would stop: placement: 4 learner ranks of 1 GPUs and 4 CPUs do not fit" in gpu.stdout
+
+
 def test_help_shows_usage_and_the_shipped_configs_and_config_with_resume_is_one_line():
     result = _evolve("--help")
     assert result.returncode == 0
@@ -282,22 +294,27 @@ def test_a_cluster_without_the_resources_is_refused_with_one_line():
 
 
 def test_an_actor_larger_than_every_node_or_too_few_nodes_to_spread_is_refused():
-    from selfplay.preflight import PreflightError, check_node_fit
+    from selfplay.placement import Node
+    from selfplay.preflight import PreflightError, plan_run_placement
 
-    two_gpu_nodes = [{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
+    two_gpu_nodes = [Node("a", "10.0.0.1", 8.0, 2.0), Node("b", "10.0.0.2", 8.0, 2.0)]
     fits = load_config(None, ["rollout.gpus_per_engine=2", "rollout.tensor_parallel_size=2",
                               "learner.gpus_per_worker=1", "learner.num_workers=2", "learner.placement=STRICT_SPREAD"])
-    check_node_fit(fits, two_gpu_nodes)  # the totals (4 engine + 2 learner GPUs) are the other check's business
+    with pytest.raises(PreflightError, match=r"^placement: engine 0 needs 2 GPUs and 1 CPUs on one node; free after "
+                                             r"what was placed before it: 10.0.0.1 1 GPUs and 7 CPUs, 10.0.0.2 1 "
+                                             r"GPUs and 7 CPUs"):
+        plan_run_placement(fits, two_gpu_nodes)  # 2 + 2 GPUs in all, but spread ranks leave no node 2 GPUs
+    packed = load_config(None, ["rollout.gpus_per_engine=2", "rollout.tensor_parallel_size=2",
+                                "learner.gpus_per_worker=1", "learner.num_workers=2"])
+    assert plan_run_placement(packed, two_gpu_nodes).lines() == [
+        "10.0.0.1: learner ranks 0-1 (2 of 2 GPUs, 2 of 8 CPUs)", "10.0.0.2: engines 0 (2 of 2 GPUs, 1 of 8 CPUs)"]
     wide = load_config(None, ["rollout.gpus_per_engine=4", "rollout.tensor_parallel_size=4"])
-    with pytest.raises(PreflightError, match=r"^rollout/learner: an engine \(rollout.cpus_per_engine, rollout."
-                                             r"gpus_per_engine\) needs 1 CPUs and 4 GPUs on one node; no node"):
-        check_node_fit(wide, two_gpu_nodes)
+    with pytest.raises(PreflightError, match=r"^placement: engine 0 needs 4 GPUs and 1 CPUs on one node"):
+        plan_run_placement(wide, two_gpu_nodes)
     spread = load_config(None, ["learner.num_workers=3", "learner.placement=STRICT_SPREAD"])
-    with pytest.raises(PreflightError, match=r"^learner.placement: STRICT_SPREAD puts each of 3 ranks on its own "
-                                             r"node, but only 2 node\(s\) can hold a rank"):
-        check_node_fit(spread, two_gpu_nodes)
-
-
+    with pytest.raises(PreflightError, match=r"^placement: 3 learner ranks of 0 GPUs and 1 CPUs each need a node of "
+                                             r"their own \(learner.placement=STRICT_SPREAD\); 2 node\(s\) can hold one"):
+        plan_run_placement(spread, two_gpu_nodes)
 @pytest.mark.integration  # starts a local Ray instance
 def test_a_gpu_config_on_this_cpu_machine_fails_within_30_seconds(tmp_path):
     import os
