@@ -36,6 +36,10 @@ class RolloutConfig(Section):
     sync_mode: Literal["auto", "adapter", "merged"] = Field("auto", description=(
         "how new weights reach the engines: a new LoRA version or merged weights; auto = merged on CPU, "
         "adapter on GPU (bench/rollout.py measures both)"))
+    sleep_while_training: Literal["auto", "on", "off"] = Field("auto", description=(
+        "put the engines to sleep (vLLM sleep mode, level 1: weights to host memory, KV cache freed) while the "
+        "learner trains, so both fit one GPU; GPU engines only. auto = on where engines and learner ranks take "
+        "fractions of a GPU (they share cards, as configs/gpu-1x.yaml does)"))
     sync_tolerance: float = Field(0.05, gt=0, description="max mean |logprob| gap on the probe after a sync")
     request_timeout_s: float = Field(900.0, gt=0, description=(
         "an engine whose running vLLM call (one batch of at most max_num_seqs sequences, a weight load) has run this "
@@ -51,6 +55,13 @@ class RolloutConfig(Section):
     def _positive_batch_cap(self) -> RolloutConfig:
         if isinstance(self.max_num_seqs, int) and self.max_num_seqs < 1:
             raise ValueError(f"rollout.max_num_seqs must be at least 1 or auto (got {self.max_num_seqs})")
+        return self
+
+    @model_validator(mode="after")
+    def _sleep_needs_gpu_engines(self) -> RolloutConfig:
+        if self.sleep_while_training == "on" and not self.gpus_per_engine:
+            raise ValueError("rollout.sleep_while_training: on needs GPU engines (rollout.gpus_per_engine > 0): vLLM's "
+                             "sleep mode runs on CUDA, ROCm and XPU, not on CPU")
         return self
 
     @model_validator(mode="after")
@@ -96,18 +107,26 @@ def resolve_seeded_requests(config_value: str, uses_gpu: bool) -> bool:
     return config_value == "on" or (config_value == "auto" and not uses_gpu)
 
 
+def resolve_sleep_while_training(config_value: str, gpus_per_engine: float, gpus_per_worker: float) -> bool:
+    """'auto' -> on where engines and learner ranks each take a fraction of a GPU (they share cards)."""
+    if config_value != "auto":
+        return config_value == "on"
+    return 0 < gpus_per_engine < 1 and 0 < gpus_per_worker < 1
+
+
 def engine_spec_from_config(model_path: str, engine_dtype: str, max_model_len: int, rollout: RolloutConfig,
                             sync_mode: SyncMode, max_lora_rank: int, seed: int,
-                            sequences_per_engine: int = 0) -> EngineSpec:
+                            sequences_per_engine: int = 0, sleep_mode: bool = False) -> EngineSpec:
     """The engines' spec; `sequences_per_engine` is the most one generation wave asks of each (`max_num_seqs`
-    auto)."""
+    auto); `sleep_mode` builds them able to sleep while the learner trains (`resolve_sleep_while_training`)."""
     return EngineSpec(model_path=model_path, dtype=engine_dtype, max_model_len=max_model_len,
                       enforce_eager=rollout.enforce_eager, kv_cache_gb=rollout.kv_cache_gb,
                       gpu_memory_utilization=rollout.gpu_memory_utilization,
                       tensor_parallel_size=rollout.tensor_parallel_size,
                       max_num_seqs=resolve_max_num_seqs(rollout.max_num_seqs, sequences_per_engine),
                       sync_mode=sync_mode, max_lora_rank=max_lora_rank, seed=seed,
-                      seeded_requests=resolve_seeded_requests(rollout.seeded_requests, rollout.gpus_per_engine > 0))
+                      seeded_requests=resolve_seeded_requests(rollout.seeded_requests, rollout.gpus_per_engine > 0),
+                      sleep_mode=sleep_mode)
 
 
 def frozen_engine_spec(spec: EngineSpec) -> EngineSpec:

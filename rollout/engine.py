@@ -66,6 +66,7 @@ class EngineSpec:
     max_lora_rank: int = 16
     seed: int = 0  # the engine-wide generator's; requests without a seed of their own draw from it
     seeded_requests: bool = True  # honour each request's seed (rollout.seeded_requests); else sample unseeded
+    sleep_mode: bool = False  # built able to sleep (vLLM's sleep mode) while the learner trains
 
 
 def _whole_prompts_on_cpu(spec: EngineSpec) -> dict:
@@ -108,10 +109,11 @@ class Engine:
         # the shards as processes under this actor, which holds their GPUs: inside the run's placement group vLLM
         # would otherwise pick its Ray executor and ask Ray for GPUs this actor already holds
         shards = {"distributed_executor_backend": "mp"} if spec.tensor_parallel_size > 1 else {}
+        sleep = {"enable_sleep_mode": True} if spec.sleep_mode else {}
         self.llm = LLM(model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
                        enforce_eager=spec.enforce_eager, tensor_parallel_size=spec.tensor_parallel_size,
                        max_num_seqs=spec.max_num_seqs, seed=spec.seed, logprobs_mode="processed_logprobs",
-                       use_tqdm_on_load=False, worker_extension_cls=WORKER_EXTENSION, **memory, **lora, **shards)
+                       use_tqdm_on_load=False, worker_extension_cls=WORKER_EXTENSION, **memory, **lora, **shards, **sleep)
         engine_processes = [child.pid for child in psutil.Process().children(recursive=True)]
         self.segment_note = note_segments(os.getpid(), engine_processes)  # removed by shutdown
         self.tokenizer = self.llm.get_tokenizer()
@@ -202,6 +204,16 @@ class Engine:
         params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
         output = self._generate([TokensPrompt(prompt_token_ids=list(token_ids))], [params], lora_request)[0]
         return [position[token].logprob for token, position in zip(token_ids[1:], output.prompt_logprobs[1:])]
+
+    def sleep(self) -> None:
+        """Free the GPU for the learner: weights to host memory, KV cache dropped (vLLM sleep level 1)."""
+        with _core_calls():
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        """Take the GPU back: weights restored, KV cache allocated anew."""
+        with _core_calls():
+            self.llm.wake_up()
 
     # -- weight sync --------------------------------------------------------------------------------------------
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:

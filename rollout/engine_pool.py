@@ -418,6 +418,25 @@ class EnginePool:
             self._tokens += tokens
             self._requests += len(completions)
 
+    def sleep(self) -> None:
+        """Put every serving engine to sleep while the learner trains (rollout.sleep_while_training); an engine
+        that fails to is replaced (and comes back awake)."""
+        self._on_every_serving("sleep")
+
+    def wake_up(self) -> None:
+        self._on_every_serving("wake_up")
+
+    def _on_every_serving(self, call: str) -> None:
+        with self._lock:
+            targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
+                       if slot.state is SlotState.SERVING]
+        refs = [(getattr(handle, call).remote(), index, incarnation) for index, incarnation, handle in targets]
+        for ref, index, incarnation in refs:
+            try:
+                ray.get(ref, timeout=self.rollout.request_timeout_s)
+            except (RayActorError, RayTaskError, GetTimeoutError) as error:
+                self._replace(index, incarnation, f"failed to {call.replace('_', ' ')} ({_summary(error)})")
+
     def metrics(self) -> dict[str, float]:
         """Generation since the previous call (tokens per second of wall time with any call running) and the
         pool's restart count so far."""
@@ -536,6 +555,12 @@ class RemoteEnginePool:
 
     def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None) -> list[ProbeReading]:
         return _unwrapped(self.handle.read_probe.remote(probe, through))
+
+    def sleep(self) -> None:
+        _unwrapped(self.handle.sleep.remote())
+
+    def wake_up(self) -> None:
+        _unwrapped(self.handle.wake_up.remote())
 
     def metrics(self) -> dict[str, float]:
         return _unwrapped(self.handle.metrics.remote())

@@ -161,6 +161,14 @@ class EngineHost:
             self._received.now_served(copy)
             return metrics
 
+    def sleep(self) -> None:
+        with self._engine_lock, self._timed():
+            self.engine.sleep()
+
+    def wake_up(self) -> None:
+        with self._engine_lock, self._timed():
+            self.engine.wake_up()
+
     def close(self) -> None:
         """End the engine (removing the shared memory its processes leave) and the weights received from other
         nodes; the pool calls it before it kills the actor, which would leave both behind."""

@@ -48,6 +48,10 @@ class FollowingEngines(Protocol):
 
     def metrics(self) -> dict[str, float]: ...
 
+    def sleep(self) -> None: ...
+
+    def wake_up(self) -> None: ...
+
 
 @dataclass
 class Components:
@@ -61,3 +65,4 @@ class Components:
     export_dir: Path
     probe: SyncProbe  # the weights the engines serve, as the learner computes them (selfplay.wiring)
     drift_samples: tuple[TrainSample, ...] = ()  # general exchanges the adapter's drift from the base is measured on
+    sleep_while_training: bool = False  # the engines sleep while the learner trains (rollout.sleep_while_training)

@@ -354,6 +354,22 @@ def update_pool(state: RunState, turns: IterationTurns, scores: IterationScores)
             "pool/rejected_low_quality": float(sum(r.refused == LOW_QUALITY for r in scores.proposer_results))}
 
 
+@contextmanager
+def engines_asleep(components: Components):
+    """The engines sleep for the block where `components.sleep_while_training` (one GPU shared with the learner),
+    and are awake again after it, before the sync loads the new weights."""
+    if not components.sleep_while_training:
+        yield
+        return
+    for pool in components.engine_pools:
+        pool.sleep()
+    try:
+        yield
+    finally:
+        for pool in components.engine_pools:
+            pool.wake_up()
+
+
 def sync_weights(config: Config, components: Components, state: RunState) -> dict[str, float]:
     """Export the learner's weights as the next version and make every following pool serve them, verified on
     the probe against this version and the one before (rollout.probe)."""
@@ -404,9 +420,11 @@ def run_iteration(config: Config, components: Components, state: RunState,
     diversity = track_diversity(config, state, turns, timer)
     watch_judge_drift(config, scores.metrics, timer)
     with timer("train"):
-        learner_metrics = components.learner.train(batch)
-        if components.drift_samples:
-            learner_metrics["learner/drift_kl"] = components.learner.drift_from_base(list(components.drift_samples))
+        with engines_asleep(components):
+            learner_metrics = components.learner.train(batch)
+            if components.drift_samples:
+                learner_metrics["learner/drift_kl"] = components.learner.drift_from_base(
+                    list(components.drift_samples))
     with timer("sync"):
         sync_metrics = sync_weights(config, components, state)
     rollout_metrics = components.engine_pools[0].metrics() if components.engine_pools else {}

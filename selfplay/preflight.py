@@ -50,7 +50,8 @@ def resolved_auto_values(config: Config, environ: Mapping[str, str]) -> dict[str
     """What each `auto` value of `config` resolves to on this machine (the driver's view: CPU actors are assumed
     to run on CPUs like this one), with the reason where there is one."""
     from learner.hardware import fast_dtype
-    from rollout.config import resolve_engine_dtype, resolve_max_num_seqs, resolve_seeded_requests, resolve_sync_mode
+    from rollout.config import (resolve_engine_dtype, resolve_max_num_seqs, resolve_seeded_requests,
+                                resolve_sleep_while_training, resolve_sync_mode)
     from selfplay.tracking import choose_wandb_mode
 
     resolved = {}
@@ -59,6 +60,9 @@ def resolved_auto_values(config: Config, environ: Mapping[str, str]) -> dict[str
     if config.rollout.seeded_requests == "auto":
         resolved["rollout.seeded_requests"] = ("on" if resolve_seeded_requests("auto", config.rollout.gpus_per_engine > 0)
                                                else "off")
+    if config.rollout.sleep_while_training == "auto":
+        asleep = resolve_sleep_while_training("auto", config.rollout.gpus_per_engine, config.learner.gpus_per_worker)
+        resolved["rollout.sleep_while_training"] = "on" if asleep else "off"
     if config.rollout.dtype == "auto":
         resolved["rollout.dtype"] = resolve_engine_dtype(config.rollout, config.model.dtype)
     if config.rollout.sync_mode == "auto":

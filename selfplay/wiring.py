@@ -151,19 +151,23 @@ def start_components(config: Config, export_dir: Path, plan: PlacementPlan) -> S
 
     from learner.group import LearnerGroup
     from learner.trainer import LearnerSetup
-    from rollout.config import engine_spec_from_config, frozen_engine_spec, resolve_engine_dtype, resolve_sync_mode
+    from rollout.config import (engine_spec_from_config, frozen_engine_spec, resolve_engine_dtype,
+                                resolve_sleep_while_training, resolve_sync_mode)
     from rollout.engine_pool import RemoteEnginePool
 
     model_path = resolve_model_path(config.model.path, config.model.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     sync_mode = resolve_sync_mode(config.rollout.sync_mode, uses_gpu=config.rollout.gpus_per_engine > 0)
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
+    asleep = resolve_sleep_while_training(config.rollout.sleep_while_training, config.rollout.gpus_per_engine,
+                                          config.learner.gpus_per_worker)
     spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
                                    sync_mode, config.learner.lora.rank, config.run.seed,
-                                   wave_sequences_per_engine(config))
+                                   wave_sequences_per_engine(config), sleep_mode=asleep)
     seeds = "a seed per sequence" if spec.seeded_requests else f"engine seed {spec.seed}"
     log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} ({engine_dtype}, "
-        f"weight sync: {sync_mode.value}, {seeds}, at most {spec.max_num_seqs} sequences at once)")
+        f"weight sync: {sync_mode.value}, {seeds}, at most {spec.max_num_seqs} sequences at once"
+        + (", asleep while the learner trains" if asleep else "") + ")")
     for line in plan.lines():
         log(f"placement plan: {line}")
     pool = RemoteEnginePool.launch(spec, config.rollout, name="rollout", nodes=plan.nodes_of("engine"))
@@ -201,7 +205,8 @@ def start_components(config: Config, export_dir: Path, plan: PlacementPlan) -> S
         learner=learner,
         grader=grader, engine_pools=[pool], sync_mode=sync_mode, export_dir=export_dir,
         probe=calibrate_probe(config, learner, [pool], probe_token_ids(tokenizer), sync_mode, export_dir),
-        drift_samples=tuple(tokenized(example, tokenizer) for example in drift_examples()))
+        drift_samples=tuple(tokenized(example, tokenizer) for example in drift_examples()),
+        sleep_while_training=asleep)
     return Started(components, learner, [pool] + ([judge_pool] if judge_pool is not pool else []), tokenizer)
 
 

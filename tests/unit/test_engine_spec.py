@@ -1,5 +1,5 @@
-"""The engines' spec from the config: the batch cap from the run's waves, per-sequence seeds by platform, and a
-frozen judge without LoRA."""
+"""The engines' spec from the config: the batch cap from the run's waves, per-sequence seeds by platform, sleep
+while training where engines share the learner's GPUs, and a frozen judge without LoRA."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from learner.weights import SyncMode
 from rollout.config import (RolloutConfig, engine_spec_from_config, frozen_engine_spec, resolve_max_num_seqs,
-                            resolve_seeded_requests)
+                            resolve_seeded_requests, resolve_sleep_while_training)
 from selfplay.config import ConfigError, load_config
 from selfplay.preflight import wave_sequences_per_engine
 
@@ -35,6 +35,26 @@ def test_per_sequence_seeds_are_on_for_cpu_engines_and_off_for_gpu_engines_unles
     gpu = RolloutConfig(gpus_per_engine=1)
     spec = engine_spec_from_config("m", "bfloat16", 1024, gpu, SyncMode.ADAPTER, 16, 7, 801)
     assert not spec.seeded_requests and spec.seed == 7 and spec.max_num_seqs == 801
+
+
+@pytest.mark.parametrize("value, engine_gpus, rank_gpus, asleep", [
+    ("auto", 0.5, 0.5, True),  # configs/gpu-1x.yaml: one card shared
+    ("auto", 1, 1, False),  # configs/gpu-qwen2.5-3b.yaml: a card each
+    ("auto", 0, 0, False),  # CPU
+    ("auto", 0.5, 1, False),  # the learner's ranks hold whole cards: the engines share only among themselves
+    ("on", 1, 1, True), ("off", 0.5, 0.5, False)])
+def test_engines_sleep_while_training_where_they_share_a_gpu_with_the_learner(value, engine_gpus, rank_gpus, asleep):
+    assert resolve_sleep_while_training(value, engine_gpus, rank_gpus) is asleep
+
+
+def test_sleep_mode_reaches_the_spec_and_is_refused_for_cpu_engines():
+    spec = engine_spec_from_config("m", "bfloat16", 1024, RolloutConfig(gpus_per_engine=0.5), SyncMode.ADAPTER, 16,
+                                   0, sleep_mode=True)
+    assert spec.sleep_mode and not engine_spec_from_config("m", "bfloat16", 1024, RolloutConfig(), SyncMode.MERGED,
+                                                           16, 0).sleep_mode
+    with pytest.raises(ConfigError, match=r"rollout.sleep_while_training: on needs GPU engines \(rollout.gpus_per_engine "
+                                          r"> 0\): vLLM's sleep mode runs on CUDA, ROCm and XPU, not on CPU"):
+        load_config(None, ["rollout.sleep_while_training=on"])
 
 
 def test_a_frozen_engine_serves_without_lora():

@@ -4,6 +4,7 @@ questions not yet drawn. The real roles, learner and engines have their own inte
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from concurrent.futures import Future
 from pathlib import Path
@@ -274,3 +275,43 @@ def test_graded_answers_are_judged_when_the_judge_trains_on_its_agreement_with_t
     result = run_iteration(config, components, state)
     assert len(components.judge.judged_answers_of) == 4  # the 3 pool questions and the proposal
     assert result.metrics["judge/accuracy_vs_truth"] == pytest.approx(0.5)
+
+
+class SleepyEngines(Engines):
+    """Engines that write every call into a log shared with the learner."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def sleep(self):
+        self.log.append("engines sleep")
+
+    def wake_up(self):
+        self.log.append("engines wake up")
+
+    def apply_update(self, update):
+        self.log.append(f"engines load version {update.version}")
+        return super().apply_update(update)
+
+
+class LoggedLearner(Learner):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def train(self, batch):
+        self.log.append("learner trains")
+        return super().train(batch)
+
+
+def test_engines_sleep_only_while_the_learner_trains_where_they_share_its_gpu(tmp_path):
+    for asleep, expected in ((True, ["engines sleep", "learner trains", "engines wake up", "engines load version 1"]),
+                             (False, ["learner trains", "engines load version 1"])):
+        config, components, state = setup(tmp_path / str(asleep))
+        log: list[str] = []
+        (tmp_path / str(asleep)).mkdir()
+        components = dataclasses.replace(components, learner=LoggedLearner(log), engine_pools=[SleepyEngines(log)],
+                                         sleep_while_training=asleep)
+        run_iteration(config, components, state)
+        assert log == expected
