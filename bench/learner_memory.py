@@ -10,21 +10,25 @@ see the same batches), reading its resident memory after each step. The arms run
 the whole machine. The allocator arms are the same code with `release_free_heap` turned into a no-op; the
 `onednn_default_cache` arm trims but runs with oneDNN's own cache capacity (1024 kernels), `onednn_small_cache`
 with `--small-cache` (16 by default).
-`--pad-multiple` rounds padded rows as `learner.pad_multiple` does (64 in configs/arithmetic-cpu.yaml).
+`--pad-multiple` rounds padded rows as `learner.pad_multiple` does (64 in configs/arithmetic-cpu.yaml). `--export`
+follows each step with what an iteration does next, a merged export with the sync probe (written, then removed),
+and reads the resident memory after it too.
 
     .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12] [--pad-multiple 1]
-        [--threshold-mib 8] [--small-cache 16]
+        [--threshold-mib 8] [--small-cache 16] [--export]
         [--arms trim,glibc_default,fixed_threshold,trim_fixed_threshold,onednn_default_cache,onednn_small_cache]
 
-Final line: JSON with each arm's resident GiB after every step, its growth from step 2 to the last, its peak
-and its mean seconds per step.
+Final line: JSON with each arm's resident GiB after every step (and after every export), its growth from step 2 to
+the last (after the exports where there are any), its peak and its mean seconds per step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +50,7 @@ def run_arm(args: argparse.Namespace) -> dict:
     from learner.memory import fix_mmap_threshold, peak_resident_gb, resident_gb
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
+    from learner.weights import SyncMode, SyncProbe
     from selfplay.embedded_model import resolve_model_path
 
     if args.arm in ("glibc_default", "fixed_threshold"):  # the product trims the heap after every step
@@ -65,16 +70,27 @@ def run_arm(args: argparse.Namespace) -> dict:
                            tuple(draw.randrange(1000, 40000) for _ in range(response)),
                            (-1.0,) * response, draw.uniform(-1, 1), 0.7, "solver")
 
-    rss, seconds = [], []
-    for _ in range(args.steps):
-        batch = TrainBatch(tuple(sample() for _ in range(args.samples)))
-        plan, _ = plan_step(batch, config.micro_batch_tokens, 1, pad_multiple=config.pad_multiple)
-        began = time.perf_counter()
-        rank.train_step(plan[0], batch.response_tokens)
-        seconds.append(time.perf_counter() - began)
-        rss.append(round(resident_gb(), 3))
-        log(f"{args.arm}: step {len(rss)}: {rss[-1]:.2f} GiB resident, {seconds[-1]:.1f} s")
-    return {"rss_gb": rss, "growth_gb": round(rss[-1] - rss[min(1, len(rss) - 1)], 3),
+    rss, exported, seconds = [], [], []
+    export_dir = Path(tempfile.mkdtemp(prefix="bench-learner-memory-"))
+    probe = SyncProbe(tuple(draw.randrange(1000, 40000) for _ in range(64)), ())
+    try:
+        for step in range(args.steps):
+            batch = TrainBatch(tuple(sample() for _ in range(args.samples)))
+            plan, _ = plan_step(batch, config.micro_batch_tokens, 1, pad_multiple=config.pad_multiple)
+            began = time.perf_counter()
+            rank.train_step(plan[0], batch.response_tokens)
+            seconds.append(time.perf_counter() - began)
+            rss.append(round(resident_gb(), 3))
+            if args.export:  # what an iteration does next: merged weights for the engines, with the sync probe
+                update = rank.export(step + 1, SyncMode.MERGED, str(export_dir), probe)
+                shutil.rmtree(update.path)
+                exported.append(round(resident_gb(), 3))
+            log(f"{args.arm}: step {len(rss)}: {rss[-1]:.2f} GiB resident"
+                + (f", {exported[-1]:.2f} after the export" if exported else "") + f", {seconds[-1]:.1f} s")
+    finally:
+        shutil.rmtree(export_dir, ignore_errors=True)
+    last = exported or rss
+    return {"rss_gb": rss, "rss_after_export_gb": exported, "growth_gb": round(last[-1] - last[min(1, len(last) - 1)], 3),
             "peak_gb": round(peak_resident_gb(), 3), "seconds_per_step": round(sum(seconds) / len(seconds), 2)}
 
 
@@ -86,6 +102,8 @@ def main() -> None:
     parser.add_argument("--pad-multiple", type=int, default=1)
     parser.add_argument("--threshold-mib", type=int, default=8, help="the trim_fixed_threshold arm's mmap threshold")
     parser.add_argument("--small-cache", type=int, default=16, help="the onednn_small_cache arm's kernel capacity")
+    parser.add_argument("--export", action="store_true", help=(
+        "after each step also export merged weights with the sync probe, as every iteration does"))
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated, of " + ", ".join(ARMS))
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # a child's arm
     args = parser.parse_args()
@@ -104,7 +122,8 @@ def main() -> None:
     cache = {arm: {ONEDNN_CACHE: capacity.get(arm, NATIVE_CACHE_LIMITS[ONEDNN_CACHE])} for arm in arms}
     results |= run_arms(__file__, arms, ["--model", args.model, "--steps", str(args.steps), "--samples",
                                          str(args.samples), "--pad-multiple", str(args.pad_multiple),
-                                         "--threshold-mib", str(args.threshold_mib)], cache)
+                                         "--threshold-mib", str(args.threshold_mib)]
+                          + (["--export"] if args.export else []), cache)
     print(json.dumps(results))
 
 

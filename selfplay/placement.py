@@ -90,6 +90,8 @@ def cluster_nodes(ray_nodes: Sequence[dict]) -> list[Node]:
 
 def plan_placement(nodes: Sequence[Node], learner: Demand, learner_strategy: str,
                    engines: Sequence[Demand]) -> PlacementPlan:
+    """Where each of `learner`'s ranks (by `learner_strategy`, a Ray placement strategy) and then each of `engines`
+    goes on `nodes` (see the module docstring); PlacementError where something does not fit."""
     free = {node.node_id: [node.gpus, node.cpus] for node in nodes}
     order = [node.node_id for node in nodes]
     placed = []
@@ -103,8 +105,8 @@ def plan_placement(nodes: Sequence[Node], learner: Demand, learner_strategy: str
         free[node_id][1] -= demand.cpus
         placed.append(Placed(demand.kind, index, node_id, demand.cpus, demand.gpus))
 
-    def roomiest(demand: Demand, among: list[str]) -> str | None:
-        holding = [node_id for node_id in among if fits(node_id, demand)]
+    def roomiest(demand: Demand) -> str | None:
+        holding = [node_id for node_id in order if fits(node_id, demand)]
         return max(holding, key=lambda node_id: (free[node_id][0], free[node_id][1], -order.index(node_id)),
                    default=None)
 
@@ -119,7 +121,7 @@ def plan_placement(nodes: Sequence[Node], learner: Demand, learner_strategy: str
         take(node_id, learner, rank)
     for demand in engines:
         for index in range(demand.count):
-            node_id = roomiest(demand, order)
+            node_id = roomiest(demand)
             if node_id is None:
                 raise refuse(f"{demand.kind} {index} needs {demand.gpus:g} GPUs and {demand.cpus:g} CPUs on one node")
             take(node_id, demand, index)
