@@ -1,22 +1,25 @@
 """Learner memory benchmark: resident memory of a learner rank over training steps of changing shapes, with the
-product's handling (glibc's heap trimmed after every step, oneDNN's kernel cache capped: learner/memory.py), with
-glibc's default, with glibc's mmap threshold fixed at 1 MiB instead of trimming, with the trim and a threshold
-fixed at `--threshold-mib` (8 by default), with oneDNN's default cache, and with a cache of `--small-cache` kernels.
+product's handling (glibc's heap trimmed after every step, oneDNN's and ideep's kernel caches capped:
+learner/memory.py), with glibc's default, with glibc's mmap threshold fixed at 1 MiB instead of trimming, with the
+trim and a threshold fixed at `--threshold-mib` (8 by default), with oneDNN's or ideep's default cache, and with
+both caches at `--small-cache` kernels.
 
 Each arm is a child process that builds the real `Learner` (DeepSpeed ZeRO-2, LoRA r=16 on all linear layers, the
 embedded model or `--model DIR`, bf16 or fp32 as the product picks) and runs `--steps` steps of `--samples`
 random sequences each (prompt 64-400 and response 8-128 tokens, drawn per step from a fixed seed, so both arms
 see the same batches), reading its resident memory after each step. The arms run one after the other, each with
 the whole machine. The allocator arms are the same code with `release_free_heap` turned into a no-op; the
-`onednn_default_cache` arm trims but runs with oneDNN's own cache capacity (1024 kernels), `onednn_small_cache`
-with `--small-cache` (16 by default).
+`onednn_default_cache` arm trims but runs with oneDNN's own cache capacity (1024 kernels), `ideep_default_cache`
+with ideep's (PyTorch's oneDNN wrapper, `LRU_CACHE_CAPACITY`, 1024), `small_caches` with both at `--small-cache`
+(16 by default).
 `--pad-multiple` rounds padded rows as `learner.pad_multiple` does (64 in configs/arithmetic-cpu.yaml). `--export`
 follows each step with what an iteration does next, a merged export with the sync probe (written, then removed),
 and reads the resident memory after it too.
 
     .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12] [--pad-multiple 1]
         [--threshold-mib 8] [--small-cache 16] [--export]
-        [--arms trim,glibc_default,fixed_threshold,trim_fixed_threshold,onednn_default_cache,onednn_small_cache]
+        [--arms trim,glibc_default,fixed_threshold,trim_fixed_threshold,onednn_default_cache,ideep_default_cache,
+                small_caches]
 
 Final line: JSON with each arm's resident GiB after every step (and after every export), its growth from step 2 to
 the last (after the exports where there are any), its peak and its mean seconds per step.
@@ -37,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import log, offline, resolve_dtype, run_arms  # noqa: E402
 
 ARMS = ("trim", "glibc_default", "fixed_threshold", "trim_fixed_threshold", "onednn_default_cache",
-        "onednn_small_cache")
+        "ideep_default_cache", "small_caches")
 ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-ONEDNN_DEFAULT_CAPACITY = "1024"
+IDEEP_CACHE = "LRU_CACHE_CAPACITY"
+DEFAULT_CAPACITY = "1024"  # oneDNN's and ideep's own
 
 
 def run_arm(args: argparse.Namespace) -> dict:
@@ -101,7 +105,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--pad-multiple", type=int, default=1)
     parser.add_argument("--threshold-mib", type=int, default=8, help="the trim_fixed_threshold arm's mmap threshold")
-    parser.add_argument("--small-cache", type=int, default=16, help="the onednn_small_cache arm's kernel capacity")
+    parser.add_argument("--small-cache", type=int, default=16, help="the small_caches arm's capacity of both caches")
     parser.add_argument("--export", action="store_true", help=(
         "after each step also export merged weights with the sync probe, as every iteration does"))
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated, of " + ", ".join(ARMS))
@@ -118,8 +122,11 @@ def main() -> None:
         parser.error(f"--arms: unknown {', '.join(sorted(unknown))} (choose from {', '.join(ARMS)})")
     results = {"steps": args.steps, "samples": args.samples, "pad_multiple": args.pad_multiple,
                "dtype": resolve_dtype("auto")}
-    capacity = {"onednn_default_cache": ONEDNN_DEFAULT_CAPACITY, "onednn_small_cache": str(args.small_cache)}
-    cache = {arm: {ONEDNN_CACHE: capacity.get(arm, NATIVE_CACHE_LIMITS[ONEDNN_CACHE])} for arm in arms}
+    small = str(args.small_cache)
+    changed = {"onednn_default_cache": {ONEDNN_CACHE: DEFAULT_CAPACITY},
+               "ideep_default_cache": {IDEEP_CACHE: DEFAULT_CAPACITY},
+               "small_caches": {ONEDNN_CACHE: small, IDEEP_CACHE: small}}
+    cache = {arm: NATIVE_CACHE_LIMITS | changed.get(arm, {}) for arm in arms}
     results |= run_arms(__file__, arms, ["--model", args.model, "--steps", str(args.steps), "--samples",
                                          str(args.samples), "--pad-multiple", str(args.pad_multiple),
                                          "--threshold-mib", str(args.threshold_mib)]

@@ -11,6 +11,9 @@ slower. Measured with `bench/learner_memory.py --steps 8 --samples 8` (docs/benc
 oneDNN, which runs PyTorch's CPU matmuls, keeps up to 1024 compiled kernels, one per shape it has met; the learner
 meets new shapes at every step, so its cache kept growing. Capped at 64 (`NATIVE_CACHE_LIMITS`, set in every actor's
 environment, read when oneDNN starts) the learner grew 0.07 GiB over 16 steps instead of 0.23, its steps as fast.
+PyTorch's oneDNN wrapper (ideep) keeps a second cache of its own, of up to `LRU_CACHE_CAPACITY` (1024) kernels: the
+heap's bytes in use (glibc's mallinfo2) then still grew by 1-3 MiB at each step that met new shapes, by 0.4-0.8 MiB
+with it capped at 16; it is capped with oneDNN's.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import psutil
 GIB = 2**30
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h); setting it turns the dynamic threshold off
 MMAP_THRESHOLD_BYTES = 1 << 20  # blocks from 1 MiB up are mapped on their own and unmapped when freed
-NATIVE_CACHE_LIMITS = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
+NATIVE_CACHE_LIMITS = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}
 
 
 @functools.cache  # looked up once: the learner trims after every step

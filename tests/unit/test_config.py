@@ -212,7 +212,7 @@ def test_actor_environment_leaves_keys_the_user_or_the_job_sets_to_them():
     in_job = actor_environment(job)["env_vars"]
     assert "VLLM_LOGGING_LEVEL" not in in_job and "PYTHONPATH" not in in_job  # Ray refuses a key set twice
     assert in_job["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
-    assert local["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+    assert local["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64" and local["LRU_CACHE_CAPACITY"] == "64"
     assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in actor_environment({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"})[
         "env_vars"]
 
