@@ -332,8 +332,7 @@ class EnginePool:
                     raise SyncError(f"{self.name}: weight version {update.version} is not newer than the "
                                     f"served {self._latest.version}")
                 previous, self._latest = self._latest, update
-                targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
-                           if slot.state is SlotState.SERVING]
+                targets = self._serving_targets()
             started = time.perf_counter()
             refs = [(handle.apply_update.remote(update), index, incarnation) for index, incarnation, handle in targets]
             engine_metrics = []
@@ -369,8 +368,7 @@ class EnginePool:
         nothing is raised on a mismatch. An engine found dead is replaced (re-synced to the latest weights) and its
         replacement read instead."""
         with self._lock:
-            targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
-                       if slot.state is SlotState.SERVING]
+            targets = self._serving_targets()
         if not targets:
             raise RuntimeError(f"{self.name}: no engine is serving ({self._failure or 'all are restarting'})")
         refs = [(handle.read_probe.remote(probe, through), index, incarnation)
@@ -384,6 +382,11 @@ class EnginePool:
                 self._replace(index, incarnation, f"died ({_summary(cause)})")
                 readings.append(_unwrapped(self._serving_handle(index).read_probe.remote(probe, through)))
         return readings
+
+    def _serving_targets(self) -> list[tuple[int, int, Any]]:
+        """(index, incarnation, handle) of every serving engine; the caller holds the lock."""
+        return [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
+                if slot.state is SlotState.SERVING]
 
     def _serving_handle(self, index: int) -> Any:
         """Engine `index`'s actor once it serves (another thread may be restarting it)."""
@@ -428,8 +431,7 @@ class EnginePool:
 
     def _on_every_serving(self, call: str) -> None:
         with self._lock:
-            targets = [(slot.index, slot.incarnation, slot.handle) for slot in self._slots
-                       if slot.state is SlotState.SERVING]
+            targets = self._serving_targets()
         refs = [(getattr(handle, call).remote(), index, incarnation) for index, incarnation, handle in targets]
         for ref, index, incarnation in refs:
             try:
