@@ -186,8 +186,8 @@ def main() -> None:
     raw = statistics.median(raw_runs)
     print(f"raw vllm: {raw:.1f} tok/s", file=sys.stderr, flush=True)
 
-    learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(model_dir), dtype=engine_dtype,
-                                                    max_model_len=args.max_model_len))
+    learner = Learner(LearnerConfig(), LearnerSetup(model_path=str(model_dir), dtype="bfloat16",
+                                                    export_dtype=engine_dtype, max_model_len=args.max_model_len))
     probe_ids = probe_token_ids(model_dir, requests[0])
     export_dir = scratch_dir("bench-rollout-")
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
@@ -195,7 +195,9 @@ def main() -> None:
     modes = {}
     try:
         for version, mode in enumerate([default_mode] + [m for m in SyncMode if m is not default_mode], start=1):
-            modes[mode.value] = bench_pool_mode(EngineSpec(**{**spec.__dict__, "sync_mode": mode}), learner,
+            served_dtype = resolve_engine_dtype(RolloutConfig(sync_mode=mode.value), "bfloat16")
+            modes[mode.value] = bench_pool_mode(EngineSpec(**{**spec.__dict__, "sync_mode": mode,
+                                                               "dtype": served_dtype}), learner,
                                                 requests, export_dir, probe_ids, version, args.repeats)
             print(f"{mode.value}: {modes[mode.value]}", file=sys.stderr, flush=True)
     finally:

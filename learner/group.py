@@ -92,10 +92,8 @@ class LearnerGroup:
                 num_cpus=0, scheduling_strategy=placed[0]).remote())
             worker = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(Learner)
             self.workers = [
-                worker.options(scheduling_strategy=placed[rank]).remote(config, LearnerSetup(
-                    model_path=setup.model_path, dtype=setup.dtype, max_model_len=setup.max_model_len,
-                    seed=setup.seed, rank=rank, world_size=config.num_workers, master_address=address,
-                    master_port=port))
+                worker.options(scheduling_strategy=placed[rank]).remote(config, replace(
+                    setup, rank=rank, world_size=config.num_workers, master_address=address, master_port=port))
                 for rank in range(config.num_workers)]
             ray.get([w.__ray_ready__.remote() for w in self.workers], timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:

@@ -48,6 +48,9 @@ class LearnerSetup:
 
     model_path: str
     dtype: str = "bfloat16"
+    """The model's dtype: what learner.compute_dtype auto resolves from."""
+    export_dtype: str | None = None
+    """The engines' dtype, which weight exports are written in; None = `dtype`."""
     max_model_len: int = 2048
     seed: int = 0
     rank: int = 0
@@ -386,7 +389,7 @@ class Learner:
     def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
         """Write weight version `version` for the engines. With the previous version's `probe`, the update
         carries it advanced to these weights, so each engine can verify what it serves."""
-        dtype = DTYPES[self.setup.dtype]
+        dtype = DTYPES[self.setup.export_dtype or self.setup.dtype]
         needed = export_bytes(self.model, merged=mode is SyncMode.MERGED, dtype=dtype)
         target = self._export_dirs.place(Path(directory), mode, version, needed) / f"{mode.value}-v{version}"
         if mode is SyncMode.ADAPTER:

@@ -178,14 +178,16 @@ def start_components(config: Config, export_dir: Path, plan: PlacementPlan) -> S
             config.rollout.judge_model, config.model.cache_dir)
         log(f"starting the frozen judge's engine(s) for {judge_path}")
         judge_spec = frozen_engine_spec(engine_spec_from_config(
-            judge_path, engine_dtype, config.model.max_model_len, config.rollout, sync_mode, config.learner.lora.rank,
+            judge_path, resolve_engine_dtype(config.rollout, config.model.dtype, synced=False),
+            config.model.max_model_len, config.rollout, sync_mode, config.learner.lora.rank,
             config.run.seed, wave_sequences_per_engine(config)))
         judge_pool = RemoteEnginePool.launch(judge_spec, config.rollout, name="judge_rollout",
                                              nodes=plan.nodes_of("judge engine"))
         judge_markers = special_markers(AutoTokenizer.from_pretrained(judge_path))
     log(f"starting the learner ({config.learner.num_workers} DeepSpeed rank(s), ZeRO-{config.learner.zero_stage})")
     several_nodes = len(alive_nodes()) > 1
-    learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=engine_dtype,
+    learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=config.model.dtype,
+                                                        export_dtype=engine_dtype,
                                                         max_model_len=config.model.max_model_len,
                                                         seed=config.run.seed),
                            ship_exports=several_nodes and config.rollout.weights_path is None,

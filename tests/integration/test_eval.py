@@ -126,7 +126,7 @@ def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp
     config = load_config(None, [f"model.path={tiny_model_dir}", "learner.lora.rank=4", "learner.lora.alpha=8"])
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)  # what the driver gives the learner
     learner = Learner(LearnerConfig(lr=1e-2, lora=config.learner.lora),
-                      LearnerSetup(model_path=str(tiny_model_dir), dtype=engine_dtype))
+                      LearnerSetup(model_path=str(tiny_model_dir), dtype=config.model.dtype, export_dtype=engine_dtype))
     prompt, response = (1, 17, 300, 42), (500, 501, 502)
     logprobs = tuple(learner.sequence_logprobs(list(prompt + response))[len(prompt) - 1:])
     plan, _ = plan_step(TrainBatch((TrainSample(prompt, response, logprobs, 1.0),)), 4096, world_size=1)
