@@ -6,8 +6,10 @@ can never read a half-written version), then renamed into place.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -55,33 +57,62 @@ def export_adapter(peft_model, target: Path, dtype: torch.dtype) -> Path:
     return _finish(scratch, target)
 
 
+SHARD_BYTES = 2 << 30  # a merged export is written in files of at most this much (one tensor may exceed it)
+INDEX = "model.safetensors.index.json"  # transformers' and vLLM's name for a sharded checkpoint's weight map
+
+
 @torch.no_grad()
-def merged_state_dict(peft_model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Base weights with each LoRA delta (B @ A * scaling) added, under the base model's parameter names."""
+def merged_tensors(peft_model, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Base weights with each LoRA delta (B @ A * scaling) added in float32, under the base model's parameter names,
+    one at a time and on the CPU in `dtype`: a GPU never holds more than one merged tensor beside the model."""
     from peft.tuners.lora import LoraLayer
 
     base = peft_model.get_base_model()
     adapter = peft_model.active_adapter
-    merged: dict[str, torch.Tensor] = {}
+    merged_names = set()
     for module_name, module in base.named_modules():
         if isinstance(module, LoraLayer):
             weight = module.get_base_layer().weight
             delta = module.get_delta_weight(adapter).to(torch.float32)
-            merged[f"{module_name}.weight"] = (weight.to(torch.float32) + delta).to(dtype)
+            merged_names.add(f"{module_name}.weight")
+            yield f"{module_name}.weight", (weight.to(torch.float32) + delta).to(dtype).cpu().contiguous()
+    tied = getattr(base.config, "tie_word_embeddings", False)  # safetensors refuses shared storage: lm_head goes
     for name, tensor in base.state_dict().items():
-        if ".lora_" in name or ".base_layer." in name:
+        if ".lora_" in name or ".base_layer." in name or name in merged_names or (tied and name == "lm_head.weight"):
             continue
-        merged.setdefault(name, tensor.to(dtype))
-    if getattr(base.config, "tie_word_embeddings", False):
-        merged.pop("lm_head.weight", None)  # tied to embed_tokens; safetensors refuses shared storage
-    return {name: tensor.contiguous() for name, tensor in merged.items()}
+        yield name, tensor.to(dtype).cpu().contiguous()
 
 
-def export_merged(peft_model, target: Path, dtype: torch.dtype) -> Path:
-    """A loadable model directory (config.json + model.safetensors) holding the merged weights."""
+def export_merged(peft_model, target: Path, dtype: torch.dtype, shard_bytes: int = SHARD_BYTES) -> Path:
+    """A loadable model directory holding the merged weights: config.json and model.safetensors, or, past
+    `shard_bytes`, files model-00001.safetensors, ... and their index. Written shard by shard, so the learner
+    never holds the whole merged model (a 3B model's is 6 GB in bf16, 12 in float32)."""
     scratch = target.with_name(target.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     peft_model.get_base_model().config.save_pretrained(scratch)
-    save_file(merged_state_dict(peft_model, dtype), scratch / "model.safetensors", metadata={"format": "pt"})
+    weight_map: dict[str, str] = {}
+    shard: dict[str, torch.Tensor] = {}
+    shard_size = total = 0
+    files: list[str] = []
+
+    def write_shard() -> None:
+        files.append(f"model-{len(files) + 1:05d}.safetensors")
+        save_file(shard, scratch / files[-1], metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, files[-1]))
+        shard.clear()
+
+    for name, tensor in merged_tensors(peft_model, dtype):
+        size = tensor.numel() * tensor.element_size()
+        if shard and shard_size + size > shard_bytes:
+            write_shard()
+            shard_size = 0
+        shard[name] = tensor
+        shard_size += size
+        total += size
+    write_shard()
+    if len(files) == 1:
+        os.replace(scratch / files[0], scratch / "model.safetensors")
+    else:
+        (scratch / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     return _finish(scratch, target)

@@ -38,3 +38,23 @@ def test_an_adapter_export_counts_its_lora_weights_at_the_larger_of_both_dtypes(
     written = load_file(export_adapter(toy_model, tmp_path / "adapter-v1", torch.bfloat16)
                         / "adapter_model.safetensors")
     assert sum(tensor.numel() for tensor in written.values()) == 128
+
+
+def test_a_merged_export_past_the_shard_size_is_written_in_shards_with_an_index(toy_model, tmp_path):
+    """Shards of at most 2,000 bytes in float32: the embeddings (2,048 bytes) alone, then the rest packed in order;
+    the shards hold exactly the one-file export's tensors."""
+    import json
+
+    whole = load_file(export_merged(toy_model, tmp_path / "merged-v1", torch.float32) / "model.safetensors")
+    sharded = export_merged(toy_model, tmp_path / "merged-v2", torch.float32, shard_bytes=2000)
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert not (sharded / "model.safetensors").exists() and files == sorted(p.name for p in sharded.glob("*.safetensors"))
+    assert index["metadata"]["total_size"] == 3120 * 4
+    shards = {name: load_file(sharded / name) for name in files}
+    assert all(sum(t.numel() * 4 for t in shard.values()) <= 2048 for shard in shards.values())
+    assert index["weight_map"]["model.embed_tokens.weight"] not in {
+        index["weight_map"][name] for name in whole if name != "model.embed_tokens.weight"}  # 2,048 > 2,000: alone
+    read_back = {name: tensor for shard in shards.values() for name, tensor in shard.items()}
+    assert read_back.keys() == whole.keys()
+    assert all(torch.equal(read_back[name], whole[name]) for name in whole)
