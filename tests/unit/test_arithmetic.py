@@ -53,3 +53,24 @@ def test_adversarial_text_is_refused_with_one_line(text, reason):
         evaluate(text)
     assert time.perf_counter() - started < 0.1
     assert "\n" not in str(error.value)
+
+
+def test_the_time_bound_counts_this_threads_cpu_time_not_the_wall_clock(monkeypatch):
+    """A machine so busy that the evaluating thread waits 0.2 s (4x the bound) for a core still gets its answer; an
+    evaluation that has used up its CPU time is refused."""
+    import rewards.arithmetic as arithmetic
+
+    real_sleep, waits = time.sleep, []
+
+    def descheduled(node, depth, deadline):  # the thread waits, as when other processes hold every core
+        if not waits:
+            waits.append(real_sleep(0.2))
+        return value(node, depth, deadline)
+
+    value = arithmetic._value
+    monkeypatch.setattr(arithmetic, "_value", descheduled)
+    assert evaluate("3 * 4 + 5") == 17
+    monkeypatch.setattr(arithmetic, "_value", value)
+    monkeypatch.setattr(arithmetic, "DEADLINE_S", -1.0)
+    with pytest.raises(ArithmeticRefused, match="evaluation took too long"):
+        evaluate("3 * 4 + 5")
