@@ -14,6 +14,7 @@ import ray
 
 from learner.calls import gathered
 from learner.config import LearnerConfig
+from learner.hardware import pinned_placement_group, resource_bundle
 from learner.records import TrainBatch, TrainSample
 from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_updates
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
@@ -71,18 +72,15 @@ class LearnerGroup:
 
     def __init__(self, config: LearnerConfig, setup: LearnerSetup, ship_exports: bool = False,
                  nodes: list[str] | None = None) -> None:
-        from ray.util.placement_group import NODE_ID_LABEL_KEY, placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.config = config
         self.setup = setup
         self.ship_exports = ship_exports
-        bundle = {"CPU": config.cpus_per_worker} | ({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})
         if nodes is not None and len(nodes) != config.num_workers:
             raise ValueError(f"a plan for {len(nodes)} learner ranks, but learner.num_workers is {config.num_workers}")
-        pinned = [{NODE_ID_LABEL_KEY: node} for node in nodes] if nodes is not None else None
-        self.placement = placement_group([bundle] * config.num_workers, strategy=config.placement,
-                                         bundle_label_selector=pinned)
+        bundle = resource_bundle(config.cpus_per_worker, config.gpus_per_worker)
+        self.placement = pinned_placement_group([bundle] * config.num_workers, nodes, config.placement)
         self.workers = []
         try:
             ray.get(self.placement.ready(), timeout=START_TIMEOUT_S)

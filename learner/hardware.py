@@ -19,6 +19,25 @@ def fast_dtype(model_dtype: str, uses_gpu: bool) -> str:
     return model_dtype if native else "float32"
 
 
+def resolve_compute_dtype(config_value: str, model_dtype: str, uses_gpu: bool) -> str:
+    """learner.compute_dtype: 'auto' -> `fast_dtype`; other values name the dtype."""
+    return fast_dtype(model_dtype, uses_gpu) if config_value == "auto" else config_value
+
+
+def resource_bundle(cpus: float, gpus: float) -> dict[str, float]:
+    """One placement-group bundle: `cpus` CPUs and, where asked for, `gpus` GPUs."""
+    return {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
+
+
+def pinned_placement_group(bundles: list[dict[str, float]], nodes: list[str] | None, strategy: str):
+    """A Ray placement group whose bundle i is held on node `nodes[i]` (a node id; None: wherever `strategy` puts
+    it), as the run's placement plan decided."""
+    from ray.util.placement_group import NODE_ID_LABEL_KEY, placement_group
+
+    pinned = None if nodes is None else [{NODE_ID_LABEL_KEY: node} for node in nodes]
+    return placement_group(bundles, strategy=strategy, bundle_label_selector=pinned)
+
+
 def alive_nodes() -> list[dict]:
     """The Ray cluster's live nodes (`ray.nodes()` also lists the dead ones)."""
     import ray

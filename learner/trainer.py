@@ -27,7 +27,7 @@ import torch
 from learner import grpo
 from learner.config import LearnerConfig
 from learner.export import export_adapter, export_bytes, export_merged, peft_lora_config
-from learner.hardware import fast_dtype
+from learner.hardware import resolve_compute_dtype
 from learner.logprobs import token_logprobs
 from learner.memory import peak_resident_gb, release_device_cache, release_free_heap, resident_gb
 from learner.packing import pack_micro_batches, padding_fraction, round_up, split_across_ranks
@@ -87,10 +87,6 @@ def _init_distributed(setup: LearnerSetup) -> None:
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
 
-def resolve_compute_dtype(config_value: str, model_dtype: str) -> str:
-    return fast_dtype(model_dtype, torch.cuda.is_available()) if config_value == "auto" else config_value
-
-
 def deepspeed_config(config: LearnerConfig, dtype: str) -> dict:
     return {
         "train_micro_batch_size_per_gpu": 1,  # micro-batches are built here; DeepSpeed never sees a data loader
@@ -123,7 +119,7 @@ class Learner:
             # the learner may use this machine's share of cores while it trains.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // setup.world_size))
         _init_distributed(setup)
-        self.compute_dtype = resolve_compute_dtype(config.compute_dtype, setup.dtype)
+        self.compute_dtype = resolve_compute_dtype(config.compute_dtype, setup.dtype, torch.cuda.is_available())
         if config.attn_implementation in GPU_ATTENTION and not torch.cuda.is_available():
             raise ValueError(f"learner.attn_implementation {config.attn_implementation} needs a CUDA GPU; "
                              f"use sdpa on CPUs")

@@ -17,7 +17,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,11 @@ class SyncProbe:
     previous: tuple[float, ...] = ()  # [P - 1] the same under the version before; () skips the version test
     tolerance: float = math.inf  # max mean |served - expected|
     noise: float = 0.0  # |served - expected| (L2) measured with identical weights; see selfplay.wiring
+    tolerated_breaches: int = 0  # gap breaches in a row that pass as warnings (rollout.probe.tolerated_breaches)
 
     def advanced(self, expected: tuple[float, ...]) -> SyncProbe:
         """The probe of the next version: the learner's new logprobs, with these as the previous ones."""
-        return SyncProbe(self.token_ids, tuple(expected), self.expected, self.tolerance, self.noise)
+        return replace(self, expected=tuple(expected), previous=self.expected)
 
     def separation(self) -> float:
         """How far this version moved the probe from the previous one, in noise norms (nan: no previous)."""

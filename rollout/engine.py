@@ -7,6 +7,7 @@ LoRA name and id (vLLM silently keeps serving an id it already holds), and older
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -22,6 +23,7 @@ from rollout.shm_segments import mapped_segments, note_segments, noted_segments,
 from rollout.worker_memory import WORKER_EXTENSION
 
 GIB = 1 << 30
+logger = logging.getLogger(__name__)
 ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
 CORE_WATCH_S = 1.0  # how often the watchdog reads vLLM's engine-dead flag
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank
@@ -88,6 +90,38 @@ def _core_calls():
         raise EngineDied("vLLM's engine core died (vLLM logs its cause)") from None
 
 
+GPU_HEADROOM = 0.02  # of a card's memory, left free beside what an engine asks for
+
+
+def gpu_fraction_that_fits(configured: float, free_bytes: list[int], total_bytes: list[int]) -> float:
+    """The share of each of its cards an engine asks vLLM for: `configured` (rollout.gpu_memory_utilization),
+    lowered to what is free on the fullest card less GPU_HEADROOM. vLLM refuses to start when less than the
+    configured share of the whole card is free, which is the case for an engine restarted beside a learner rank
+    that holds its share of the card (one-GPU colocation). Raises RuntimeError when under half the configured share
+    is free: the engine would start with too little KV cache to be of use."""
+    fits = min(free / total for free, total in zip(free_bytes, total_bytes)) - GPU_HEADROOM
+    if fits >= configured:
+        return configured
+    if fits < configured / 2:
+        used = ", ".join(f"{(total - free) / GIB:.1f} of {total / GIB:.1f} GiB" for free, total in
+                         zip(free_bytes, total_bytes))
+        raise RuntimeError(f"an engine needs {configured:.0%} of its GPU and {max(fits, 0):.0%} is free ({used} "
+                           f"in use by other processes, such as a learner rank on the same card)")
+    return round(fits, 3)
+
+
+def _gpu_memory_share(configured: float) -> float:
+    """gpu_fraction_that_fits on this actor's cards (CUDA_VISIBLE_DEVICES, one per tensor-parallel shard)."""
+    import torch
+
+    info = [torch.cuda.mem_get_info(device) for device in range(torch.cuda.device_count())]
+    share = gpu_fraction_that_fits(configured, [free for free, _ in info], [total for _, total in info])
+    if share < configured:
+        logger.warning("engine: %.0f%% of the GPU is free, not the %.0f%% configured; starting with %.1f%% "
+                       "(less KV cache)", 100 * (share + GPU_HEADROOM), 100 * configured, 100 * share)
+    return share
+
+
 def _uses_gpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -101,7 +135,7 @@ class Engine:
 
         sweep_dead_hosts()  # segments of engines whose host was killed before its shutdown
         self.spec = spec
-        memory = ({"gpu_memory_utilization": spec.gpu_memory_utilization} if _uses_gpu()
+        memory = ({"gpu_memory_utilization": _gpu_memory_share(spec.gpu_memory_utilization)} if _uses_gpu()
                   else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)} | _whole_prompts_on_cpu(spec))
         # room for two adapters: the served version stays loaded until the next one has passed its probe
         lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank), "max_loras": 1,
@@ -233,7 +267,8 @@ class Engine:
             self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         load_seconds = time.perf_counter() - started
         reading = self.read_probe(update.probe) if update.probe else None
-        verdict = self._gap_breaches.verdict(reading) if reading is not None else ""
+        verdict = (self._gap_breaches.verdict(reading, update.probe.tolerated_breaches) if reading is not None
+                   else "")
         if verdict == "fail":
             if update.mode is SyncMode.ADAPTER:  # the previous version was never removed: serve it again
                 self._remove_adapters(keep=served)

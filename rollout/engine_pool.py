@@ -32,7 +32,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from learner.hardware import alive_nodes
+from learner.hardware import alive_nodes, pinned_placement_group, resource_bundle
 from learner.weights import SyncProbe, WeightUpdate
 from rollout.config import RolloutConfig
 from rollout.engine import EngineDied, EngineSpec, ProbeMismatch, SyncError
@@ -141,15 +141,11 @@ class EnginePool:
 
     def _reserve(self, nodes: list[str]) -> list[Any]:
         """One placement group per engine, pinned to its node; ready before any engine starts."""
-        from ray.util.placement_group import NODE_ID_LABEL_KEY, placement_group
-
         if len(nodes) != self.rollout.num_engines:
             raise ValueError(f"{self.name}: a plan for {len(nodes)} engines, but rollout.num_engines is "
                              f"{self.rollout.num_engines}")
-        bundle = {"CPU": self.rollout.cpus_per_engine} | (
-            {"GPU": self.rollout.gpus_per_engine} if self.rollout.gpus_per_engine else {})
-        groups = [placement_group([bundle], strategy="STRICT_PACK", bundle_label_selector=[{NODE_ID_LABEL_KEY: node}])
-                  for node in nodes]
+        bundle = resource_bundle(self.rollout.cpus_per_engine, self.rollout.gpus_per_engine)
+        groups = [pinned_placement_group([bundle], [node], "STRICT_PACK") for node in nodes]
         waits = [group.ready() for group in groups]
         _, pending = ray.wait(waits, num_returns=len(waits), timeout=RESERVE_SECONDS)
         if pending:

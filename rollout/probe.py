@@ -18,8 +18,9 @@ engine computes them under what it serves. Two tests:
 The noise is calibrated where the engines serve what later syncs will serve (`calibrated`): with identical weights
 on both sides, through a zero-delta adapter in adapter mode. Low-precision rounding still changes as the weights
 move, so a gap measured once at start-up can be crossed by a correct engine; in bf16 and fp16 one gap breach is a
-warning and only the second in a row fails (`GapBreaches`). An engine left on the previous version fails at once,
-as does any breach in float32.
+warning and only the second in a row fails (`GapBreaches`), whichever side rounds: a float32 engine checked
+against a bf16 learner too. An engine left on the previous version fails at once, as does any breach where both
+sides compute in float32.
 """
 
 from __future__ import annotations
@@ -61,14 +62,17 @@ def read_probe(served: list[float], probe: SyncProbe) -> ProbeReading:
     return ProbeReading(gap=gap, distance=l2_norm(residual), position=position, problem=problem, gap_only=gap_only)
 
 
-def calibrated(probe: SyncProbe, readings: list[ProbeReading], configured_tolerance: float) -> SyncProbe:
+def calibrated(probe: SyncProbe, readings: list[ProbeReading], configured_tolerance: float,
+               dtypes: tuple[str, ...] = ()) -> SyncProbe:
     """`probe` (the learner's logprobs, no previous version) with the noise the engines showed on it while serving
     the same weights: the largest norm over `readings`, and a gap tolerance of the configured one or twice the
-    largest mean gap, whichever is larger."""
+    largest mean gap, whichever is larger; `dtypes`, the learner's and the engines', set the gap breaches
+    tolerated in a row."""
     if not readings:
         raise ValueError("probe calibration: no engine answered the probe")
     tolerance = max(configured_tolerance, 2 * max(reading.gap for reading in readings))
-    return SyncProbe(probe.token_ids, probe.expected, (), tolerance, max(reading.distance for reading in readings))
+    return SyncProbe(probe.token_ids, probe.expected, (), tolerance, max(reading.distance for reading in readings),
+                     tolerated_breaches(*dtypes))
 
 
 @dataclass
@@ -80,18 +84,20 @@ class GapBreaches:
     tolerated: int
     in_a_row: int = 0
 
-    def verdict(self, reading: ProbeReading) -> str:
-        """"" for a clean reading, "warning" for a tolerated gap breach, "fail" otherwise."""
+    def verdict(self, reading: ProbeReading, also_tolerated: int = 0) -> str:
+        """"" for a clean reading, "warning" for a tolerated gap breach, "fail" otherwise; `also_tolerated` (the
+        probe's count, which knows the learner's dtype) raises `tolerated` for this reading."""
         if not reading.problem:
             self.in_a_row = 0
             return ""
-        if reading.gap_only and self.in_a_row < self.tolerated:
+        if reading.gap_only and self.in_a_row < max(self.tolerated, also_tolerated):
             self.in_a_row += 1
             return "warning"
         return "fail"
 
 
-def tolerated_breaches(dtype: str) -> int:
-    """Gap breaches in a row an engine serving in `dtype` may show before the sync fails."""
-    return 1 if dtype in LOW_PRECISION else 0
+def tolerated_breaches(*dtypes: str) -> int:
+    """Gap breaches in a row a sync may show before it fails, where the learner and the engine compute the probe
+    in `dtypes`: 1 where either rounds to 16 bits."""
+    return 1 if any(dtype in LOW_PRECISION for dtype in dtypes) else 0
 

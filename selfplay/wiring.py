@@ -14,7 +14,7 @@ import ray
 
 from agents.parsing import special_markers
 from agents.players import Judge, Proposer, Solver
-from learner.hardware import alive_nodes
+from learner.hardware import alive_nodes, resolve_compute_dtype
 from learner.memory import NATIVE_CACHE_LIMITS
 from learner.weights import SyncMode, SyncProbe, process_scratch_dir
 from rewards.grading_pool import GradingPool
@@ -219,10 +219,15 @@ def calibrate_probe(config: Config, learner: Any, engine_pools: list[Any], token
     measured on the path later syncs take: in adapter mode through vLLM's LoRA kernels, with the learner's weights
     exported as an adapter (version 0, its delta still zero at start-up). rollout.probe.calibrated sets the gap
     tolerance and the noise norm from it."""
+    from rollout.config import resolve_engine_dtype
+
     probe = SyncProbe(tuple(token_ids), tuple(learner.probe_logprobs(token_ids)))
     through = learner.export(0, sync_mode, str(export_dir)) if sync_mode is SyncMode.ADAPTER else None
     readings = [reading for pool in engine_pools for reading in pool.read_probe(probe, through)]
-    calibrated_probe = calibrated(probe, readings, config.rollout.sync_tolerance)
+    learner_dtype = resolve_compute_dtype(config.learner.compute_dtype, config.model.dtype,
+                                          uses_gpu=config.learner.gpus_per_worker > 0)
+    dtypes = (learner_dtype, resolve_engine_dtype(config.rollout, config.model.dtype))
+    calibrated_probe = calibrated(probe, readings, config.rollout.sync_tolerance, dtypes)
     log(f"weight-sync probe{' through a zero-delta adapter' if through else ''}: noise with identical weights "
         f"{max(r.gap for r in readings):.2g} mean, {calibrated_probe.noise:.2g} norm; gap tolerance "
         f"{calibrated_probe.tolerance:.4f}")

@@ -65,3 +65,17 @@ def test_a_frozen_engine_serves_without_lora():
 def test_a_batch_cap_below_one_is_refused():
     with pytest.raises(ConfigError, match="rollout.max_num_seqs must be at least 1 or auto"):
         load_config(None, ["rollout.max_num_seqs=0"])
+
+
+def test_an_engine_restarted_beside_a_learner_asks_for_what_is_free():
+    """One 80 GiB card, rollout.gpu_memory_utilization 0.35: vLLM refuses to start unless 28 GiB are free."""
+    from rollout.engine import GIB, gpu_fraction_that_fits
+
+    total = [80 * GIB]
+    assert gpu_fraction_that_fits(0.35, [80 * GIB], total) == 0.35  # a fresh card
+    assert gpu_fraction_that_fits(0.35, [60 * GIB], total) == 0.35  # 0.75 free, less 0.02 headroom: enough
+    assert gpu_fraction_that_fits(0.35, [24 * GIB], total) == 0.28  # 0.30 free: 0.28, less KV cache
+    with pytest.raises(RuntimeError, match=r"needs 35% of its GPU and 10% is free \(70\.4 of 80\.0 GiB in use"):
+        gpu_fraction_that_fits(0.35, [9.6 * GIB], total)  # 0.12 free, 0.10 after headroom: under half of 0.35
+    # a tensor-parallel engine's shards: the fullest card decides
+    assert gpu_fraction_that_fits(0.5, [80 * GIB, 32 * GIB], total * 2) == 0.38

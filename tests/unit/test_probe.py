@@ -140,3 +140,15 @@ def test_float32_tolerates_no_breach_and_no_dtype_tolerates_a_stale_engine():
     assert GapBreaches(tolerated_breaches("float32")).verdict(reading(0.1, problem="gap", gap_only=True)) == "fail"
     stale = reading(0.01, position=0.02, problem="it still serves the previous version")
     assert GapBreaches(tolerated_breaches("bfloat16")).verdict(stale) == "fail"
+
+
+def test_a_float32_engine_checked_against_a_bf16_learner_tolerates_one_breach():
+    """Merged sync serves float32 while the learner may compute in bf16: its rounding moves the expected logprobs."""
+    assert tolerated_breaches("bfloat16", "float32") == 1 and tolerated_breaches("float32", "float32") == 0
+    start = SyncProbe((7, 8, 9), (-1.0, -2.0))
+    probe = calibrated(start, [ProbeReading(0.01, 0.02, math.nan, "")], 0.05, ("bfloat16", "float32"))
+    assert probe.tolerated_breaches == 1 and probe.advanced((-1.5, -2.5)).tolerated_breaches == 1
+    breach = reading(0.1, problem="gap", gap_only=True)
+    engine = GapBreaches(tolerated_breaches("float32"))  # what a float32 engine keeps
+    assert [engine.verdict(breach, probe.tolerated_breaches) for _ in range(2)] == ["warning", "fail"]
+    assert calibrated(start, [ProbeReading(0.01, 0.02, math.nan, "")], 0.05).tolerated_breaches == 0
