@@ -11,7 +11,8 @@ then the mean over the timed steps.
 
 What is timed (wall clock per step):
 - ours, in-process (no Ray), as `selfplay.iteration` runs it: `Engine.generate` (vLLM, eager, merged-weight
-  mode), rewards and advantages, `plan_step` + `Learner.train_step`, then `Learner.export` (merged weights with
+  mode, served in float32 as the product serves it), rewards and advantages, `plan_step` +
+  `Learner.train_step`, then `Learner.export` (merged weights with
   the sync probe, calibrated at start and advanced every step as the product does) + `Engine.apply_update`
   (in-place reload, prefix-cache reset, probe check). Phases are
   reported separately too.
@@ -70,7 +71,7 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
     from learner.weights import SyncMode, SyncProbe, scratch_dir
-    from rollout.config import RolloutConfig
+    from rollout.config import RolloutConfig, resolve_engine_dtype
     from rollout.engine import Engine, EngineSpec
     from rollout.host import bind_cpu_share
     from rollout.probe import calibrated
@@ -78,13 +79,15 @@ def run_ours(args: argparse.Namespace, model_path: str, controller: Controller) 
     from selfplay.wiring import probe_token_ids
 
     bind_cpu_share(0, 1)  # the cores the product's lone CPU engine gets (EngineHost does the same)
-    engine = Engine(EngineSpec(model_path=model_path, dtype=args.dtype, max_model_len=args.max_model_len,
+    engine_dtype = resolve_engine_dtype(RolloutConfig(sync_mode="merged"), args.dtype)  # as the product serves it
+    engine = Engine(EngineSpec(model_path=model_path, dtype=engine_dtype, max_model_len=args.max_model_len,
                                kv_cache_gb=args.kv_cache_gb, enforce_eager=True, sync_mode=SyncMode.MERGED))
-    learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype,
+    learner = Learner(LearnerConfig(), LearnerSetup(model_path=model_path, dtype=args.dtype, export_dtype=engine_dtype,
                                                     max_model_len=args.max_model_len))
     probe_tokens = tuple(probe_token_ids(AutoTokenizer.from_pretrained(model_path)))
     start = SyncProbe(probe_tokens, tuple(learner.sequence_logprobs(list(probe_tokens))))
-    probe = calibrated(start, [engine.read_probe(start)], RolloutConfig().sync_tolerance)  # as the product does
+    probe = calibrated(start, [engine.read_probe(start)], RolloutConfig().sync_tolerance,
+                       (learner.compute_dtype, engine_dtype))  # as the product does
     sampling = SamplingSpec(n=args.answers, max_tokens=args.max_tokens, temperature=1.0, ignore_eos=args.ignore_eos)
     requests = [GenerationRequest(tuple(solver_messages(question)), sampling) for question in questions(args.questions)]
     export_dir = scratch_dir("bench-vs-trl-")
