@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -74,8 +75,10 @@ def main() -> None:
     args.seed, args.completion_min = 0, args.completion_tokens // 4
     offline()
     import torch
+    from safetensors.torch import save_file
 
     from learner.config import LearnerConfig
+    from learner.export import merged_from_adapter
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
     from learner.weights import SyncMode
@@ -113,10 +116,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpu-smoke-") as scratch:
         for mode in (SyncMode.ADAPTER, SyncMode.MERGED):
             began = time.perf_counter()
-            update = learner.export(1, mode, scratch)
+            update = learner.export(1, mode, scratch)  # an adapter in both modes
+            merged = None
+            if mode is SyncMode.MERGED:  # what an engine's worker loads: the adapter merged into the base files
+                merged = Path(scratch) / "merged"
+                merged.mkdir()
+                shutil.copy(Path(args.model) / "config.json", merged)
+                save_file(dict(merged_from_adapter(args.model, update.path, getattr(torch, dtype))),
+                          merged / "model.safetensors", metadata={"format": "pt"})
             seconds = time.perf_counter() - began
-            served = reloaded_logprobs(args.model, dtype, probe, adapter=update.path if mode is SyncMode.ADAPTER
-                                       else None, merged=update.path if mode is SyncMode.MERGED else None)
+            served = reloaded_logprobs(args.model, dtype, probe, adapter=update.path if merged is None else None,
+                                       merged=str(merged) if merged else None)
             checks[f"{mode.value}_export"] = {"seconds": round(seconds, 3),
                                               "max_diff": round(max_difference(expected, served), 6)}
         base_diff = max_difference(expected, reloaded_logprobs(args.model, dtype, probe))

@@ -1,6 +1,8 @@
-"""Export the learner's weights for the rollout engines: a PEFT adapter, or LoRA-merged full weights.
+"""The learner's weights as files: a PEFT adapter (what every weight sync ships), LoRA-merged full weights (what an
+evaluation serves), and the merge of an adapter into base weights read from disk (what an engine synced by merged
+weights serves, merged in its own process).
 
-Both are written in the engines' dtype into a fresh directory per version (never overwritten, so an engine
+Exports are written in the engines' dtype into a fresh directory per version (never overwritten, so an engine
 can never read a half-written version), then renamed into place.
 """
 
@@ -8,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -116,3 +120,52 @@ def export_merged(peft_model, target: Path, dtype: torch.dtype, shard_bytes: int
     else:
         (scratch / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     return _finish(scratch, target)
+
+
+LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+
+
+def base_weight_files(base_dir: Path) -> list[Path]:
+    """A model directory's safetensors files: those its index names, else every one there."""
+    index = base_dir / INDEX
+    if index.exists():
+        return sorted({base_dir / name for name in json.loads(index.read_text())["weight_map"].values()})
+    return sorted(base_dir.glob("*.safetensors"))
+
+
+def merged_from_adapter(base_dir: str, adapter_dir: str, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """The base model's weights (read from `base_dir`) with the PEFT adapter's deltas B @ A * alpha / r added in
+    float32, one tensor at a time, in `dtype`: what an engine synced by merged weights loads, so that only the
+    adapter (megabytes) travels and no process ever holds a whole merged copy. Checked here, before the caller
+    starts loading: an unreadable adapter, an rsLoRA or DoRA one, or one with a module the base lacks raises."""
+    adapter = Path(adapter_dir)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise ValueError(f"adapter {adapter}: rsLoRA and DoRA adapters cannot be merged here")
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in load_file(adapter / "adapter_model.safetensors").items():
+        key = LORA_KEY.match(name)
+        if key is None:
+            raise ValueError(f"adapter {adapter}: {name!r} is not a LoRA factor")
+        factors.setdefault(f"{key['module']}.weight", {})[key["factor"]] = tensor
+    files = base_weight_files(Path(base_dir))
+    names = set()
+    for file in files:
+        with safe_open(str(file), "pt") as weights:
+            names.update(weights.keys())
+    missing = sorted(set(factors) - names) + sorted(name for name, pair in factors.items() if len(pair) != 2)
+    if missing:
+        raise ValueError(f"adapter {adapter}: no base weight or no A/B pair for {missing[:3]} in {base_dir}")
+    return _merged(files, factors, config["lora_alpha"] / config["r"], dtype)
+
+
+def _merged(files: list[Path], factors: dict[str, dict[str, torch.Tensor]], scaling: float,
+            dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    for file in files:
+        with safe_open(str(file), "pt") as weights:
+            for name in weights.keys():
+                tensor = weights.get_tensor(name)
+                if name in factors:
+                    delta = factors[name]["B"].to(torch.float32) @ factors[name]["A"].to(torch.float32)
+                    tensor = tensor.to(torch.float32) + delta * scaling
+                yield name, tensor.to(dtype)

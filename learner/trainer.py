@@ -26,7 +26,7 @@ import torch
 
 from learner import grpo
 from learner.config import LearnerConfig
-from learner.export import export_adapter, export_bytes, export_merged, peft_lora_config
+from learner.export import export_adapter, export_bytes, peft_lora_config
 from learner.hardware import resolve_compute_dtype
 from learner.logprobs import token_logprobs
 from learner.memory import peak_resident_gb, release_device_cache, release_free_heap, resident_gb
@@ -386,15 +386,12 @@ class Learner:
         """Write weight version `version` for the engines. With the previous version's `probe`, the update
         carries it advanced to these weights, so each engine can verify what it serves."""
         dtype = DTYPES[self.setup.export_dtype or self.setup.dtype]
-        needed = export_bytes(self.model, merged=mode is SyncMode.MERGED, dtype=dtype)
+        needed = export_bytes(self.model, merged=False, dtype=dtype)
         target = self._export_dirs.place(Path(directory), mode, version, needed) / f"{mode.value}-v{version}"
-        if mode is SyncMode.ADAPTER:
-            export_adapter(self.model, target, dtype)
-        else:
-            export_merged(self.model, target, dtype)
+        export_adapter(self.model, target, dtype)  # merged sync too: the engine's worker merges it (worker_extension)
         advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
-        release_free_heap()  # the merged copy's pages (0.35 GiB for the embedded model), until the next step
-        release_device_cache()  # ... and its blocks on a GPU
+        release_free_heap()  # the pages the export and the probe's forward pass freed, until the next step
+        release_device_cache()  # ... and their blocks on a GPU
         return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
 
     def remove_exports(self) -> None:

@@ -20,7 +20,7 @@ from rollout.probe import GapBreaches, ProbeReading, read_probe, tolerated_breac
 from rollout.records import (PROMPT_TOO_LONG, Completion, GenerationRequest, Sample, SamplingSpec,
                              sample_seeds)
 from rollout.shm_segments import mapped_segments, note_segments, noted_segments, remove_unmapped, sweep_dead_hosts
-from rollout.worker_memory import WORKER_EXTENSION
+from rollout.worker_extension import WORKER_EXTENSION
 
 GIB = 1 << 30
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Engine:
             return outputs
 
     def _release_worker_heap(self) -> None:
-        """Give the pages the worker freed back to the operating system (rollout.worker_memory)."""
+        """Give the pages the worker freed back to the operating system (rollout.worker_extension)."""
         self.llm.collective_rpc("release_free_heap")
 
     def shutdown(self) -> None:
@@ -262,8 +262,7 @@ class Engine:
             if update.mode is SyncMode.ADAPTER:
                 self._lora_request = self._add_adapter(update)
             else:
-                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": update.path})
-                self._release_worker_heap()
+                self._reload_merged(update)
             self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         load_seconds = time.perf_counter() - started
         reading = self.read_probe(update.probe) if update.probe else None
@@ -281,6 +280,20 @@ class Engine:
                 "probe_gap": reading.gap if reading else math.nan,
                 "probe_position": reading.position if reading else math.nan,
                 "probe_warning": float(verdict == "warning")}
+
+    def _reload_merged(self, update: WeightUpdate) -> None:
+        """Serve the base model with `update`'s adapter merged into it by the worker (rollout.worker_extension)."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            self.llm.collective_rpc("reload_merged", kwargs={"base_path": self.spec.model_path,
+                                                             "adapter_path": update.path})
+        except EngineDeadError:
+            raise
+        except Exception as error:  # what the merge or vLLM's loader raised (missing files, a foreign adapter, ...)
+            raise SyncError(f"merging weight version {update.version} from {update.path} failed: "
+                            f"{type(error).__name__}: {error}") from None
+        self._release_worker_heap()
 
     def _add_adapter(self, update: WeightUpdate, adapter_id: int | None = None):
         """Load `update`'s adapter beside the one served, as `adapter_id` (its version by default); a refused load

@@ -111,11 +111,13 @@ def test_question_without_answer_and_bad_adapter_exit_2(tmp_path):
 
 def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp_path):
     """One GRPO step moves the LoRA; the run checkpoint (DeepSpeed module state) merges to exactly the tensors of
-    the learner's own merged export, and the learner's PEFT adapter export to the same up to bf16 rounding."""
+    the learner's own merge, and the adapter a sync ships (merged by launch/eval.py, or by an engine's worker from
+    the base files) to the same up to bf16 rounding."""
     import torch
     from safetensors.torch import load_file
 
     from learner.config import LearnerConfig
+    from learner.export import export_merged, merged_from_adapter
     from learner.records import TrainBatch, TrainSample
     from learner.trainer import Learner, LearnerSetup, plan_step
     from learner.weights import SyncMode
@@ -137,9 +139,13 @@ def test_checkpoint_and_adapter_merge_to_the_learners_export(tiny_model_dir, tmp
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(config_to_yaml(config))
     save_checkpoint(run_dir, 1, learner.save_checkpoint, {"iteration": 1})
-    reference = load_file(learner.export(1, SyncMode.MERGED, str(tmp_path / "export")).path
-                          + "/model.safetensors")
-    adapter_dir = Path(learner.export(2, SyncMode.ADAPTER, str(tmp_path / "export")).path)
+    reference = load_file(export_merged(learner.model, tmp_path / "learner-merged", getattr(torch, engine_dtype))
+                          / "model.safetensors")  # the learner's own merge
+    adapter_dir = Path(learner.export(2, SyncMode.MERGED, str(tmp_path / "export")).path)  # what a sync ships
+    engine_side = dict(merged_from_adapter(str(tiny_model_dir), str(adapter_dir), getattr(torch, engine_dtype)))
+    assert engine_side.keys() == reference.keys()  # what a merged-sync engine's worker serves
+    for name in reference:
+        torch.testing.assert_close(engine_side[name].float(), reference[name].float(), rtol=2 ** -7, atol=1e-4)
 
     launch_eval = _launch_eval_module()
     merged = launch_eval.merge_adapter(config, str(tiny_model_dir), launch_eval.resolve_adapter(run_dir),

@@ -516,14 +516,11 @@ def test_weight_sync_round_trip(session, mode):
     assert mean_gap(engine, learner) < TOLERANCE  # generation uses the synced weights
     assert mean_gap(engine, base) > 2 * TOLERANCE  # ... which differ clearly from the base model's
 
-    if mode is SyncMode.MERGED:  # a merged export written in shards (here one tensor per file) loads whole
-        from learner.export import export_merged
-
-        third = session.export(seed=3)
-        sharded = export_merged(session.learner.model, session.export_dir / "sharded-v3", torch.float32,
-                                shard_bytes=1)
-        assert len(list(sharded.glob("model-*.safetensors"))) > 10
-        assert pool.apply_update(dataclasses.replace(third, path=str(sharded)))["sync/probe_gap"] < SYNCED_GAP
+    if mode is SyncMode.MERGED:  # an adapter the worker cannot merge is refused, the served weights stay
+        absent = dataclasses.replace(second, version=second.version + 1, path=str(session.export_dir / "absent"))
+        with pytest.raises(SyncError, match=f"merging weight version {absent.version} from .*absent failed"):
+            pool.apply_update(absent)
+        assert not any(reading.problem for reading in pool.read_probe(second.probe))
 
 
 # -- an engine left behind after one real training step -------------------------------------------------------------

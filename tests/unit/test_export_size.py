@@ -58,3 +58,36 @@ def test_a_merged_export_past_the_shard_size_is_written_in_shards_with_an_index(
     read_back = {name: tensor for shard in shards.values() for name, tensor in shard.items()}
     assert read_back.keys() == whole.keys()
     assert all(torch.equal(read_back[name], whole[name]) for name in whole)
+
+
+def test_an_adapter_merged_into_the_base_files_gives_the_learners_merged_weights(tmp_path):
+    """What an engine synced by merged weights loads: base weights from disk plus the shipped adapter's deltas, the
+    same tensors as the learner's own merge; an adapter with a module the base lacks is refused before any tensor."""
+    from learner.export import merged_from_adapter, merged_tensors
+
+    config = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=True)
+    torch.manual_seed(1)
+    base = transformers.LlamaForCausalLM(config)
+    base.save_pretrained(tmp_path / "base", max_shard_size="2KB")  # a sharded checkpoint, with its index
+    assert (tmp_path / "base" / "model.safetensors.index.json").exists()
+    model = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)  # PEFT starts B at zero: give the adapter a delta
+    adapter = export_adapter(model, tmp_path / "adapter-v1", torch.float32)
+    engine_side = dict(merged_from_adapter(str(tmp_path / "base"), str(adapter), torch.float32))
+    learner_side = dict(merged_tensors(model, torch.float32))
+    assert engine_side.keys() == learner_side.keys()
+    assert all(torch.allclose(engine_side[name], learner_side[name], rtol=0, atol=1e-6) for name in learner_side)
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(engine_side[q_proj], model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight)
+
+    weights = load_file(adapter / "adapter_model.safetensors")
+    weights["base_model.model.model.layers.0.mlp.absent.lora_A.weight"] = torch.zeros(2, 16)
+    from safetensors.torch import save_file
+    save_file(weights, adapter / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match=r"no base weight or no A/B pair for \['model.layers.0.mlp.absent.weight'"):
+        merged_from_adapter(str(tmp_path / "base"), str(adapter), torch.float32)  # raised before any tensor
