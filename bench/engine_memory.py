@@ -1,6 +1,6 @@
 """Engine memory benchmark: memory of a vLLM engine's processes over rounds of a merged weight sync (the whole
 model reloaded from disk, as `rollout.sync.merged` does) followed by a wave of sampling, with the product's handling
-(the worker trims glibc's heap after every generate call and reload: rollout/worker_memory.py) and without it.
+(the worker trims glibc's heap after every generate call and reload: rollout/worker_extension.py) and without it.
 
 Each arm is a child process that builds the real `Engine` (the embedded model or `--model DIR`, bf16 or fp32 as the
 product picks, 1 GiB of KV cache) and runs `--rounds` rounds: `reload_weights` from the model's own directory,

@@ -33,7 +33,7 @@ def test_a_repeated_question_gets_different_answers_and_the_same_call_the_same(e
 
 
 def test_the_worker_process_trims_its_heap(engine):
-    """The engine builds vLLM's worker with rollout.worker_memory's methods; glibc's malloc_trim answers 1 when it
+    """The engine builds vLLM's worker with rollout.worker_extension's methods; glibc's malloc_trim answers 1 when it
     returned memory, 0 when there was none to return, so the answer says the call ran in the worker."""
     import sys
 
