@@ -101,9 +101,10 @@ def resolve_sync_mode(config_value: str, uses_gpu: bool) -> SyncMode:
 
 
 def resolve_engine_dtype(rollout: RolloutConfig, model_dtype: str, synced: bool = True) -> str:
-    """rollout.dtype 'auto' -> float32 for engines synced by merged weights; else (adapter sync, or an engine that
-    is never synced: a frozen judge, an evaluation) the model's dtype where it runs natively, float32 where not
-    (learner.hardware). CPU engines are assumed to run on CPUs like the caller's.
+    """rollout.dtype 'auto' -> float32 for engines synced by merged weights (and for launch/eval.py, which serves
+    merged weights the same way); else (adapter sync, or an engine never synced: a frozen judge, `synced` False)
+    the model's dtype where it runs natively, float32 where not (learner.hardware). CPU engines are assumed to run
+    on CPUs like the caller's.
 
     Why float32 under merged sync: the engine serves bf16(W + delta), and a LoRA delta is mostly below half of
     W's bf16 spacing. Read from the checkpoints of a configs/arithmetic-cpu.yaml run (iterations 10 and 16, rms
