@@ -13,7 +13,7 @@ the whole machine. The allocator arms are the same code with `release_free_heap`
 with ideep's (PyTorch's oneDNN wrapper, `LRU_CACHE_CAPACITY`, 1024), `small_caches` with both at `--small-cache`
 (16 by default).
 `--pad-multiple` rounds padded rows as `learner.pad_multiple` does (64 in configs/arithmetic-cpu.yaml). `--export`
-follows each step with what an iteration does next, a merged export with the sync probe (written, then removed),
+follows each step with what an iteration does next, a weight export with the sync probe (written, then removed),
 and reads the resident memory after it too.
 
     .venv/bin/python bench/learner_memory.py [--model DIR] [--steps 12] [--samples 12] [--pad-multiple 1]
@@ -85,7 +85,7 @@ def run_arm(args: argparse.Namespace) -> dict:
             rank.train_step(plan[0], batch.response_tokens)
             seconds.append(time.perf_counter() - began)
             rss.append(round(resident_gb(), 3))
-            if args.export:  # what an iteration does next: merged weights for the engines, with the sync probe
+            if args.export:  # what an iteration does next: the weights for the engines, with the sync probe
                 update = rank.export(step + 1, SyncMode.MERGED, str(export_dir), probe)
                 shutil.rmtree(update.path)
                 exported.append(round(resident_gb(), 3))
