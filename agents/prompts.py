@@ -7,7 +7,7 @@ judge's criteria, so no rubric edit can break the parser. Every request passes t
 question, an answer) cannot open or close a turn. Leaves out parsing and generation settings.
 """
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TypedDict
 
 from agents.parsing import neutralise_markers, neutralise_tags
@@ -47,14 +47,24 @@ JUDGE_DEMONSTRATION = (  # the judge reads responses with their tags neutralised
     "Question:\nWhat is 2 + 3?\n\nAnswer:\n2 + 3 = 6, so the answer is [answer]6[/answer]",
     "The final answer is wrong: 2 + 3 is 5, not 6.\n<score>2</score>",
 )
+# A question verdict is shown question verdicts, rendered by the run's rubric like the real request: one question
+# missing a fact, one well-posed, so that neither score is the only one shown. Shown the answer verdict above
+# instead, the judge often answered the question ("The answer is [answer]6[/answer]") and gave no score
+# (bench/judge_format.py measures both).
+JUDGE_QUESTION_DEMONSTRATIONS = (
+    ("A box holds some pens. How many pens are in 4 boxes?",
+     "The question does not say how many pens one box holds, so it cannot be solved.\n<score>2</score>"),
+    ("A box holds 6 pens and a bag holds 5. How many pens are in 4 boxes and 2 bags?",
+     "The question is clear, gives every fact needed and takes two steps to solve.\n<score>8</score>"),
+)
 
 
-def _demonstrated(system: str, demonstration: tuple[str, str], request: str,
+def _demonstrated(system: str, demonstrations: Sequence[tuple[str, str]], request: str,
                   markers: Collection[str]) -> list[ChatMessage]:
-    example_request, example_response = demonstration
+    """The system message, each (request, response) demonstration as a past exchange, then the request."""
+    shown = [_message(role, text) for exchange in demonstrations for role, text in zip(("user", "assistant"), exchange)]
     # the whole request, not each value: two values side by side could spell a marker between them
-    return [_message("system", system), _message("user", example_request), _message("assistant", example_response),
-            _message("user", neutralise_markers(request, markers))]
+    return [_message("system", system), *shown, _message("user", neutralise_markers(request, markers))]
 
 
 def proposer_messages(reference_question: str | None, system: str, demonstration: tuple[str, str],
@@ -65,19 +75,19 @@ def proposer_messages(reference_question: str | None, system: str, demonstration
         request = PROPOSER_FROM_SCRATCH
     else:
         request = PROPOSER_REWRITE.format(reference_question=reference_question)
-    return _demonstrated(system, demonstration, request, markers)
+    return _demonstrated(system, [demonstration], request, markers)
 
 
 def solver_messages(question: str, markers: Collection[str] = ()) -> list[ChatMessage]:
     """Ask for reasoning, then the final answer in one answer tag."""
-    return _demonstrated(SOLVER_SYSTEM, SOLVER_DEMONSTRATION, question, markers)
+    return _demonstrated(SOLVER_SYSTEM, [SOLVER_DEMONSTRATION], question, markers)
 
 
 def judge_question_messages(rubric: Rubric, question: str, markers: Collection[str] = ()) -> list[ChatMessage]:
-    """Ask the judge to score a question's quality under `rubric`; the question is shown with its tags
-    neutralised, so no tag in it can speak for the judge."""
-    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, render_question(rubric, neutralise_tags(question)),
-                         markers)
+    """Ask the judge to score a question's quality under `rubric`, after two question verdicts rendered the same
+    way; the question is shown with its tags neutralised, so no tag in it can speak for the judge."""
+    shown = [(render_question(rubric, example), verdict) for example, verdict in JUDGE_QUESTION_DEMONSTRATIONS]
+    return _demonstrated(JUDGE_SYSTEM, shown, render_question(rubric, neutralise_tags(question)), markers)
 
 
 def judge_answer_messages(
@@ -91,7 +101,7 @@ def judge_answer_messages(
     """
     content = render_answer(rubric, neutralise_tags(question), neutralise_tags(answer),
                             None if reference_answer is None else neutralise_tags(reference_answer))
-    return _demonstrated(JUDGE_SYSTEM, JUDGE_DEMONSTRATION, content, markers)
+    return _demonstrated(JUDGE_SYSTEM, [JUDGE_DEMONSTRATION], content, markers)
 
 
 def _message(role: str, content: str) -> ChatMessage:
