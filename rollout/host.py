@@ -149,17 +149,26 @@ class EngineHost:
 
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
         """Serve `update`; an export written on another node is received first (rollout.received)."""
-        with self._engine_lock, self._timed():
-            if _readable_here(update):
-                return self.engine.apply_update(update)
-            copy = self._received.write(ray.get(update.files), Path(update.path).name)
-            try:
-                metrics = self.engine.apply_update(replace(update, path=str(copy), node_id="", files=None))
-            except BaseException:
+        with self._engine_lock, self._timed(), self._readable(update, served=True) as local:
+            return self.engine.apply_update(local)
+
+    @contextmanager
+    def _readable(self, update: WeightUpdate, served: bool):
+        """`update` as this node reads it: received into a local copy where it was written on another node. The copy
+        becomes the served version when the block succeeds and `served`; otherwise it is removed."""
+        if _readable_here(update):
+            yield update
+            return
+        copy = self._received.write(ray.get(update.files), Path(update.path).name)
+        succeeded = False
+        try:
+            yield replace(update, path=str(copy), node_id="", files=None)
+            succeeded = True
+        finally:
+            if succeeded and served:
+                self._received.now_served(copy)
+            else:
                 self._received.failed(copy)
-                raise
-            self._received.now_served(copy)
-            return metrics
 
     def sleep(self) -> None:
         with self._engine_lock, self._timed():
@@ -184,10 +193,7 @@ class EngineHost:
         """The engine's reading of `probe` (through `through`'s adapter, received first where it was written on
         another node, and removed after)."""
         with self._engine_lock, self._timed():
-            if through is None or _readable_here(through):
-                return self.engine.read_probe(probe, through)
-            copy = self._received.write(ray.get(through.files), Path(through.path).name)
-            try:
-                return self.engine.read_probe(probe, replace(through, path=str(copy), node_id="", files=None))
-            finally:
-                self._received.failed(copy)  # read once, never served
+            if through is None:
+                return self.engine.read_probe(probe)
+            with self._readable(through, served=False) as local:
+                return self.engine.read_probe(probe, local)

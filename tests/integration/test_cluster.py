@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
+
+from tests.ray_cluster import ray_cluster
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,16 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def two_node_cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    try:
+    with ray_cluster({"num_cpus": 2}, {"num_cpus": 2}) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def test_one_iteration_across_two_nodes(two_node_cluster, tiny_model_dir, tmp_path):

@@ -22,6 +22,7 @@ from rollout.engine_pool import EnginePool
 from selfplay.config import load_config
 from selfplay.placement import cluster_nodes
 from selfplay.preflight import plan_run_placement
+from tests.ray_cluster import ray_cluster
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,17 +31,8 @@ CONFIG = ROOT / "configs/gpu-qwen2.5-3b.yaml"
 
 @pytest.fixture(scope="module")
 def gpu_cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 32, "num_gpus": 4,
-                                                            "include_dashboard": False})
-    cluster.add_node(num_cpus=32, num_gpus=4)
-    cluster.wait_for_nodes()
-    try:
+    with ray_cluster({"num_cpus": 32, "num_gpus": 4}, {"num_cpus": 32, "num_gpus": 4}) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def dry_run(cluster, *overrides: str) -> subprocess.CompletedProcess:
