@@ -51,13 +51,14 @@ def _finish(scratch: Path, target: Path) -> Path:
 
 
 def export_adapter(peft_model, target: Path, dtype: torch.dtype) -> Path:
-    """Standard PEFT layout (adapter_config.json + adapter_model.safetensors) with tensors cast to `dtype`."""
+    """Standard PEFT layout (adapter_config.json + adapter_model.safetensors) with tensors cast to `dtype`: at the
+    top of `target` for a model's only adapter ("default"), in a subdirectory named after each adapter otherwise."""
     scratch = target.with_name(target.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     peft_model.save_pretrained(scratch, safe_serialization=True)
-    weights_path = scratch / "adapter_model.safetensors"
-    tensors = {name: tensor.to(dtype).contiguous() for name, tensor in load_file(weights_path).items()}
-    save_file(tensors, weights_path, metadata={"format": "pt"})
+    for weights_path in scratch.rglob("adapter_model.safetensors"):
+        tensors = {name: tensor.to(dtype).contiguous() for name, tensor in load_file(weights_path).items()}
+        save_file(tensors, weights_path, metadata={"format": "pt"})
     return _finish(scratch, target)
 
 
@@ -90,7 +91,14 @@ def merged_tensors(peft_model, dtype: torch.dtype) -> Iterator[tuple[str, torch.
 def export_merged(peft_model, target: Path, dtype: torch.dtype, shard_bytes: int = SHARD_BYTES) -> Path:
     """A loadable model directory holding the merged weights: config.json and model.safetensors, or, past
     `shard_bytes`, files model-00001.safetensors, ... and their index. Written shard by shard, so the learner
-    never holds the whole merged model (a 3B model's is 6 GB in bf16, 12 in float32)."""
+    never holds the whole merged model (a 3B model's is 6 GB in bf16, 12 in float32). Raises OSError, one line,
+    before writing anything when the filesystem has no room for it."""
+    from learner.weights import MIB, free_bytes
+
+    needed, free = export_bytes(peft_model, merged=True, dtype=dtype), free_bytes(target.parent)
+    if free < needed:
+        raise OSError(f"merged export needs {needed / MIB:.0f} MiB, {target.parent} has {free / MIB:.0f} MiB free: "
+                      f"make room there or write it elsewhere")
     scratch = target.with_name(target.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

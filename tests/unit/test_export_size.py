@@ -91,3 +91,13 @@ def test_an_adapter_merged_into_the_base_files_gives_the_learners_merged_weights
     save_file(weights, adapter / "adapter_model.safetensors")
     with pytest.raises(ValueError, match=r"no base weight or no A/B pair for \['model.layers.0.mlp.absent.weight'"):
         merged_from_adapter(str(tmp_path / "base"), str(adapter), torch.float32)  # raised before any tensor
+
+
+def test_a_merged_export_without_room_is_refused_before_anything_is_written(toy_model, tmp_path, monkeypatch):
+    import learner.weights
+
+    needed = export_bytes(toy_model, merged=True, dtype=torch.float32)
+    monkeypatch.setattr(learner.weights, "free_bytes", lambda path: needed - 1)
+    with pytest.raises(OSError, match=r"^merged export needs 1 MiB, .* has 1 MiB free: make room there"):
+        export_merged(toy_model, tmp_path / "merged-v1", torch.float32)
+    assert list(tmp_path.iterdir()) == []
