@@ -52,7 +52,8 @@ def distinct_seeds(requests: list[GenerationRequest]) -> list[GenerationRequest]
 
 def _turns(generator: Generator, role: Role, requests: list[GenerationRequest], parse,
            temperature: float) -> list[list[Turn]]:
-    completions = generator.generate(distinct_seeds(requests)) if requests else []
+    requests = [replace(request, role=role.value) for request in distinct_seeds(requests)]  # served its adapter
+    completions = generator.generate(requests) if requests else []
     return [[Turn(role, completion.prompt_token_ids, sample, parse(sample.text), temperature,
                   completion.weight_version)
              for sample in completion.samples] for completion in completions]

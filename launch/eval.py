@@ -9,7 +9,8 @@ Per-example rows go to a JSONL file (--output; default next to the adapter, or `
 and the last line of stdout is one JSON object: accuracy, n, correct, format_failures, ci95 (Wilson, 95 %), ...
 
 --adapter takes a PEFT adapter directory (adapter_config.json), a run checkpoint (RUN_DIR/checkpoints/iter-N, whose
-learner/ is a DeepSpeed checkpoint) or a run directory (its checkpoints/latest). The adapter is merged into the
+learner/ is a DeepSpeed checkpoint) or a run directory (its checkpoints/latest); a run with one adapter per role
+(learner.adapters per_role) needs --role to pick one (usually solver). The adapter is merged into the
 base model (config's model.path and learner.lora; a run's own config.yaml is checked to agree) in a temporary
 directory that the engine then serves. Config, data and adapter problems exit with status 2 and one line.
 Leaves out batching several checkpoints and sampling-based (pass@k) metrics.
@@ -35,8 +36,8 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout 
 quiet_libraries()
 
 from rewards.grading_pool import GradingPool  # noqa: E402
-from selfplay.adapters import (LEARNER_STATES, AdapterError, check_run_lora, read_learner_checkpoint,  # noqa: E402
-                               resolve_adapter, run_dir_of)
+from selfplay.adapters import (LEARNER_STATES, ROLES, AdapterError, check_run_lora,  # noqa: E402
+                               read_learner_checkpoint, resolve_adapter, run_dir_of)
 from selfplay.config import Config, ConfigError  # noqa: E402
 from selfplay.embedded_model import resolve_model_path  # noqa: E402
 from selfplay.evaluation import (EvalDataError, EvalResult, evaluate, load_eval_questions, paired_rows,  # noqa: E402
@@ -57,6 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML run config (a run's own RUN_DIR/config.yaml works)")
     parser.add_argument("--data", help="JSONL with question and answer (GSM8K '#### N' or plain); default eval.data")
     parser.add_argument("--adapter", help="PEFT adapter dir, run checkpoint RUN_DIR/checkpoints/iter-N, or RUN_DIR")
+    parser.add_argument("--role", choices=ROLES, help="the role whose adapter to evaluate, in a run with one per role")
     parser.add_argument("--limit", type=positive_int, help=(
         "first N questions (default: the whole --data file; eval.limit when the file comes from eval.data)"))
     parser.add_argument("--output", help="per-example JSONL (default next to the adapter, or in run.output_dir)")
@@ -155,7 +157,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Config, Path, list[PoolQuesti
         raise EvalDataError(f"{data}: file not found")
     questions = load_eval_questions(data)
     limit = args.limit or (None if args.data else config.eval.limit)
-    adapter = resolve_adapter(Path(args.adapter)) if args.adapter else None
+    adapter = resolve_adapter(Path(args.adapter), args.role) if args.adapter else None
     return config, Path(data), questions if limit is None else questions[:limit], len(questions), adapter
 
 

@@ -4,7 +4,8 @@
     python launch/merge.py runs/RUN_A runs/RUN_B --method slerp --t 0.3 --output merged/
     python launch/merge.py runs/RUN --iterations 8,9,10 --method ties --density 0.5 --weights 1,1,2 --output merged/
 
-Each SOURCE is a run directory, a run checkpoint (RUN_DIR/checkpoints/iter-N) or a PEFT adapter directory;
+Each SOURCE is a run directory, a run checkpoint (RUN_DIR/checkpoints/iter-N) or a PEFT adapter directory (of a run
+with one adapter per role, learner.adapters per_role: --role picks whose);
 --iterations picks those iterations' checkpoints from every run directory given (without it, a run directory means
 its latest checkpoint). The merge itself is learner/merge.py: in the space of weight deltas, factored back by SVD to
 --rank (default: the inputs' summed ranks, exact for linear and slerp; a TIES result's truncation error is printed).
@@ -26,7 +27,7 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 from learner.merge import METHODS, LoRAFactors, MergeError, lora_factors, merge_adapters  # noqa: E402
-from selfplay.adapters import AdapterError, AdapterWeights, read_adapter, resolve_adapter  # noqa: E402
+from selfplay.adapters import ROLES, AdapterError, AdapterWeights, read_adapter, resolve_adapter  # noqa: E402
 from selfplay.checkpoint import checkpoint_root  # noqa: E402
 
 SUMMARY = "merge.json"  # written into every output with its adapter: what marks a directory as a merge's output
@@ -45,6 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Merge LoRA adapters of run checkpoints (linear, slerp, ties)")
     parser.add_argument("sources", nargs="+", help="run directories, run checkpoints or PEFT adapter directories")
     parser.add_argument("--iterations", type=number_list(int), help="e.g. 10,20,30: these checkpoints of each run")
+    parser.add_argument("--role", choices=ROLES, help="the role whose adapters to merge, in runs with one per role")
     parser.add_argument("--method", choices=METHODS, default="linear")
     parser.add_argument("--weights", type=number_list(float), help="one per adapter (linear, ties); default equal")
     parser.add_argument("--t", type=float, default=0.5, help="slerp position: 0 = first adapter, 1 = second")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = expand_sources(args.sources, args.iterations)
         if len(paths) < 2:
             raise MergeError(f"{len(paths)} adapter given; merging needs at least two (see --iterations)")
-        adapters = [read_adapter(resolve_adapter(path)) for path in paths]
+        adapters = [read_adapter(resolve_adapter(path, args.role)) for path in paths]
         factors = [lora_factors(adapter.tensors, adapter.scaling) for adapter in adapters]
         merged = merge_adapters(factors, args.method, args.weights, args.t, args.density, args.rank)
     except (AdapterError, MergeError) as error:

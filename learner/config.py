@@ -87,6 +87,11 @@ class LearnerConfig(Section):
         "the std division blows a group whose answers differ only by format up to the scale of a right-or-wrong "
         "signal (an all-wrong group of 8 with one unparsed answer: +0.35 and -2.47); "
         "solver/outcome_free_advantage_share_{mean_only,std} log that share of the solver's update both ways"))
+    adapters: Literal["shared", "per_role"] = Field("shared", description=(
+        "shared: one LoRA adapter trained on every role's samples and served to every role. per_role: one adapter "
+        "per role on the same frozen base, each trained on its role's samples only with its own optimizer state, "
+        "and served to its role's requests; needs rollout.sync_mode adapter (on CPUs vLLM generated 0.31x as "
+        "fast through its LoRA kernels as with merged weights: rollout.config.resolve_sync_mode)"))
     role_token_mean: bool = Field(False, description=(
         "give every trained role an equal share of the loss (a token mean per role, averaged over roles) instead "
         "of its share of the batch's response tokens (learner/token_share_ROLE)"))

@@ -16,7 +16,8 @@ from learner.calls import gathered
 from learner.config import LearnerConfig
 from learner.hardware import pinned_placement_group, resource_bundle
 from learner.records import TrainBatch, TrainSample
-from learner.trainer import Learner, LearnerSetup, free_port, plan_step, plan_updates
+from learner.trainer import (SHARED_ADAPTER, Learner, LearnerSetup, adapter_indices, free_port, plan_step,
+                             plan_updates)
 from learner.weights import SyncMode, SyncProbe, WeightUpdate
 
 
@@ -105,10 +106,23 @@ class LearnerGroup:
 
     def train(self, batch: TrainBatch) -> dict[str, float]:
         """The GRPO updates of one global batch of all roles: `ppo_epochs` passes of `mini_batches` optimizer
-        steps each (one update by default). An empty batch is a no-op."""
+        steps each (one update by default), per adapter on its samples. An empty batch is a no-op. With one
+        adapter per role, each learner/* metric is also given per adapter (learner/KEY_ROLE)."""
         if not batch.samples:
             return {"learner/empty_batch": 1.0}
         self._on_rank_zero("check_batch", batch)
+        per_adapter = {adapter: self._updates(TrainBatch(tuple(batch.samples[index] for index in indices)), adapter)
+                       for adapter, indices in adapter_indices(batch.samples, self.setup.adapters).items()}
+        merged = merge_update_metrics([metrics for updates in per_adapter.values() for metrics in updates])
+        if self.setup.adapters == (SHARED_ADAPTER,):
+            return merged
+        for adapter, updates in per_adapter.items():
+            merged |= {f"{key}_{adapter}": value for key, value in merge_update_metrics(updates).items()
+                       if key.startswith("learner/")}
+        return merged
+
+    def _updates(self, batch: TrainBatch, adapter: str) -> list[dict[str, float]]:
+        """Each update's merged metrics, for one adapter's samples."""
         updates = [batch]
         if self.config.ppo_epochs * self.config.mini_batches > 1:
             old = self._on_rank_zero("policy_logprobs", list(batch.samples))
@@ -121,10 +135,10 @@ class LearnerGroup:
             plan, padding = plan_step(update, self.config.micro_batch_tokens, self.config.num_workers,
                                       self.config.pack_sequences, self.config.pad_multiple)
             tokens = update.response_tokens
-            per_rank = gathered([worker.train_step.remote(plan[rank], tokens)
+            per_rank = gathered([worker.train_step.remote(plan[rank], tokens, adapter)
                                  for rank, worker in enumerate(self.workers)], "train_step", self.config.call_timeout_s)
             per_update.append(merge_rank_metrics(per_rank) | {"learner/padding_fraction": padding})
-        return merge_update_metrics(per_update)
+        return per_update
 
     def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
         update = self._on_rank_zero("export", version, mode, directory, probe)

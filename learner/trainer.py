@@ -1,4 +1,7 @@
-"""The DeepSpeed learner: one PEFT LoRA adapter shared by all roles, GRPO steps on the advantages it is given.
+"""The DeepSpeed learner: LoRA adapters on one frozen base, GRPO steps on the advantages it is given. One adapter
+shared by all roles (`SHARED_ADAPTER`), or one per role, each with its own DeepSpeed engine and optimizer state:
+a step on one role's samples leaves the other roles' adapters and Adam moments as they were (one flat ZeRO
+optimizer over all of them would move them on zero gradients, by their moments and weight decay).
 
 Plain class, one instance per data-parallel rank (`learner.group` runs them as Ray actors). Per step:
 length-bucketed micro-batches (no padding waste beyond the bucket; with `pack_sequences`, one padding-free
@@ -19,6 +22,7 @@ import random
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from learner.packing import pack_micro_batches, padding_fraction, round_up, spli
 from learner.records import TrainBatch, TrainSample
 from learner.weights import ExportDirectories, SyncMode, SyncProbe, WeightUpdate, read_files
 
+SHARED_ADAPTER = "default"  # PEFT's name for a model's only adapter: exports write it at the top of their directory
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 GPU_ATTENTION = ("flex_attention", "flash_attention_2")  # no training on CPUs: torch has no flex backward there
 
@@ -57,6 +62,8 @@ class LearnerSetup:
     world_size: int = 1
     master_address: str = "127.0.0.1"
     master_port: int = 0  # 0: pick a free port (single rank only)
+    adapters: tuple[str, ...] = (SHARED_ADAPTER,)
+    """The LoRA adapters trained: one shared by every role, or one named after each role (its samples train it)."""
 
 
 def free_port() -> int:
@@ -129,17 +136,35 @@ class Learner:
         if config.gradient_checkpointing:  # recompute each layer's activations in the backward pass
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()  # the frozen embeddings would otherwise cut the LoRA gradients
-        model = get_peft_model(base, peft_lora_config(config.lora))
-        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable,
-                                               config=deepspeed_config(config, self.compute_dtype))
-        self.model = self.engine.module
+        model = get_peft_model(base, peft_lora_config(config.lora), adapter_name=setup.adapters[0])
+        for name in setup.adapters[1:]:
+            model.add_adapter(name, peft_lora_config(config.lora))
+        self._engines = {}
+        for name in setup.adapters:
+            model.set_adapter(name)  # only the active adapter's weights require gradients
+            trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+            self._engines[name], *_ = deepspeed.initialize(model=model, model_parameters=trainable,
+                                                           config=deepspeed_config(config, self.compute_dtype))
+        self.model = model
+        self._use(setup.adapters[0])
         self.step_count = 0
         self.skipped_steps = 0
         # DeepSpeed skips steps only for optimizers with an overflow flag (engine._take_model_step)
         self._has_overflow_path = hasattr(self.engine.optimizer, "overflow")
         self._export_dirs = ExportDirectories()  # removed by remove_exports when the run ends
         self._check_output_layer()
+
+    @property
+    def engine(self):
+        """The DeepSpeed engine of the active adapter (they share the model: any of them runs its forward)."""
+        return self._engines[self.model.active_adapter]
+
+    def _use(self, adapter: str) -> None:
+        """Make `adapter` the one the model computes with and the only one that requires gradients."""
+        if adapter not in self._engines:
+            raise BatchError(f"no adapter {adapter!r}: this learner trains {', '.join(self._engines)}")
+        if self.model.active_adapter != adapter:
+            self.model.set_adapter(adapter)
 
     # -- forward ------------------------------------------------------------------------------------------------
     def _micro_batch_tensors(self, samples: list[TrainSample],
@@ -213,11 +238,13 @@ class Learner:
                 raise BatchError(f"sample {index} ({sample.role}): {len(sample.response_token_ids)} response tokens "
                                  f"but {len(sample.rollout_logprobs)} rollout logprobs")
 
-    def train_step(self, micro_batches: list[list[TrainSample]], global_response_tokens: int) -> dict[str, float]:
-        """One optimizer step on this rank's micro-batches (see `plan_step`); every rank gets the same number.
-        `global_response_tokens` counts the response tokens of all ranks together."""
+    def train_step(self, micro_batches: list[list[TrainSample]], global_response_tokens: int,
+                   adapter: str = SHARED_ADAPTER) -> dict[str, float]:
+        """One optimizer step of `adapter` on this rank's micro-batches (see `plan_step`); every rank gets the same
+        number. `global_response_tokens` counts the response tokens of all ranks together."""
         if global_response_tokens == 0 or not micro_batches:
             return {"learner/empty_batch": 1.0}
+        self._use(adapter)
         started = time.perf_counter()
         totals: dict[str, float] = {}
         nonfinite = False
@@ -308,24 +335,27 @@ class Learner:
 
     @torch.no_grad()
     def policy_logprobs(self, samples: list[TrainSample]) -> list[tuple[float, ...]]:
-        """Each sample's response logprobs under the current weights ([R] each): the old policy of a batch that
-        gets several updates."""
+        """Each sample's response logprobs under the current weights of its adapter ([R] each): the old policy of a
+        batch that gets several updates."""
         self.engine.eval()
         result: list[tuple[float, ...]] = [()] * len(samples)
-        lengths = [sample.length for sample in samples]
-        for micro_batch in pack_micro_batches(lengths, self.config.micro_batch_tokens, self.config.pack_sequences,
-                                              self.config.pad_multiple):
-            chosen = [samples[index] for index in micro_batch.indices]
-            logprobs = self._response_logprobs(self._micro_batch_tensors(chosen)).float().cpu()  # [B, R]
-            for row, index in enumerate(micro_batch.indices):
-                count = len(samples[index].response_token_ids)
-                result[index] = tuple(logprobs[row, logprobs.shape[1] - count:].tolist())
+        for adapter, indices in adapter_indices(samples, tuple(self._engines)).items():
+            self._use(adapter)
+            lengths = [samples[index].length for index in indices]
+            for micro_batch in pack_micro_batches(lengths, self.config.micro_batch_tokens,
+                                                  self.config.pack_sequences, self.config.pad_multiple):
+                chosen = [samples[indices[position]] for position in micro_batch.indices]
+                logprobs = self._response_logprobs(self._micro_batch_tensors(chosen)).float().cpu()  # [B, R]
+                for row, sample in enumerate(chosen):
+                    count = len(sample.response_token_ids)
+                    result[indices[micro_batch.indices[row]]] = tuple(logprobs[row, logprobs.shape[1] - count:]
+                                                                      .tolist())
         return result
 
     @torch.no_grad()
     def drift_from_base(self, samples: list[TrainSample]) -> float:
-        """How far the adapter moved the model from the base on `samples`' responses: the token-mean k3 estimate
-        of KL(current || base), the estimator of the KL loss term."""
+        """How far the adapters moved the model from the base on `samples`' responses (each through its role's
+        adapter): the token-mean k3 estimate of KL(current || base), the estimator of the KL loss term."""
         current = self.policy_logprobs(samples)
         with self.model.disable_adapter():
             base = self.policy_logprobs(samples)
@@ -337,8 +367,10 @@ class Learner:
 
     # -- probes -------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sequence_logprobs(self, token_ids: list[int]) -> list[float]:
-        """Logprob of tokens 1..P-1 given their prefix under the current weights (sync probe). [P - 1]"""
+    def sequence_logprobs(self, token_ids: list[int], adapter: str | None = None) -> list[float]:
+        """Logprob of tokens 1..P-1 given their prefix under the current weights of `adapter` (default: the
+        first) (sync probe). [P - 1]"""
+        self._use(adapter or self.setup.adapters[0])
         self.engine.eval()
         sample = TrainSample(tuple(token_ids[:1]), tuple(token_ids[1:]), (0.0,) * (len(token_ids) - 1), 0.0)
         # unpadded: one sequence needs no shape bucketing, and in bf16 the extra padding moved these logprobs past
@@ -359,40 +391,57 @@ class Learner:
                              f"state (logit scaling or soft-capping?); the learner does not support this model")
 
     def lora_parameters(self) -> dict[str, torch.Tensor]:
+        """Every adapter's LoRA weights, by parameter name (adapter names inside)."""
         return {name: parameter.detach().clone() for name, parameter in self.model.named_parameters()
-                if parameter.requires_grad}
+                if ".lora_" in name}
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self, directory: str) -> None:
-        """Adapter, optimizer, scheduler, step and RNG states (every rank calls it; DeepSpeed is collective)."""
+        """Adapters, optimizer, scheduler, step and RNG states (every rank calls it; DeepSpeed is collective): one
+        DeepSpeed checkpoint per adapter (`checkpoint_tag`), each holding only that adapter's weights."""
         state = {"learner_step_count": self.step_count, "learner_skipped_steps": self.skipped_steps,
                  "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
-        self.engine.save_checkpoint(directory, tag="learner", client_state=state, exclude_frozen_parameters=True)
+        for adapter in self._engines:
+            self._use(adapter)  # exclude_frozen_parameters keeps the weights that require gradients: this adapter's
+            self.engine.save_checkpoint(directory, tag=checkpoint_tag(adapter), client_state=state,
+                                        exclude_frozen_parameters=True)
 
     def save_adapter(self, directory: str) -> str:
         """The adapter as a standard PEFT directory (float32), for PEFT, vLLM and launch/eval.py."""
         return str(export_adapter(self.model, Path(directory), torch.float32))
 
     def load_checkpoint(self, directory: str) -> None:
-        _, state = self.engine.load_checkpoint(directory, tag="learner", load_module_strict=False)
-        if state is None:
-            raise FileNotFoundError(f"no learner checkpoint in {directory}")
+        for adapter in self._engines:
+            self._use(adapter)
+            _, state = self.engine.load_checkpoint(directory, tag=checkpoint_tag(adapter), load_module_strict=False)
+            if state is None:
+                raise FileNotFoundError(f"no learner checkpoint of adapter {adapter} in {directory}")
         self.step_count, self.skipped_steps = state["learner_step_count"], state["learner_skipped_steps"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
 
     # -- export -------------------------------------------------------------------------------------------------
-    def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate:
-        """Write weight version `version` for the engines. With the previous version's `probe`, the update
-        carries it advanced to these weights, so each engine can verify what it serves."""
+    def export(self, version: int, mode: SyncMode, directory: str,
+               probe: SyncProbe | dict[str, SyncProbe] | None = None) -> WeightUpdate:
+        """Write weight version `version` for the engines. With the previous version's probe (one for all
+        adapters, or one per role: `WeightUpdate.probes`), the update carries each adapter's advanced to these
+        weights, so each engine can verify what it serves."""
         dtype = DTYPES[self.setup.export_dtype or self.setup.dtype]
         needed = export_bytes(self.model, merged=False, dtype=dtype)
         target = self._export_dirs.place(Path(directory), mode, version, needed) / f"{mode.value}-v{version}"
         export_adapter(self.model, target, dtype)  # merged sync too: the engine's worker merges it (worker_extension)
-        advanced = probe.advanced(tuple(self.sequence_logprobs(list(probe.token_ids)))) if probe else None
+        advanced = {}
+        for adapter in self._engines if probe else ():
+            previous = probe.get("" if adapter == SHARED_ADAPTER else adapter) if isinstance(probe, dict) else probe
+            if previous is None:
+                raise ValueError(f"no previous probe of adapter {adapter} to advance")
+            advanced[adapter] = previous.advanced(tuple(self.sequence_logprobs(list(previous.token_ids), adapter)))
         release_free_heap()  # the pages the export and the probe's forward pass freed, until the next step
         release_device_cache()  # ... and their blocks on a GPU
-        return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced)
+        if tuple(self._engines) == (SHARED_ADAPTER,):
+            return WeightUpdate(version=version, mode=mode, path=str(target), probe=advanced.get(SHARED_ADAPTER))
+        return WeightUpdate(version=version, mode=mode, path=str(target),
+                            role_probes=tuple((adapter, advanced.get(adapter)) for adapter in self._engines))
 
     def remove_exports(self) -> None:
         """Remove the directories this learner exported to (weights in /dev/shm are memory: a finished run
@@ -409,6 +458,25 @@ class Learner:
     def read_export(self, path: str) -> dict[str, bytes]:
         """An export's files, for engines on nodes that cannot read this one's disk."""
         return read_files(path)
+
+def checkpoint_tag(adapter: str) -> str:
+    """The DeepSpeed checkpoint tag of `adapter`'s weights and optimizer state in a learner checkpoint."""
+    return "learner" if adapter == SHARED_ADAPTER else f"learner-{adapter}"
+
+
+def adapter_indices(samples: Sequence[TrainSample], adapters: tuple[str, ...]) -> dict[str, list[int]]:
+    """Which samples each adapter trains on, by index, in order: all of them for one shared adapter, else each
+    sample's role's. Raises BatchError for a role without an adapter."""
+    if adapters == (SHARED_ADAPTER,):
+        return {SHARED_ADAPTER: list(range(len(samples)))} if samples else {}
+    indices: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        if sample.role not in adapters:
+            raise BatchError(f"sample {index} has role {sample.role or 'unknown'!r}, which has no adapter "
+                             f"(adapters: {', '.join(adapters)})")
+        indices.setdefault(sample.role, []).append(index)
+    return indices
+
 
 def plan_updates(batch: TrainBatch, epochs: int, mini_batches: int, seed: int) -> list[TrainBatch]:
     """The updates of one batch: `epochs` passes, each a fresh shuffle split into `mini_batches` near-equal parts

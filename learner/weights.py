@@ -66,6 +66,18 @@ class WeightUpdate:
     probe: SyncProbe | None = None  # how each engine checks that it serves these weights (None: unchecked)
     node_id: str = ""  # the node whose disk holds `path` ("" = every node reads it: one node, or shared storage)
     files: Any = None  # for engines on other nodes: a Ray object reference to `read_files(path)`
+    role_probes: tuple[tuple[str, SyncProbe | None], ...] = ()
+    """One adapter per role (`probe` then None): each role's adapter is in `path`/ROLE, checked on its probe."""
+
+    def adapters(self) -> list[tuple[str, str, SyncProbe | None]]:
+        """(role, directory, probe) of each adapter in this version: ("", path, probe) for the one all roles share."""
+        if not self.role_probes:
+            return [("", self.path, self.probe)]
+        return [(role, str(Path(self.path) / role), probe) for role, probe in self.role_probes]
+
+    def probes(self) -> dict[str, SyncProbe]:
+        """The probe of each adapter that has one, by role ("" for the shared adapter)."""
+        return {role: probe for role, _, probe in self.adapters() if probe is not None}
 
 
 def read_files(directory: str) -> dict[str, bytes]:

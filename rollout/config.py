@@ -142,9 +142,11 @@ def resolve_sleep_while_training(config_value: str, gpus_per_engine: float, gpus
 
 def engine_spec_from_config(model_path: str, engine_dtype: str, max_model_len: int, rollout: RolloutConfig,
                             sync_mode: SyncMode, max_lora_rank: int, seed: int,
-                            sequences_per_engine: int = 0, sleep_mode: bool = False) -> EngineSpec:
+                            sequences_per_engine: int = 0, sleep_mode: bool = False,
+                            adapters_per_version: int = 1) -> EngineSpec:
     """The engines' spec; `sequences_per_engine` is the most one generation wave asks of each (`max_num_seqs`
-    auto); `sleep_mode` builds them able to sleep while the learner trains (`resolve_sleep_while_training`)."""
+    auto); `sleep_mode` builds them able to sleep while the learner trains (`resolve_sleep_while_training`);
+    `adapters_per_version` is 3 where each role is served its own adapter (learner.adapters per_role)."""
     return EngineSpec(model_path=model_path, dtype=engine_dtype, max_model_len=max_model_len,
                       enforce_eager=rollout.enforce_eager, kv_cache_gb=rollout.kv_cache_gb,
                       gpu_memory_utilization=rollout.gpu_memory_utilization,
@@ -152,9 +154,9 @@ def engine_spec_from_config(model_path: str, engine_dtype: str, max_model_len: i
                       max_num_seqs=resolve_max_num_seqs(rollout.max_num_seqs, sequences_per_engine),
                       sync_mode=sync_mode, max_lora_rank=max_lora_rank, seed=seed,
                       seeded_requests=resolve_seeded_requests(rollout.seeded_requests, rollout.gpus_per_engine > 0),
-                      sleep_mode=sleep_mode)
+                      sleep_mode=sleep_mode, adapters_per_version=adapters_per_version)
 
 
 def frozen_engine_spec(spec: EngineSpec) -> EngineSpec:
     """An engine that is never synced (a frozen judge) serves its model without LoRA, whatever the sync mode."""
-    return replace(spec, sync_mode=SyncMode.MERGED)
+    return replace(spec, sync_mode=SyncMode.MERGED, adapters_per_version=1)

@@ -28,7 +28,7 @@ ENGINE_EXIT_S = 10.0  # for vLLM's processes to exit after its shutdown
 CORE_WATCH_S = 1.0  # how often the watchdog reads vLLM's engine-dead flag
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts as max_lora_rank
 CALIBRATION_ADAPTER_ID = 2**31 - 1  # the adapter a probe calibration reads through; versions count up from 1
-SERVED = object()  # requests use the adapter version being served
+ADAPTER_IDS_PER_VERSION = 8  # version v's adapters get the LoRA ids 8v, 8v + 1, ... (one per role)
 
 
 def lora_rank_cap(rank: int) -> int:
@@ -69,6 +69,7 @@ class EngineSpec:
     seed: int = 0  # the engine-wide generator's; requests without a seed of their own draw from it
     seeded_requests: bool = True  # honour each request's seed (rollout.seeded_requests); else sample unseeded
     sleep_mode: bool = False  # built able to sleep (vLLM's sleep mode) while the learner trains
+    adapters_per_version: int = 1  # adapter sync: 1 (one adapter for every role) or one per role
 
 
 def _whole_prompts_on_cpu(spec: EngineSpec) -> dict:
@@ -137,9 +138,12 @@ class Engine:
         self.spec = spec
         memory = ({"gpu_memory_utilization": _gpu_memory_share(spec.gpu_memory_utilization)} if _uses_gpu()
                   else {"kv_cache_memory_bytes": int(spec.kv_cache_gb * GIB)} | _whole_prompts_on_cpu(spec))
-        # room for two adapters: the served version stays loaded until the next one has passed its probe
-        lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank), "max_loras": 1,
-                 "max_cpu_loras": 2} if spec.sync_mode is SyncMode.ADAPTER else {})
+        # room for two versions (the served one stays loaded until the next one has passed its probes) and a
+        # calibration adapter
+        lora = ({"enable_lora": True, "max_lora_rank": lora_rank_cap(spec.max_lora_rank),
+                 "max_loras": spec.adapters_per_version,
+                 "max_cpu_loras": 2 * spec.adapters_per_version + 1}
+                if spec.sync_mode is SyncMode.ADAPTER else {})
         # the shards as processes under this actor, which holds their GPUs: inside the run's placement group vLLM
         # would otherwise pick its Ray executor and ask Ray for GPUs this actor already holds
         shards = {"distributed_executor_backend": "mp"} if spec.tensor_parallel_size > 1 else {}
@@ -152,8 +156,8 @@ class Engine:
         self.segment_note = note_segments(os.getpid(), engine_processes)  # removed by shutdown
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
-        self._lora_request = None  # the adapter version all requests use (adapter mode)
-        self._gap_breaches = GapBreaches(tolerated_breaches(spec.dtype))
+        self._served: dict[str, object] = {}  # adapter mode: the LoRARequest each role's requests use ("": all roles)
+        self._gap_breaches: dict[str, GapBreaches] = {}  # by role, as `_served`
         self._closing = threading.Event()
         threading.Thread(target=self._watch_core, name="engine-core-watch", daemon=True).start()
 
@@ -192,16 +196,27 @@ class Engine:
                 prompts.append(TokensPrompt(prompt_token_ids=ids))
                 params.append(_sampling_params(SamplingParams, replace(request.sampling, n=1, seed=seed),
                                                self.spec.max_model_len - len(ids)))
-        outputs = iter(self._generate(prompts, params) if prompts else [])
+        adapters = [self._adapter_of(request.role) for request, fit in zip(requests, fits) if fit
+                    for _ in range(request.sampling.n)]
+        outputs = iter(self._generate(prompts, params, adapters) if prompts else [])
         return [_completion([next(outputs) for _ in range(request.sampling.n)], self.weight_version) if fit else
                 _prompt_too_long(ids, request.sampling.n, self.weight_version)
                 for request, ids, fit in zip(requests, rendered, fits)]
 
-    def _generate(self, prompts: list, params: list, lora_request=SERVED) -> list:
-        """`lora_request` SERVED: the adapter version all requests use."""
+    def _adapter_of(self, role: str):
+        """The LoRARequest serving `role`'s requests: the shared adapter, the role's own, or None (no adapter: the
+        base model before the first adapter sync, or merged weights)."""
+        if not self._served or "" in self._served:
+            return self._served.get("")
+        if role not in self._served:
+            raise ValueError(f"this engine serves adapters for roles {', '.join(self._served)}, none for a request "
+                             f"of role {role!r}")
+        return self._served[role]
+
+    def _generate(self, prompts: list, params: list, lora_request) -> list:
+        """`lora_request`: a LoRARequest (or None) for all prompts, or one per prompt."""
         with _core_calls():
-            outputs = self.llm.generate(prompts, params, use_tqdm=False,
-                                        lora_request=self._lora_request if lora_request is SERVED else lora_request)
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora_request)
             self._release_worker_heap()
             return outputs
 
@@ -230,9 +245,9 @@ class Engine:
         if self.segment_note is not None:
             self.segment_note.unlink(missing_ok=True)
 
-    def prompt_logprobs(self, token_ids: list[int], lora_request=SERVED) -> list[float]:
-        """Logprob of each token 1..P-1 given its prefix, under the weights being served (or `lora_request`'s
-        adapter). [P - 1]"""
+    def prompt_logprobs(self, token_ids: list[int], lora_request=None) -> list[float]:
+        """Logprob of each token 1..P-1 given its prefix, under the weights being served with `lora_request`'s
+        adapter (None: none). [P - 1]"""
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
@@ -251,35 +266,52 @@ class Engine:
 
     # -- weight sync --------------------------------------------------------------------------------------------
     def apply_update(self, update: WeightUpdate) -> dict[str, float]:
-        """Serve `update` from now on and verify it took effect. Returns sync metrics; raises SyncError."""
+        """Serve `update` from now on and verify it took effect, each of its adapters on its probe. Returns sync
+        metrics (the worst adapter's gap and position); raises SyncError, still serving the previous version where
+        the new adapters did not load or did not pass."""
         if update.version <= self.weight_version:
             raise SyncError(f"weight version {update.version} is not newer than the served {self.weight_version}")
         if update.mode is not self.spec.sync_mode:
             raise SyncError(f"engine built for {self.spec.sync_mode.value} sync got a {update.mode.value} update")
+        adapters = update.adapters()
+        if len(adapters) > self.spec.adapters_per_version:
+            raise SyncError(f"weight version {update.version} has {len(adapters)} adapters; this engine serves "
+                            f"{self.spec.adapters_per_version} per version")
         started = time.perf_counter()
-        served = self._lora_request
+        loaded: dict[str, object] = {}
         with _core_calls():
             if update.mode is SyncMode.ADAPTER:
-                self._lora_request = self._add_adapter(update)
+                try:
+                    for index, (role, path, _) in enumerate(adapters):
+                        loaded[role] = self._add_adapter(update.version, path,
+                                                         update.version * ADAPTER_IDS_PER_VERSION + index)
+                except SyncError:
+                    self._remove_adapters(keep=self._served.values())
+                    raise
             else:
                 self._reload_merged(update)
             self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         load_seconds = time.perf_counter() - started
-        reading = self.read_probe(update.probe) if update.probe else None
-        verdict = (self._gap_breaches.verdict(reading, update.probe.tolerated_breaches) if reading is not None
-                   else "")
-        if verdict == "fail":
-            if update.mode is SyncMode.ADAPTER:  # the previous version was never removed: serve it again
-                self._remove_adapters(keep=served)
-                self._lora_request = served
-            raise ProbeMismatch(f"weight version {update.version}: {reading.problem}")
+        readings = {role: read_probe(self.prompt_logprobs(list(probe.token_ids), loaded.get(role)), probe)
+                    for role, _, probe in adapters if probe is not None}
+        verdicts = {role: self._gap_breaches.setdefault(role, GapBreaches(tolerated_breaches(self.spec.dtype)))
+                    .verdict(reading, update.probes()[role].tolerated_breaches) for role, reading in readings.items()}
+        failed = [role for role, verdict in verdicts.items() if verdict == "fail"]
+        if failed:
+            if update.mode is SyncMode.ADAPTER:  # the previous version was never removed: it stays served
+                self._remove_adapters(keep=self._served.values())
+            raise ProbeMismatch(f"weight version {update.version}: " + "; ".join(
+                f"{role + ' adapter: ' if role else ''}{readings[role].problem}" for role in failed))
         if update.mode is SyncMode.ADAPTER:
-            self._remove_adapters(keep=self._lora_request)
+            self._served = loaded
+            self._remove_adapters(keep=loaded.values())
         self.weight_version = update.version
+        # an adapter whose step was within the probe's noise (say, of a role that did not train) is not placed
+        placed = [reading.position for reading in readings.values() if not math.isnan(reading.position)]
         return {"load_seconds": load_seconds, "version": float(update.version),
-                "probe_gap": reading.gap if reading else math.nan,
-                "probe_position": reading.position if reading else math.nan,
-                "probe_warning": float(verdict == "warning")}
+                "probe_gap": max((reading.gap for reading in readings.values()), default=math.nan),
+                "probe_position": min(placed, default=math.nan),
+                "probe_warning": float("warning" in verdicts.values())}
 
     def _reload_merged(self, update: WeightUpdate) -> None:
         """Serve the base model with `update`'s adapter merged into it by the worker (rollout.worker_extension)."""
@@ -295,40 +327,40 @@ class Engine:
                             f"{type(error).__name__}: {error}") from None
         self._release_worker_heap()
 
-    def _add_adapter(self, update: WeightUpdate, adapter_id: int | None = None):
-        """Load `update`'s adapter beside the one served, as `adapter_id` (its version by default); a refused load
-        leaves that one served (SyncError)."""
+    def _add_adapter(self, version: int, path: str, adapter_id: int):
+        """Load the adapter in `path` beside those served, as `adapter_id`; a refused load leaves them served
+        (SyncError)."""
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        adapter_id = update.version if adapter_id is None else adapter_id
-        request = LoRARequest(lora_name=f"selfplay-{adapter_id}", lora_int_id=adapter_id, lora_path=update.path)
+        request = LoRARequest(lora_name=f"selfplay-{adapter_id}", lora_int_id=adapter_id, lora_path=path)
         try:
             added = self.llm.llm_engine.add_lora(request)
         except EngineDeadError:
             raise
         except Exception as error:  # vLLM raises what its loader raised (missing files, wrong rank, ...)
-            raise SyncError(f"vLLM refused adapter version {update.version} from {update.path}: "
+            raise SyncError(f"vLLM refused adapter version {version} from {path}: "
                             f"{type(error).__name__}: {error}") from None
         if not added:
-            raise SyncError(f"vLLM refused adapter version {update.version} from {update.path}")
+            raise SyncError(f"vLLM refused adapter version {version} from {path}")
         return request
 
     def _remove_adapters(self, keep) -> None:
-        """Unload every adapter but `keep` (a LoRARequest, or None for none)."""
+        """Unload every adapter but those in `keep` (LoRARequests)."""
         engine = self.llm.llm_engine
+        kept = {request.lora_int_id for request in keep}
         for adapter_id in list(engine.list_loras()):
-            if keep is None or adapter_id != keep.lora_int_id:
+            if adapter_id not in kept:
                 engine.remove_lora(adapter_id)
 
-    def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None) -> ProbeReading:
-        """How the served weights (or the adapter of `through`, loaded for this reading only) compare with the
-        learner's on `probe` (rollout.probe). `through` calibrates the probe on the path adapter syncs serve by:
-        vLLM's LoRA kernels, with the learner's current weights exported as an adapter."""
+    def read_probe(self, probe: SyncProbe, through: WeightUpdate | None = None, role: str = "") -> ProbeReading:
+        """How the weights serving `role`'s requests (or the first adapter of `through`, loaded for this reading
+        only) compare with the learner's on `probe` (rollout.probe). `through` calibrates the probe on the path
+        adapter syncs serve by: vLLM's LoRA kernels, with the learner's current weights exported as an adapter."""
         if through is None:
-            return read_probe(self.prompt_logprobs(list(probe.token_ids)), probe)
+            return read_probe(self.prompt_logprobs(list(probe.token_ids), self._adapter_of(role)), probe)
         with _core_calls():
-            request = self._add_adapter(through, CALIBRATION_ADAPTER_ID)
+            request = self._add_adapter(through.version, through.adapters()[0][1], CALIBRATION_ADAPTER_ID)
         try:
             return read_probe(self.prompt_logprobs(list(probe.token_ids), request), probe)
         finally:

@@ -44,6 +44,7 @@ class GenerationRequest:
 
     messages: tuple[dict[str, str], ...]  # [{"role": "user", "content": ...}, ...]
     sampling: SamplingSpec = SamplingSpec()
+    role: str = ""  # the self-play role asking: engines serving one adapter per role answer with its adapter
 
 
 PROMPT_TOO_LONG = "prompt_too_long"  # finish reason of a sample never generated: its prompt filled the context

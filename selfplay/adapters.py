@@ -5,6 +5,7 @@ Used by launch/eval.py and launch/merge.py."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,35 @@ ADAPTER_CONFIG = "adapter_config.json"
 # Learner.save_checkpoint writes DeepSpeed's checkpoint into ITER/learner with tag "learner"; with
 # exclude_frozen_parameters=True its `module` holds only the LoRA tensors, under the PEFT model's names.
 LEARNER_STATES = Path("learner") / "learner" / "mp_rank_00_model_states.pt"
+ROLES = ("proposer", "solver", "judge")  # with learner.adapters per_role: an adapter each, tag "learner-ROLE"
+ADAPTER_NAME = re.compile(r"\.lora_([AB])\.[^.]+\.weight$")  # PEFT's parameter names hold the adapter's name
+
+
+def role_states(role: str) -> Path:
+    """Where a run checkpoint of learner.adapters per_role keeps `role`'s adapter."""
+    return LEARNER_STATES.parent.with_name(f"learner-{role}") / LEARNER_STATES.name
 
 
 class AdapterError(ValueError):
     """An --adapter path that is not a usable adapter or checkpoint (one line)."""
 
 
-def resolve_adapter(path: Path) -> Path:
-    """A PEFT adapter directory as given, or the DeepSpeed model-states file of a run checkpoint."""
+def _of_role(path: Path, role: str | None, found: list[str], where) -> Path:
+    if role in found:
+        return where(role)
+    choice = f"--role {role} is not one of them" if role else "choose one with --role"
+    raise AdapterError(f"{path}: one adapter per role ({', '.join(found)}): {choice}")
+
+
+def resolve_adapter(path: Path, role: str | None = None) -> Path:
+    """A PEFT adapter directory as given, or the DeepSpeed model-states file of a run checkpoint. Where there is one
+    adapter per role (learner.adapters per_role), `role`'s."""
     if not path.is_dir():
         raise AdapterError(f"{path}: directory not found")
     if (path / ADAPTER_CONFIG).is_file():
         return path
+    if found := [name for name in ROLES if (path / name / ADAPTER_CONFIG).is_file()]:
+        return _of_role(path, role, found, lambda name: path / name)
     if (path / "checkpoints").is_dir():
         try:
             checkpoint = latest_checkpoint(path)
@@ -40,6 +58,8 @@ def resolve_adapter(path: Path) -> Path:
         path = checkpoint
     if (path / LEARNER_STATES).is_file():
         return path / LEARNER_STATES
+    if found := [name for name in ROLES if (path / role_states(name)).is_file()]:
+        return _of_role(path, role, found, lambda name: path / role_states(name))
     raise AdapterError(f"{path}: neither a PEFT adapter ({ADAPTER_CONFIG}), a run checkpoint "
                        f"({LEARNER_STATES}) nor a run directory (checkpoints/latest)")
 
@@ -50,8 +70,9 @@ def run_dir_of(states_path: Path) -> Path:
 
 
 def read_learner_checkpoint(states_path: Path) -> tuple[dict[str, Any], Any]:
-    """The LoRA tensors of a learner checkpoint, by PEFT parameter name, and the dtype the learner computed in
-    (bf16 or fp16 when DeepSpeed's mixed precision was on, else float32; learner.compute_dtype decides that)."""
+    """The LoRA tensors of a learner checkpoint, by PEFT parameter name (as the adapter "default" of a model's only
+    adapter, whichever role's it was), and the dtype the learner computed in (bf16 or fp16 when DeepSpeed's mixed
+    precision was on, else float32; learner.compute_dtype decides that)."""
     import torch
 
     states = torch.load(states_path, map_location="cpu", weights_only=True)
@@ -64,6 +85,7 @@ def read_learner_checkpoint(states_path: Path) -> tuple[dict[str, Any], Any]:
         tensors = {name: tensor for name, tensor in consolidated.items() if ".lora_" in name}
     if not tensors:
         raise AdapterError(f"{states_path}: no LoRA tensors in the checkpoint's module state")
+    tensors = {ADAPTER_NAME.sub(r".lora_\1.default.weight", name): tensor for name, tensor in tensors.items()}
     precision = states.get("ds_config", {})
     compute_dtype = (torch.bfloat16 if precision.get("bf16", {}).get("enabled") else
                      torch.float16 if precision.get("fp16", {}).get("enabled") else torch.float32)

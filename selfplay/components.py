@@ -38,7 +38,8 @@ class PolicyLearner(Protocol):
 
     def drift_from_base(self, samples: list[TrainSample]) -> float: ...
 
-    def export(self, version: int, mode: SyncMode, directory: str, probe: SyncProbe | None = None) -> WeightUpdate: ...
+    def export(self, version: int, mode: SyncMode, directory: str,
+               probe: SyncProbe | dict[str, SyncProbe] | None = None) -> WeightUpdate: ...
 
 
 class FollowingEngines(Protocol):
@@ -63,6 +64,8 @@ class Components:
     engine_pools: list[FollowingEngines]  # the first one also answers the held-out evaluation
     sync_mode: SyncMode
     export_dir: Path
-    probe: SyncProbe  # the weights the engines serve, as the learner computes them (selfplay.wiring)
+    # the weights the engines serve, as the learner computes them (selfplay.wiring): one probe, or one per role's
+    # adapter (learner.adapters per_role)
+    probe: SyncProbe | dict[str, SyncProbe]
     drift_samples: tuple[TrainSample, ...] = ()  # general exchanges the adapter's drift from the base is measured on
     sleep_while_training: bool = False  # the engines sleep while the learner trains (rollout.sleep_while_training)

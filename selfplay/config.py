@@ -16,7 +16,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from learner.config import LearnerConfig, Section
-from rollout.config import RolloutConfig
+from learner.weights import SyncMode
+from rollout.config import RolloutConfig, resolve_sync_mode
 
 
 class ConfigError(ValueError):
@@ -249,6 +250,10 @@ class Config(Section):
             raise ValueError("eval.guard.action: the guard needs eval.every > 0")
         if self.run.iterations == 0 and not self.sft.steps:
             raise ValueError("run.iterations: 0 runs only the SFT cold start, but sft.steps is 0 (nothing to run)")
+        if self.learner.adapters == "per_role" and resolve_sync_mode(
+                self.rollout.sync_mode, uses_gpu=self.rollout.gpus_per_engine > 0) is not SyncMode.ADAPTER:
+            raise ValueError("learner.adapters: per_role serves each role its own adapter, which needs "
+                             "rollout.sync_mode adapter (merged weights are one model for every role)")
         return self
 
 

@@ -1,6 +1,7 @@
 """General exchanges far from the task: the adapter's drift from the base model on them (`learner/drift_kl`, the
 token-mean KL of the current model from the base on these answers) is logged every iteration next to the held-out
-accuracies, a forgetting signal that needs no labels."""
+accuracies, a forgetting signal that needs no labels. They are the solver's: with one adapter per role, the solver's
+adapter answers them."""
 
 from __future__ import annotations
 
@@ -21,5 +22,5 @@ GENERAL_EXCHANGES = (
 
 
 def drift_examples() -> list[SFTExample]:
-    return [SFTExample("drift", (ChatMessage(role="user", content=prompt),), answer)
+    return [SFTExample("solver", (ChatMessage(role="user", content=prompt),), answer)
             for prompt, answer in GENERAL_EXCHANGES]

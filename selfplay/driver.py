@@ -95,8 +95,9 @@ def cold_start(config: Config, started: Started, state: RunState, run_dir: Path,
     synced = sync_weights(config, started.components, state)
     log(f"  SFT done in {duration(time.perf_counter() - began)}: nll {metrics.get('sft/nll_first', math.nan):.3f} "
         f"-> {metrics.get('sft/nll_last', math.nan):.3f}")
-    metrics |= {"time/sft": time.perf_counter() - began, "sft/probe_position": synced["sync/probe_position"],
-                "sft/probe_separation": synced["sync/probe_separation"]}
+    metrics |= {"time/sft": time.perf_counter() - began, "sft/probe_position": synced["sync/probe_position"]}
+    metrics |= {key.replace("sync/", "sft/"): value for key, value in synced.items()
+                if key.startswith("sync/probe_separation")}  # and, with one adapter per role, each one's
     save_checkpoint(run_dir, 0, started.learner.save_checkpoint, checkpoint_state(state, best) | {"iteration": 0},
                     config.run.keep_checkpoints, best.protected())
     return {key: value for key, value in metrics.items() if key.startswith(("sft/", "time/sft"))}

@@ -19,6 +19,7 @@ from typing import Any
 
 from agents.parsing import FormatFailure, Parsed, failure_counts, parse_answer
 from agents.prompts import solver_messages
+from agents.roles import Role
 from rewards.grading_pool import Grader
 from rollout.records import GenerationRequest, Generator, SamplingSpec
 from selfplay.question_pool import PoolQuestion, load_seed_file
@@ -198,7 +199,8 @@ def evaluate(generator: Generator, questions: Sequence[PoolQuestion], max_tokens
     order (a grade that times out counts as incorrect)."""
     examples = [eval_example(question) for question in questions]
     sampling = greedy_sampling(max_tokens)
-    requests = [GenerationRequest(tuple(solver_messages(example.question)), sampling) for example in examples]
+    requests = [GenerationRequest(tuple(solver_messages(example.question)), sampling, role=Role.SOLVER.value)
+                for example in examples]
     completions = generator.generate(requests) if requests else []
     if len(completions) != len(requests):
         raise RuntimeError(f"generator returned {len(completions)} completions for {len(requests)} requests")

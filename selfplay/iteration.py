@@ -11,6 +11,7 @@ logging and checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections import Counter
@@ -379,9 +380,14 @@ def sync_weights(config: Config, components: Components, state: RunState) -> dic
     for engines in components.engine_pools:
         metrics = engines.apply_update(update)
     state.weight_version = version
-    components.probe = update.probe
-    metrics["sync/probe_tolerance"] = update.probe.tolerance
-    metrics["sync/probe_separation"] = update.probe.separation()
+    probes = update.probes()  # one for the shared adapter, or one per role
+    components.probe = update.probe or probes
+    separations = {role: probe.separation() for role, probe in probes.items()}
+    metrics["sync/probe_tolerance"] = max(probe.tolerance for probe in probes.values())
+    # the adapter that moved most: a role that did not train this iteration keeps its adapter where it was
+    metrics["sync/probe_separation"] = max((value for value in separations.values() if not math.isnan(value)),
+                                           default=math.nan)
+    metrics |= {f"sync/probe_separation_{role}": value for role, value in separations.items() if role}
     return metrics
 
 

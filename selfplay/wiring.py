@@ -14,6 +14,8 @@ import ray
 
 from agents.parsing import special_markers
 from agents.players import Judge, Proposer, Solver
+from agents.roles import Role
+from learner.config import LearnerConfig
 from learner.hardware import alive_nodes, resolve_compute_dtype
 from learner.memory import NATIVE_CACHE_LIMITS
 from learner.weights import SyncMode, SyncProbe, process_scratch_dir
@@ -145,6 +147,13 @@ def export_dir_for(config: Config, run_dir: Path | None = None) -> Path:
     return process_scratch_dir("selfplay-weights-", config.rollout.weights_path, owner=owner)
 
 
+def learner_adapters(learner: LearnerConfig) -> tuple[str, ...]:
+    """The adapters the learner trains (learner.adapters): one shared, or one named after each role."""
+    from learner.trainer import SHARED_ADAPTER
+
+    return tuple(role.value for role in Role) if learner.adapters == "per_role" else (SHARED_ADAPTER,)
+
+
 def start_components(config: Config, export_dir: Path, plan: PlacementPlan) -> Started:
     """Everything the run reserves, where `plan` puts it (engines, a frozen judge's engines, learner ranks)."""
     from transformers import AutoTokenizer
@@ -161,9 +170,11 @@ def start_components(config: Config, export_dir: Path, plan: PlacementPlan) -> S
     engine_dtype = resolve_engine_dtype(config.rollout, config.model.dtype)
     asleep = resolve_sleep_while_training(config.rollout.sleep_while_training, config.rollout.gpus_per_engine,
                                           config.learner.gpus_per_worker)
+    adapters = learner_adapters(config.learner)
     spec = engine_spec_from_config(model_path, engine_dtype, config.model.max_model_len, config.rollout,
                                    sync_mode, config.learner.lora.rank, config.run.seed,
-                                   wave_sequences_per_engine(config), sleep_mode=asleep)
+                                   wave_sequences_per_engine(config), sleep_mode=asleep,
+                                   adapters_per_version=len(adapters))
     seeds = "a seed per sequence" if spec.seeded_requests else f"engine seed {spec.seed}"
     log(f"starting {config.rollout.num_engines} vLLM engine(s) for {model_path} ({engine_dtype}, "
         f"weight sync: {sync_mode.value}, {seeds}, at most {spec.max_num_seqs} sequences at once"
@@ -189,7 +200,7 @@ def start_components(config: Config, export_dir: Path, plan: PlacementPlan) -> S
     learner = LearnerGroup(config.learner, LearnerSetup(model_path=model_path, dtype=config.model.dtype,
                                                         export_dtype=engine_dtype,
                                                         max_model_len=config.model.max_model_len,
-                                                        seed=config.run.seed),
+                                                        seed=config.run.seed, adapters=adapters),
                            ship_exports=several_nodes and config.rollout.weights_path is None,
                            nodes=plan.nodes_of("learner rank"))
     pools = [pool] if judge_pool is pool else [pool, judge_pool]

@@ -1,5 +1,6 @@
 """The engines' spec from the config: the batch cap from the run's waves, per-sequence seeds by platform, sleep
-while training where engines share the learner's GPUs, and a frozen judge without LoRA."""
+while training where engines share the learner's GPUs, a frozen judge without LoRA, one adapter per role where
+the learner trains one per role; and which adapter answers a request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from learner.weights import SyncMode
 from rollout.config import (RolloutConfig, engine_spec_from_config, frozen_engine_spec, resolve_max_num_seqs,
                             resolve_seeded_requests, resolve_sleep_while_training)
+from rollout.engine import Engine
 from selfplay.config import ConfigError, load_config
 from selfplay.preflight import wave_sequences_per_engine
 
@@ -79,3 +81,27 @@ def test_an_engine_restarted_beside_a_learner_asks_for_what_is_free():
         gpu_fraction_that_fits(0.35, [9.6 * GIB], total)  # 0.12 free, 0.10 after headroom: under half of 0.35
     # a tensor-parallel engine's shards: the fullest card decides
     assert gpu_fraction_that_fits(0.5, [80 * GIB, 32 * GIB], total * 2) == 0.38
+
+
+def test_each_request_is_answered_with_its_roles_adapter_or_the_shared_one():
+    engine = Engine.__new__(Engine)  # the routing alone: no vLLM behind it
+    engine._served = {}
+    assert engine._adapter_of("solver") is None  # before the first adapter sync: the base model
+    engine._served = {"": "shared"}
+    assert engine._adapter_of("solver") == engine._adapter_of("") == "shared"
+    engine._served = {"proposer": "P", "solver": "S", "judge": "J"}
+    assert [engine._adapter_of(role) for role in ("proposer", "solver", "judge")] == ["P", "S", "J"]
+    with pytest.raises(ValueError, match=r"serves adapters for roles proposer, solver, judge, none for a request of "
+                                         r"role ''"):
+        engine._adapter_of("")
+
+
+def test_one_adapter_per_role_reaches_the_engines_and_a_frozen_judge_serves_none():
+    spec = engine_spec_from_config("m", "bfloat16", 1024, RolloutConfig(), SyncMode.ADAPTER, 16, 0,
+                                   adapters_per_version=3)
+    assert spec.adapters_per_version == 3 and frozen_engine_spec(spec).adapters_per_version == 1
+    with pytest.raises(ConfigError, match=r"learner.adapters: per_role serves each role its own adapter, which needs "
+                                          r"rollout.sync_mode adapter"):
+        load_config(ROOT / "configs/arithmetic-cpu.yaml", ["learner.adapters=per_role"])
+    assert load_config(ROOT / "configs/arithmetic-cpu.yaml",
+                       ["learner.adapters=per_role", "rollout.sync_mode=adapter"]).learner.adapters == "per_role"

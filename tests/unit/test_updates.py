@@ -1,8 +1,11 @@
-"""Several updates per batch: how a batch is split into PPO epochs and mini-batches, and how their metrics merge."""
+"""Several updates per batch: how a batch is split into PPO epochs and mini-batches, and how their metrics merge;
+which adapter trains on which samples."""
+
+import pytest
 
 from learner.group import merge_rank_metrics, merge_update_metrics
 from learner.records import TrainBatch, TrainSample
-from learner.trainer import plan_updates
+from learner.trainer import SHARED_ADAPTER, BatchError, adapter_indices, plan_updates
 
 
 def _batch(count: int) -> TrainBatch:
@@ -41,3 +44,14 @@ def test_memory_is_the_largest_rank_after_the_last_update():
     assert ranks == {"memory/learner_rss_gb": 3.5, "learner/tokens": 12.0}
     merged = merge_update_metrics([{"memory/learner_rss_gb": 3.5}, {"memory/learner_rss_gb": 3.0}])
     assert merged == {"memory/learner_rss_gb": 3.0, "learner/updates": 2.0}
+
+
+def test_one_shared_adapter_trains_every_sample_and_per_role_adapters_their_roles_samples():
+    roles = ["solver", "judge", "solver", "proposer"]
+    samples = [TrainSample((1,), (2,), (-1.0,), 1.0, role=role) for role in roles]
+    assert adapter_indices(samples, (SHARED_ADAPTER,)) == {SHARED_ADAPTER: [0, 1, 2, 3]}
+    assert adapter_indices(samples, ("proposer", "solver", "judge")) == {"solver": [0, 2], "judge": [1],
+                                                                         "proposer": [3]}
+    assert adapter_indices([], ("proposer", "solver", "judge")) == {} == adapter_indices([], (SHARED_ADAPTER,))
+    with pytest.raises(BatchError, match=r"^sample 1 has role 'judge', which has no adapter \(adapters: solver\)$"):
+        adapter_indices(samples, ("solver",))
