@@ -4,8 +4,10 @@
         [--set NAME=FILE ...] [--gsm8k TRAIN_JSONL] [--limit N] [--reuse-base DIR] [--output-dir DIR] [key=value ...]
 
 Held-out sets (JSONL rows with "question" and "answer", or GSM8K's "#### N" answers):
-- `--set NAME=FILE`, any number; without any `--set` and `--gsm8k`, the shipped `arithmetic` set
-  (configs/heldout/arithmetic.jsonl: 210 calculations from DeepMind's mathematics_dataset generator, Apache-2.0);
+- `--set NAME=FILE`, any number; without any `--set` and `--gsm8k`, the shipped sets `arithmetic`
+  (configs/heldout/arithmetic.jsonl: 210 calculations from DeepMind's mathematics_dataset generator, Apache-2.0) and
+  `arithmetic_hard` (configs/heldout/arithmetic-hard.jsonl: 200 calculations of three or more operations with larger
+  numbers, from the same generator; configs/heldout/README.md);
 - `--gsm8k TRAIN_JSONL`: three sets built from GSM8K's train split (human-written, MIT licence, a different source
   than any seed file; `grade_school_math/data/train.jsonl` of https://github.com/openai/grade-school-math):
   - `calculations`: bare arithmetic, "What is 48 / 2?": the first 300 distinct calculator annotations
@@ -14,7 +16,8 @@ Held-out sets (JSONL rows with "question" and "answer", or GSM8K's "#### N" answ
   - `multi_step`: the last 100 problems with two or more calculations: the "does not lose ground on GSM8K" check.
 
 Modes, each from the same start (the config's SFT cold start included) at the same time budget: `full` (self-play,
-every role trains), `solver-only` (run.train_roles=[solver]: the same loop, proposer and judge still generate, GRPO
+every role trains one shared adapter), `per-role` (self-play with one adapter per role: learner.adapters per_role,
+adapter sync; the solver's adapter is evaluated), `solver-only` (run.train_roles=[solver]: the same loop, proposer and judge still generate, GRPO
 updates the solver alone), `sft-only` (the config's SFT cold start and no self-play: what the others add to it),
 `base` (no training: the base evaluation only). Each run is `launch/evolve.py` stopped by
 SIGTERM at the deadline (checkpoints are written every iteration, plots at the end under its run directory), then
@@ -40,8 +43,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_SETS = {"arithmetic": ROOT / "configs" / "heldout" / "arithmetic.jsonl"}
-MODES = {"full": [], "solver-only": ["run.train_roles=[solver]"], "sft-only": ["run.iterations=0"], "base": None}
+SHIPPED_SETS = {"arithmetic": ROOT / "configs" / "heldout" / "arithmetic.jsonl",
+                "arithmetic_hard": ROOT / "configs" / "heldout" / "arithmetic-hard.jsonl"}
+MODES = {"full": [], "per-role": ["learner.adapters=per_role", "rollout.sync_mode=adapter"],
+         "solver-only": ["run.train_roles=[solver]"], "sft-only": ["run.iterations=0"], "base": None}
 CALCULATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")  # GSM8K's calculator annotations
 OPERATOR = re.compile(r"[-+*/]")
 sys.path.insert(0, str(ROOT))
@@ -118,7 +123,7 @@ def held_out_sets(directory: Path, given: list[tuple[str, Path]], gsm8k: Path | 
 def run_eval(config: str, data: Path, output: Path, overrides: list[str], adapter: Path | None = None,
              baseline: Path | None = None) -> dict:
     command = [sys.executable, str(ROOT / "launch/eval.py"), "--config", config, "--data", str(data),
-               "--output", str(output), *(["--adapter", str(adapter)] if adapter else []),
+               "--output", str(output), *(["--adapter", str(adapter), "--role", "solver"] if adapter else []),
                *(["--baseline", str(baseline)] if baseline else []), "tracking.wandb=disabled", *overrides]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:

@@ -49,15 +49,16 @@ def test_each_trained_mode_is_compared_with_the_ones_run_before_it(tmp_path):
     assert between_arms(tmp_path, ["full"], ["calculations"]) == {}
 
 
-def test_held_out_sets_default_to_the_shipped_file_and_take_paths_by_flag(tmp_path):
+def test_held_out_sets_default_to_the_shipped_files_and_take_paths_by_flag(tmp_path):
     import pytest
 
     from bench.learning import SHIPPED_SETS, held_out_sets
 
     (tmp_path / "a").mkdir()
     shipped = held_out_sets(tmp_path / "a", [], None, limit=5)
-    assert list(shipped) == ["arithmetic"]
-    assert shipped["arithmetic"].read_text().splitlines() == SHIPPED_SETS["arithmetic"].read_text().splitlines()[:5]
+    assert list(shipped) == ["arithmetic", "arithmetic_hard"]
+    for name in shipped:
+        assert shipped[name].read_text().splitlines() == SHIPPED_SETS[name].read_text().splitlines()[:5]
     mine = tmp_path / "mine.jsonl"
     mine.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
     gsm8k = tmp_path / "train.jsonl"
