@@ -26,7 +26,9 @@ lenient accuracy, each as a paired difference with a 95 % interval and McNemar's
 eval.max_tokens 256. Writes `table.md` (the comparison against the base model and, with two or more trained modes,
 each mode against each one run before it: `--modes sft-only,solver-only,full` tells what GRPO and the other roles
 add to the SFT) and prints one JSON object as the last stdout line. The base evaluations take about 20 minutes on
-2 cores; `--reuse-base DIR` takes the `base-<set>.jsonl` rows from an earlier output directory.
+2 cores; `--reuse-base DIR` takes the `base-<set>.jsonl` rows from an earlier output directory. Run again with
+the same `--output-dir`, it keeps the base rows and every arm already finished there (its `MODE/result.json`) and
+runs only the others, so the arms of one comparison can be run one at a time, in separate sessions.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ MODES = {"full": [], "per-role": ["learner.adapters=per_role", "rollout.sync_mod
          "solver-only": ["run.train_roles=[solver]"], "sft-only": ["run.iterations=0"], "base": None}
 CALCULATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")  # GSM8K's calculator annotations
 OPERATOR = re.compile(r"[-+*/]")
+MODE_RESULT = "result.json"  # in a mode's directory once its run and evaluations are done
 sys.path.insert(0, str(ROOT))
 
 from rewards.arithmetic import ArithmeticRefused, evaluate  # noqa: E402
@@ -183,6 +186,16 @@ def paired_cell(paired: dict) -> str:
             f"{paired['mcnemar_p']:.2g})")
 
 
+def finished_arm(mode_dir: Path, sets: list[str]) -> dict | None:
+    """An arm an earlier invocation finished in `mode_dir` (its result and evaluations on every one of `sets`), or
+    None: arms can span sessions. A result without this invocation's sets is run again."""
+    if not (mode_dir / MODE_RESULT).is_file():
+        return None
+    result = json.loads((mode_dir / MODE_RESULT).read_text())
+    evaluated = all(name in result and (mode_dir / f"trained-{name}.jsonl").is_file() for name in sets)
+    return result if evaluated else None
+
+
 def between_arms(output_dir: Path, modes: list[str], sets: list[str]) -> dict:
     """Each trained mode against each one run before it, on the same held-out questions: what one arm adds to
     another (the base comparison alone cannot tell an SFT's gain from self-play's)."""
@@ -232,7 +245,9 @@ def main() -> None:
     eval_overrides = ["eval.max_tokens=256"]
     for name, data in sets.items():
         rows = output_dir / f"base-{name}.jsonl"
-        if args.reuse_base and (args.reuse_base / rows.name).is_file():
+        if rows.is_file():
+            log(f"base {name}: rows kept from an earlier invocation in {output_dir}")
+        elif args.reuse_base and (args.reuse_base / rows.name).is_file():
             rows.write_text((args.reuse_base / rows.name).read_text())
             log(f"base {name}: rows reused from {args.reuse_base}")
         else:
@@ -243,6 +258,10 @@ def main() -> None:
               "base": {name: accuracies(output_dir / f"base-{name}.jsonl") for name in sets}}
     for mode in trained_modes:
         mode_dir = output_dir / mode
+        if (finished := finished_arm(mode_dir, list(sets))) is not None:
+            result[mode] = finished
+            log(f"{mode}: kept from an earlier invocation ({mode_dir / MODE_RESULT})")
+            continue
         mode_dir.mkdir(exist_ok=True)
         log(f"self-play ({mode}) for {args.minutes:g} minutes")
         started = time.monotonic()
@@ -255,6 +274,7 @@ def main() -> None:
             summary = run_eval(args.config, data, mode_dir / f"trained-{name}.jsonl", eval_overrides,
                                adapter=run_dir, baseline=output_dir / f"base-{name}.jsonl")
             result[mode][name] = {key: summary[key] for key in ("n", "accuracy", "lenient_accuracy", "vs_baseline")}
+        (mode_dir / MODE_RESULT).write_text(json.dumps(result[mode]) + "\n")
     if trained_modes:
         result["between_arms"] = between_arms(output_dir, trained_modes, list(sets))
         markdown = table(result, trained_modes, list(sets))

@@ -71,3 +71,15 @@ def test_held_out_sets_default_to_the_shipped_files_and_take_paths_by_flag(tmp_p
     assert len(both["multi_step"].read_text().splitlines()) == 3  # every row has two or more calculations
     with pytest.raises(SystemExit, match="--set lost=.*: file not found"):
         held_out_sets(tmp_path / "b", [("lost", tmp_path / "nowhere.jsonl")], None, None)
+
+
+def test_an_arm_finished_by_an_earlier_invocation_is_kept_only_with_every_sets_evaluation(tmp_path):
+    from bench.learning import MODE_RESULT, finished_arm
+
+    assert finished_arm(tmp_path, ["arithmetic"]) is None
+    result = {"run_dir": "r", "arithmetic": {"n": 3}}
+    (tmp_path / MODE_RESULT).write_text(json.dumps(result))
+    assert finished_arm(tmp_path, ["arithmetic"]) is None  # its rows are missing
+    (tmp_path / "trained-arithmetic.jsonl").write_text("")
+    assert finished_arm(tmp_path, ["arithmetic"]) == result
+    assert finished_arm(tmp_path, ["arithmetic", "arithmetic_hard"]) is None  # a set it was not evaluated on
