@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.roles import Role
 from learner.config import LoRAConfig
 from selfplay.checkpoint import latest_checkpoint
 from selfplay.config import load_config
@@ -19,7 +20,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 # Learner.save_checkpoint writes DeepSpeed's checkpoint into ITER/learner with tag "learner"; with
 # exclude_frozen_parameters=True its `module` holds only the LoRA tensors, under the PEFT model's names.
 LEARNER_STATES = Path("learner") / "learner" / "mp_rank_00_model_states.pt"
-ROLES = ("proposer", "solver", "judge")  # with learner.adapters per_role: an adapter each, tag "learner-ROLE"
+ROLES = tuple(role.value for role in Role)  # with learner.adapters per_role: an adapter each, tag "learner-ROLE"
 ADAPTER_NAME = re.compile(r"\.lora_([AB])\.[^.]+\.weight$")  # PEFT's parameter names hold the adapter's name
 
 
